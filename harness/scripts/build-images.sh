@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# Stage "images": builds the container images a shakedown cluster runs, from local
+# binaries only (no registry can be reached), and saves them into one tarball that
+# nodes load with `ctr -n k8s.io images import`.
+#
+# Images (every one labelled io.shakedown.managed=true):
+#   $IMAGE_REPO/kube-apiserver:$KUBE_VERSION           FROM scratch + static binary
+#   $IMAGE_REPO/kube-controller-manager:$KUBE_VERSION  FROM scratch + static binary
+#   $IMAGE_REPO/kube-scheduler:$KUBE_VERSION           FROM scratch + static binary
+#   $IMAGE_REPO/kube-proxy:$KUBE_VERSION               Debian rootfs (iptables, conntrack, ipset) + binary
+#   $IMAGE_REPO/etcd:$ETCD_TAG                         Debian's etcd with its libc and ld-linux beside it
+#   $IMAGE_REPO/pause:$PAUSE_TAG                       static pause from BIN_DIR
+#   $IMAGE_REPO/agnhost:$AGNHOST_TAG                   static agnhost (+ busybox applets for `sh -c` specs)
+#   $IMAGE_REPO/busybox:$BUSYBOX_TAG                   Debian busybox-static with applet symlinks
+#
+# Inputs (environment):
+#   BIN_DIR        folder with kube-apiserver kube-controller-manager kube-scheduler
+#                  kube-proxy pause agnhost (required)
+#   KUBE_VERSION   e.g. v1.20.2 (required)
+#   WORK           scratch folder (required); the kube-proxy rootfs is cached in
+#                  $WORK/rootfs/kube-proxy-$DEBIAN_SUITE, image trees in $WORK/images/
+#   IMAGE_REPO     image name prefix (default shakedown.local)
+#   ETCD_TAG       default 3.4.23-shakedown (must start with the etcd binary's version)
+#   PAUSE_TAG      default 3.4.1
+#   AGNHOST_TAG    default 2.21
+#   BUSYBOX_TAG    default 1.29
+#   ETCD_BIN       default /usr/bin/etcd (Debian etcd-server)
+#   BUSYBOX_BIN    default /bin/busybox (Debian busybox-static)
+#   DEBIAN_SUITE   default bookworm
+#   DEBIAN_MIRROR  default http://deb.debian.org/debian
+# Outputs:
+#   $WORK/images.txt  every tag built, one per line
+#   $WORK/images.tar  `docker save` of all of them
+# Idempotent: an image whose inputs did not change (label io.shakedown.input) is not
+# imported again, and images.tar is not rewritten when no image changed.
+set -euo pipefail
+: "${BIN_DIR:?BIN_DIR must be set}" "${KUBE_VERSION:?KUBE_VERSION must be set}" "${WORK:?WORK must be set}"
+IMAGE_REPO=${IMAGE_REPO:-shakedown.local}
+ETCD_TAG=${ETCD_TAG:-3.4.23-shakedown}
+PAUSE_TAG=${PAUSE_TAG:-3.4.1}
+AGNHOST_TAG=${AGNHOST_TAG:-2.21}
+BUSYBOX_TAG=${BUSYBOX_TAG:-1.29}
+ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
+BUSYBOX_BIN=${BUSYBOX_BIN:-/bin/busybox}
+DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+log() { printf '+ %s\n' "$*" >&2; }
+run() { log "$@"; "$@"; }
+die() { printf 'build images: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "failed to build images: must run as root (debootstrap needs it)"
+command -v docker >/dev/null || die "failed to find docker"
+command -v debootstrap >/dev/null || die "failed to find debootstrap (apt-get install debootstrap)"
+for b in kube-apiserver kube-controller-manager kube-scheduler kube-proxy pause agnhost; do
+  [ -x "$BIN_DIR/$b" ] || die "failed to find $BIN_DIR/$b (build the Kubernetes binaries first)"
+done
+[ -x "$ETCD_BIN" ] || die "failed to find $ETCD_BIN (apt-get install etcd-server)"
+[ -x "$BUSYBOX_BIN" ] || die "failed to find $BUSYBOX_BIN (apt-get install busybox-static)"
+
+WORK=$(mkdir -p "$WORK" && cd "$WORK" && pwd)
+trees="$WORK/images"
+mkdir -p "$trees" "$WORK/rootfs" "$WORK/debootstrap-cache"
+
+is_static() { ! ldd "$1" >/dev/null 2>&1 || ldd "$1" 2>&1 | grep -q 'statically linked'; }
+require_static() {
+  is_static "$1" || die "failed to use $1: it is dynamically linked (build it with CGO_ENABLED=0 / gcc -static)"
+}
+
+# new_tree NAME: an empty image tree with /tmp, printed.
+new_tree() {
+  local t="$trees/$1"
+  rm -rf "$t"
+  mkdir -p "$t/tmp"
+  chmod 1777 "$t/tmp"
+  printf '%s\n' "$t"
+}
+
+# add_busybox TREE: busybox in /bin and a symlink per applet (the upstream image's layout).
+add_busybox() {
+  local t=$1 a
+  mkdir -p "$t/bin" "$t/etc"
+  install -m 0755 "$BUSYBOX_BIN" "$t/bin/busybox"
+  for a in $("$BUSYBOX_BIN" --list); do
+    [ "$a" = busybox ] || ln -sf busybox "$t/bin/$a"
+  done
+  [ -f "$t/etc/passwd" ] || printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n' >"$t/etc/passwd"
+  [ -f "$t/etc/group" ] || printf 'root:x:0:\nnogroup:x:65534:\n' >"$t/etc/group"
+  mkdir -p "$t/root"
+}
+
+built=()
+changed=0
+# import_tree TREE TAG INPUT-KEY [--change ...]: docker import TREE as TAG unless an
+# image with the same input key is already tagged TAG.
+import_tree() {
+  local tree=$1 tag=$2 key=$3
+  shift 3
+  built+=("$tag")
+  local have
+  have=$(docker image inspect --format '{{ index .Config.Labels "io.shakedown.input" }}' "$tag" 2>/dev/null || true)
+  if [ "$have" = "$key" ]; then
+    echo "up to date: $tag" >&2
+    return 0
+  fi
+  log "tar -C $tree -c . | docker import $* - $tag"
+  tar -C "$tree" --numeric-owner -c . | docker import "$@" \
+    --change 'LABEL io.shakedown.managed=true' \
+    --change "LABEL io.shakedown.input=$key" \
+    - "$tag" >/dev/null || die "failed to docker import $tag"
+  changed=1
+}
+
+# key FILES...: a short digest of the given files plus the script itself.
+key() { cat "$@" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16; }
+
+# --- control plane: static binaries FROM scratch --------------------------------------
+for c in kube-apiserver kube-controller-manager kube-scheduler; do
+  require_static "$BIN_DIR/$c"
+  k=$(key "$BIN_DIR/$c")
+  tag="$IMAGE_REPO/$c:$KUBE_VERSION"
+  if [ "$(docker image inspect --format '{{ index .Config.Labels "io.shakedown.input" }}' "$tag" 2>/dev/null || true)" != "$k" ]; then
+    t=$(new_tree "$c")
+    mkdir -p "$t/usr/local/bin"
+    run install -m 0755 "$BIN_DIR/$c" "$t/usr/local/bin/$c"
+  fi
+  import_tree "$trees/$c" "$tag" "$k" \
+    --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
+    --change "ENTRYPOINT [\"/usr/local/bin/$c\"]"
+done
+
+# --- pause ----------------------------------------------------------------------------
+require_static "$BIN_DIR/pause"
+k=$(key "$BIN_DIR/pause")
+t=$(new_tree pause)
+run install -m 0755 "$BIN_DIR/pause" "$t/pause"
+import_tree "$t" "$IMAGE_REPO/pause:$PAUSE_TAG" "$k" \
+  --change 'ENV PATH=/' \
+  --change 'USER 65535:65535' \
+  --change 'ENTRYPOINT ["/pause"]'
+
+# --- busybox --------------------------------------------------------------------------
+require_static "$BUSYBOX_BIN"
+k=$(key "$BUSYBOX_BIN")
+t=$(new_tree busybox)
+add_busybox "$t"
+mkdir -p "$t/home" "$t/var" "$t/usr/bin" "$t/usr/sbin" "$t/sbin"
+import_tree "$t" "$IMAGE_REPO/busybox:$BUSYBOX_TAG" "$k" \
+  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  --change 'CMD ["sh"]'
+
+# --- agnhost (upstream: /agnhost, /agnhost-2 link, a shell; entrypoint /agnhost) -------
+require_static "$BIN_DIR/agnhost"
+k=$(key "$BIN_DIR/agnhost" "$BUSYBOX_BIN")
+tag="$IMAGE_REPO/agnhost:$AGNHOST_TAG"
+t=$(new_tree agnhost)
+run install -m 0755 "$BIN_DIR/agnhost" "$t/agnhost"
+ln -s agnhost "$t/agnhost-2"
+add_busybox "$t"
+import_tree "$t" "$tag" "$k" \
+  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  --change 'ENTRYPOINT ["/agnhost"]' \
+  --change 'CMD ["pause"]'
+
+# --- etcd: Debian's dynamically linked binary + the libraries ldd names ----------------
+etcd_version=$("$ETCD_BIN" --version | sed -n 's/^etcd Version: //p')
+case $ETCD_TAG in
+  "$etcd_version"*) ;;
+  *) die "failed to tag etcd: $ETCD_BIN is version $etcd_version but ETCD_TAG is $ETCD_TAG" ;;
+esac
+libs=$(ldd "$ETCD_BIN" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u)
+[ -n "$libs" ] || die "failed to list the libraries of $ETCD_BIN with ldd"
+# shellcheck disable=SC2086
+k=$(key "$ETCD_BIN" $libs)
+t=$(new_tree etcd)
+mkdir -p "$t/usr/local/bin" "$t/var/lib/etcd"
+run install -m 0755 "$ETCD_BIN" "$t/usr/local/bin/etcd"
+for l in $libs; do
+  # Same path as on the host (the interpreter path is baked into the binary);
+  # -L turns Debian's merged-/usr symlinks into real files.
+  mkdir -p "$t$(dirname "$l")"
+  run cp -L "$l" "$t$l"
+done
+import_tree "$t" "$IMAGE_REPO/etcd:$ETCD_TAG" "$k" \
+  --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
+  --change 'ENTRYPOINT ["/usr/local/bin/etcd"]'
+log docker run --rm --network none "$IMAGE_REPO/etcd:$ETCD_TAG" --version
+docker run --rm --network none --label io.shakedown.managed=true \
+  "$IMAGE_REPO/etcd:$ETCD_TAG" --version >/dev/null \
+  || die "failed to run etcd from $IMAGE_REPO/etcd:$ETCD_TAG (missing library?)"
+
+# --- kube-proxy: a small Debian rootfs for iptables, conntrack and ipset ----------------
+require_static "$BIN_DIR/kube-proxy"
+proxy_packages=iptables,conntrack,ipset
+proxy_rootfs="$WORK/rootfs/kube-proxy-$DEBIAN_SUITE"
+stamp="$DEBIAN_SUITE $proxy_packages"
+if [ -f "$proxy_rootfs/.shakedown-complete" ] && [ "$(cat "$proxy_rootfs/.shakedown-complete")" = "$stamp" ]; then
+  echo "reusing rootfs $proxy_rootfs" >&2
+else
+  partial="$proxy_rootfs.partial"
+  run rm -rf "$partial" "$proxy_rootfs"
+  log debootstrap --variant=minbase --cache-dir="$WORK/debootstrap-cache" --include="$proxy_packages" "$DEBIAN_SUITE" "$partial" "$DEBIAN_MIRROR"
+  debootstrap --variant=minbase --cache-dir="$WORK/debootstrap-cache" --include="$proxy_packages" \
+    "$DEBIAN_SUITE" "$partial" "$DEBIAN_MIRROR" >"$WORK/rootfs/kube-proxy-debootstrap.log" 2>&1 \
+    || die "failed to debootstrap the kube-proxy rootfs (log: $WORK/rootfs/kube-proxy-debootstrap.log)"
+  # Not needed at run time; keeps the image small.
+  run rm -rf "$partial/var/cache/apt/archives/"*.deb "$partial/var/lib/apt/lists/"* \
+    "$partial/usr/share/doc" "$partial/usr/share/man" "$partial/usr/share/info" "$partial/usr/share/locale"
+  printf '%s\n' "$stamp" >"$partial/.shakedown-complete"
+  run mv "$partial" "$proxy_rootfs"
+fi
+k=$(key "$BIN_DIR/kube-proxy" "$proxy_rootfs/.shakedown-complete")
+tag="$IMAGE_REPO/kube-proxy:$KUBE_VERSION"
+if [ "$(docker image inspect --format '{{ index .Config.Labels "io.shakedown.input" }}' "$tag" 2>/dev/null || true)" != "$k" ]; then
+  t="$trees/kube-proxy"
+  mkdir -p "$t"
+  run rsync -a --delete --exclude=/.shakedown-complete "$proxy_rootfs/" "$t/" \
+    || die "failed to copy the kube-proxy rootfs into $t"
+  run install -m 0755 "$BIN_DIR/kube-proxy" "$t/usr/local/bin/kube-proxy"
+fi
+import_tree "$trees/kube-proxy" "$tag" "$k" \
+  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  --change 'ENTRYPOINT ["/usr/local/bin/kube-proxy"]'
+
+# --- outputs --------------------------------------------------------------------------
+printf '%s\n' "${built[@]}" >"$WORK/images.txt.partial"
+ids=$(for t in "${built[@]}"; do docker image inspect --format "{{.Id}} $t" "$t"; done)
+if [ "$changed" = 0 ] && [ -f "$WORK/images.tar" ] && [ -f "$WORK/images.ids" ] \
+  && [ "$(cat "$WORK/images.ids")" = "$ids" ]; then
+  echo "up to date: $WORK/images.tar" >&2
+else
+  run docker save -o "$WORK/images.tar.partial" "${built[@]}" || die "failed to docker save the images into $WORK/images.tar"
+  run mv "$WORK/images.tar.partial" "$WORK/images.tar"
+  printf '%s\n' "$ids" >"$WORK/images.ids"
+fi
+mv "$WORK/images.txt.partial" "$WORK/images.txt"
+cat "$WORK/images.txt"

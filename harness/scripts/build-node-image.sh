@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Stage "node image": builds the docker image every cluster node container runs.
+# A Debian (debootstrap --variant=minbase) root filesystem with systemd, containerd,
+# runc, the CNI plugins and the networking tools kubelet and kube-proxy need, plus
+# kubeadm, kubelet and kubectl from BIN_DIR and the files in harness/assets/node/.
+# No registry is used: the result is made with `docker import`.
+#
+# Inputs (environment):
+#   BIN_DIR        folder holding kubeadm, kubelet, kubectl (required)
+#   KUBE_VERSION   e.g. v1.20.2 (required)
+#   IMAGE_REPO     image name prefix (default shakedown.local)
+#   WORK           scratch folder; the debootstrap rootfs is cached in
+#                  $WORK/rootfs/node-$DEBIAN_SUITE and reused when complete (required)
+#   NODE_TAG       tag of the result (default $IMAGE_REPO/node:$KUBE_VERSION)
+#   DEBIAN_SUITE   default bookworm
+#   DEBIAN_MIRROR  default http://deb.debian.org/debian
+#   ASSETS_DIR     default <this script>/../assets/node
+#   ONLY_ROOTFS    if 1, stop after the cached rootfs exists (prefetch; BIN_DIR unused)
+# Output: the image NODE_TAG, labelled io.shakedown.managed=true; its tag on stdout.
+set -euo pipefail
+: "${WORK:?WORK must be set}"
+ONLY_ROOTFS=${ONLY_ROOTFS:-0}
+if [ "$ONLY_ROOTFS" != 1 ]; then
+  : "${BIN_DIR:?BIN_DIR must be set}" "${KUBE_VERSION:?KUBE_VERSION must be set}"
+fi
+KUBE_VERSION=${KUBE_VERSION:-}
+IMAGE_REPO=${IMAGE_REPO:-shakedown.local}
+NODE_TAG=${NODE_TAG:-$IMAGE_REPO/node:$KUBE_VERSION}
+DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+ASSETS_DIR=${ASSETS_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../assets/node" && pwd)}
+
+log() { printf '+ %s\n' "$*" >&2; }
+run() { log "$@"; "$@"; }
+die() { printf 'build node image: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "failed to build node image: must run as root (debootstrap needs it)"
+if [ "$ONLY_ROOTFS" != 1 ]; then
+  for b in kubeadm kubelet kubectl; do
+    [ -x "$BIN_DIR/$b" ] || die "failed to find $BIN_DIR/$b (build the Kubernetes binaries first)"
+  done
+fi
+[ -x "$ASSETS_DIR/usr/local/bin/shakedown-entrypoint" ] || die "failed to find node assets in $ASSETS_DIR"
+command -v debootstrap >/dev/null || die "failed to find debootstrap (apt-get install debootstrap)"
+command -v rsync >/dev/null || die "failed to find rsync (apt-get install rsync)"
+
+# Packages measured as needed in ../../shared/ENVIRONMENT.md.
+packages=systemd,systemd-sysv,dbus,containerd,runc,containernetworking-plugins,iptables,iproute2,conntrack,ethtool,socat,ebtables,kmod,util-linux,mount,ca-certificates,procps,libseccomp2
+
+mkdir -p "$WORK/rootfs" "$WORK/debootstrap-cache"
+WORK=$(cd "$WORK" && pwd)  # debootstrap --cache-dir needs an absolute path
+rootfs="$WORK/rootfs/node-$DEBIAN_SUITE"
+# The cache key includes the package list: a changed list rebuilds the rootfs.
+stamp="$DEBIAN_SUITE $packages"
+if [ -f "$rootfs/.shakedown-complete" ] && [ "$(cat "$rootfs/.shakedown-complete")" = "$stamp" ]; then
+  echo "reusing rootfs $rootfs" >&2
+else
+  partial="$rootfs.partial"
+  run rm -rf "$partial" "$rootfs"
+  log debootstrap --variant=minbase --cache-dir="$WORK/debootstrap-cache" --include="$packages" "$DEBIAN_SUITE" "$partial" "$DEBIAN_MIRROR"
+  debootstrap --variant=minbase --cache-dir="$WORK/debootstrap-cache" --include="$packages" "$DEBIAN_SUITE" "$partial" "$DEBIAN_MIRROR" \
+    >"$WORK/rootfs/node-debootstrap.log" 2>&1 \
+    || die "failed to debootstrap the node rootfs (log: $WORK/rootfs/node-debootstrap.log)"
+  # Shrink: package caches and lists are not needed in the image.
+  run rm -rf "$partial/var/cache/apt/archives/"*.deb "$partial/var/lib/apt/lists/"*
+  printf '%s\n' "$stamp" >"$partial/.shakedown-complete"
+  run mv "$partial" "$rootfs"
+fi
+
+[ "$ONLY_ROOTFS" = 1 ] && { echo "rootfs ready: $rootfs" >&2; exit 0; }
+
+# Stage a copy so the cached rootfs stays pristine (it does not depend on KUBE_VERSION).
+stage="$WORK/node-stage"
+mkdir -p "$stage"
+run rsync -a --delete --exclude=/.shakedown-complete "$rootfs/" "$stage/" \
+  || die "failed to copy the rootfs into $stage"
+
+for b in kubeadm kubelet kubectl; do
+  run install -m 0755 "$BIN_DIR/$b" "$stage/usr/bin/$b"
+done
+run cp -a "$ASSETS_DIR/." "$stage/" || die "failed to copy node assets from $ASSETS_DIR"
+run chmod 0755 "$stage/usr/local/bin/shakedown-entrypoint"
+
+# systemd in a container: units that need a real console, udev or a writable /
+# at boot fail or hang, so mask them (measured: 252 then reaches "running").
+log systemctl --root="$stage" mask getty.target ... systemd-remount-fs.service
+out=$(systemctl --root="$stage" mask \
+  getty.target console-getty.service getty@tty1.service serial-getty@ttyS0.service \
+  systemd-logind.service \
+  systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket \
+  systemd-udev-trigger.service systemd-udev-settle.service \
+  systemd-remount-fs.service 2>&1) || die "failed to mask units in the node rootfs: $out"
+log systemctl --root="$stage" enable containerd.service kubelet.service
+out=$(systemctl --root="$stage" enable containerd.service kubelet.service 2>&1) \
+  || die "failed to enable containerd and kubelet in the node rootfs: $out"
+# Every node must get its own machine-id at boot (systemd fills an empty file);
+# kubelet reports it and duplicates confuse node identity.
+run truncate -s 0 "$stage/etc/machine-id"
+run rm -f "$stage/var/lib/dbus/machine-id"
+# kubelet and CNI expect these to exist.
+run mkdir -p "$stage/etc/cni/net.d" "$stage/etc/kubernetes/manifests" "$stage/var/lib/kubelet"
+echo "$KUBE_VERSION" >"$stage/etc/shakedown-kube-version"
+
+# docker import cannot set STOPSIGNAL: node containers must be run with --stop-signal SIGRTMIN+3.
+log "tar -C $stage -c . | docker import --change ... - $NODE_TAG"
+tar -C "$stage" --numeric-owner -c . | docker import \
+  --change 'ENTRYPOINT ["/usr/local/bin/shakedown-entrypoint"]' \
+  --change 'ENV container=docker' \
+  --change 'LABEL io.shakedown.managed=true' \
+  --change "LABEL io.shakedown.kube-version=$KUBE_VERSION" \
+  - "$NODE_TAG" >/dev/null || die "failed to docker import $NODE_TAG"
+echo "$NODE_TAG"

@@ -1,0 +1,232 @@
+//! CNI variants as data: `cni-variants/<name>/variant.yaml` says which Kubernetes versions a
+//! variant supports, which manifests and images each release range uses, and how to tell it
+//! is ready.
+
+use crate::config::{self, ConfigErrors, Located};
+use crate::kube::KubeVersion;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// False for variants the harness renders itself (bridge).
+    pub third_party: bool,
+    pub pod_cidr: PodCidr,
+    pub ready: Readiness,
+    /// Release ranges; the first whose range contains the version is used.
+    pub releases: Vec<Release>,
+    /// Why its pods cannot run on a machine without a registry, if so.
+    #[serde(default)]
+    pub offline_limitation: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodCidr {
+    /// The variant allocates pod addresses from each node's `spec.podCIDR`, so kubeadm must
+    /// set `networking.podSubnet`.
+    pub uses_node_cidrs: bool,
+    /// The range the variant uses by default when it allocates on its own.
+    #[serde(default)]
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Readiness {
+    #[serde(default)]
+    pub daemonset: Option<NamespacedName>,
+    /// Node condition that must be True on every node.
+    pub node_condition: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespacedName {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Release {
+    pub kubernetes: VersionRange,
+    /// The variant's own release, e.g. `2.8.1`; `builtin` for rendered variants.
+    pub version: String,
+    /// Where the manifests were published.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Manifest files, relative to the variant folder.
+    #[serde(default)]
+    pub manifests: Vec<PathBuf>,
+    #[serde(default)]
+    pub images: Vec<String>,
+}
+
+/// Inclusive range of minor releases; `max` unset means "and later".
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionRange {
+    pub min: String,
+    #[serde(default)]
+    pub max: Option<String>,
+}
+
+impl VersionRange {
+    pub fn contains(&self, v: Option<&KubeVersion>) -> bool {
+        let (Ok(min), max) = (self.min.parse::<KubeVersion>(), self.max.as_deref()) else {
+            return false;
+        };
+        let max = max.and_then(|m| m.parse::<KubeVersion>().ok());
+        match v {
+            // An unresolved marker such as `latest`: only an open-ended range covers it.
+            None => max.is_none(),
+            Some(v) => {
+                let v = v.minor_line();
+                v >= min.minor_line() && max.is_none_or(|m| v <= m.minor_line())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for VersionRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.max {
+            Some(max) => write!(f, "{}..={}", self.min, max),
+            None => write!(f, "{} and later", self.min),
+        }
+    }
+}
+
+impl Variant {
+    /// The release range that serves `v` (`None` = the newest, unresolved version).
+    pub fn release_for(&self, v: Option<&KubeVersion>) -> Option<&Release> {
+        self.releases.iter().find(|r| r.kubernetes.contains(v))
+    }
+
+    pub fn supported_ranges(&self) -> String {
+        self.releases
+            .iter()
+            .map(|r| r.kubernetes.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// All variants found under `cni-variants/`.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub variants: BTreeMap<String, (Variant, PathBuf)>,
+}
+
+impl Catalog {
+    pub fn load(dir: &Path) -> Result<Catalog, ConfigErrors> {
+        let mut catalog = Catalog::default();
+        let mut errors = Vec::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            ConfigErrors::single(config::ConfigError {
+                file: dir.to_path_buf(),
+                line: 0,
+                column: 0,
+                field: String::new(),
+                message: format!("failed to read CNI variants folder: {e}"),
+            })
+        })?;
+        let mut dirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("variant.yaml").is_file())
+            .collect();
+        dirs.sort();
+        for d in dirs {
+            let file = d.join("variant.yaml");
+            match config::load_file::<Variant>(&file) {
+                Ok((v, loc)) => {
+                    errors.extend(check_variant(&v, &d, &loc));
+                    catalog.variants.insert(v.name.clone(), (v, d));
+                }
+                Err(e) => errors.extend(e.0),
+            }
+        }
+        if errors.is_empty() {
+            Ok(catalog)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Variant> {
+        self.variants.get(name).map(|(v, _)| v)
+    }
+
+    pub fn dir(&self, name: &str) -> Option<&Path> {
+        self.variants.get(name).map(|(_, d)| d.as_path())
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.variants.keys().map(String::as_str).collect()
+    }
+}
+
+fn check_variant(v: &Variant, dir: &Path, loc: &Located) -> Vec<config::ConfigError> {
+    let mut errors = Vec::new();
+    let folder = dir.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+    if v.name != folder {
+        errors.push(loc.error(
+            "name",
+            format!("variant name {:?} must match its folder {folder:?}", v.name),
+        ));
+    }
+    for (i, r) in v.releases.iter().enumerate() {
+        for (field, val) in [
+            ("min", Some(&r.kubernetes.min)),
+            ("max", r.kubernetes.max.as_ref()),
+        ] {
+            if let Some(val) = val {
+                if let Err(e) = val.parse::<KubeVersion>() {
+                    errors.push(
+                        loc.error(&format!("releases[{i}].kubernetes.{field}"), e.to_string()),
+                    );
+                }
+            }
+        }
+        for (j, m) in r.manifests.iter().enumerate() {
+            if !dir.join(m).is_file() {
+                errors.push(loc.error(
+                    &format!("releases[{i}].manifests[{j}]"),
+                    format!("manifest {} does not exist", dir.join(m).display()),
+                ));
+            }
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(min: &str, max: Option<&str>) -> VersionRange {
+        VersionRange {
+            min: min.into(),
+            max: max.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn ranges_compare_minor_lines() {
+        let r = range("1.6", Some("1.7"));
+        let v = |s: &str| s.parse::<KubeVersion>().unwrap();
+        assert!(r.contains(Some(&v("v1.6.13"))));
+        assert!(r.contains(Some(&v("1.7"))));
+        assert!(!r.contains(Some(&v("1.8"))));
+        assert!(!r.contains(Some(&v("1.5.9"))));
+        assert!(!r.contains(None), "a closed range cannot cover `latest`");
+        assert!(range("1.11", None).contains(None));
+        assert!(range("1.11", None).contains(Some(&v("1.30"))));
+    }
+}

@@ -1,0 +1,576 @@
+//! The engine: runs a plan's jobs and steps under deadlines and emits one event stream.
+
+pub mod event;
+pub mod process;
+
+use crate::actions::{self, JobState, RunContext, StepContext, StepError, StepKind};
+use crate::exit::ExitKind;
+use crate::plan::{JobPlan, Plan, Stage, StepPlan};
+use crate::reporter::{self, Reporter};
+use event::{Event, FailureKind, JobInfo, RunInfo, StepOutcome, StepResult};
+use futures::StreamExt;
+use process::StepLog;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Sends events to the reporter task; never blocks the engine.
+#[derive(Clone)]
+pub struct EventTx(mpsc::UnboundedSender<Event>);
+
+impl EventTx {
+    pub fn send(&self, e: Event) {
+        let _ = self.0.send(e);
+    }
+}
+
+/// How a run is stopped early. The first stop (Ctrl-C, SIGTERM, the run deadline) skips
+/// the remaining ordinary steps and lets `always` steps clean up; a second stop aborts those
+/// too.
+#[derive(Clone, Default)]
+pub struct Stop {
+    soft: CancellationToken,
+    hard: CancellationToken,
+    cause: Arc<Mutex<Option<(String, bool)>>>,
+}
+
+impl Stop {
+    /// `interrupted`: a person or a supervisor stopped the run (exit code 130), as opposed to
+    /// the run deadline (a failure).
+    pub fn stop(&self, cause: impl Into<String>, interrupted: bool) {
+        let mut c = self.cause.lock().unwrap_or_else(|e| e.into_inner());
+        if self.soft.is_cancelled() {
+            self.hard.cancel();
+        } else {
+            *c = Some((cause.into(), interrupted));
+            self.soft.cancel();
+        }
+    }
+    pub fn is_stopped(&self) -> bool {
+        self.soft.is_cancelled()
+    }
+    pub fn is_aborted(&self) -> bool {
+        self.hard.is_cancelled()
+    }
+    pub fn cause(&self) -> Option<(String, bool)> {
+        self.cause.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Coverage {
+    Passed,
+    Failed,
+    DryRun,
+    Skipped(String),
+    Disabled(String),
+    NotPlanned,
+}
+
+impl std::fmt::Display for Coverage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Coverage::Passed => f.write_str("PASSED"),
+            Coverage::Failed => f.write_str("FAILED"),
+            Coverage::DryRun => f.write_str("DRY-RUN (nothing executed)"),
+            Coverage::Skipped(r) => write!(f, "SKIPPED ({r})"),
+            Coverage::Disabled(r) => f.write_str(r.trim_start_matches("conformance: ")),
+            Coverage::NotPlanned => f.write_str("NOT IN PLAN"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    pub name: String,
+    pub context: String,
+    pub passed: bool,
+    pub steps: Vec<StepResult>,
+    pub coverage: Vec<(Stage, Coverage)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub scenario: String,
+    pub version: String,
+    pub dry_run: bool,
+    pub started: SystemTime,
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    pub exit: ExitKind,
+    pub exit_code: i32,
+    /// Why the run stopped early, if it did.
+    pub stopped: Option<String>,
+    pub conformance_disabled: Option<String>,
+    pub jobs: Vec<JobSummary>,
+    /// Reporters that failed to write; the run still finished.
+    pub reporter_errors: Vec<String>,
+}
+
+impl RunSummary {
+    /// The coverage lines every run prints: which stages ran, per job.
+    pub fn coverage_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for j in &self.jobs {
+            out.push(format!(
+                "{}: {}",
+                j.name,
+                if j.passed { "PASSED" } else { "FAILED" }
+            ));
+            for (stage, c) in &j.coverage {
+                out.push(format!("  {}: {}", stage.as_str(), c));
+            }
+        }
+        out
+    }
+}
+
+pub struct RunOptions {
+    pub dry_run: bool,
+    pub parallel: usize,
+}
+
+/// Runs every job of the plan and returns once all reporters have written their files.
+pub async fn run(
+    plan: &Plan,
+    cx: RunContext,
+    opts: RunOptions,
+    stop: Stop,
+    reporters: Vec<Box<dyn Reporter>>,
+) -> RunSummary {
+    let started = SystemTime::now();
+    let t0 = Instant::now();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let events = EventTx(tx);
+    let reporter_task = tokio::spawn(reporter::drive(rx, reporters));
+
+    let version = plan.version.clone();
+    events.send(Event::RunStarted(RunInfo {
+        run_id: cx.settings.run_id.clone(),
+        scenario: plan.scenario.clone(),
+        version: version.clone(),
+        dry_run: opts.dry_run,
+        artifacts: cx.settings.artifacts.clone(),
+        started,
+        jobs: plan.jobs.iter().map(|j| job_info(j, &version)).collect(),
+    }));
+
+    let deadline_task = plan.run_deadline.map(|d| {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            stop.stop(
+                format!("run deadline of {} exceeded", humantime::format_duration(d)),
+                false,
+            );
+        })
+    });
+
+    let cx = &cx;
+    let stop_ref = &stop;
+    let events_ref = &events;
+    let dry_run = opts.dry_run;
+    let mut jobs: Vec<(usize, JobSummary)> = futures::stream::iter(plan.jobs.iter().enumerate())
+        .map(|(i, jp)| async move { (i, run_job(jp, cx, dry_run, stop_ref, events_ref).await) })
+        .buffer_unordered(opts.parallel.max(1))
+        .collect()
+        .await;
+    jobs.sort_by_key(|(i, _)| *i);
+    let jobs: Vec<JobSummary> = jobs.into_iter().map(|(_, j)| j).collect();
+    if let Some(t) = deadline_task {
+        t.abort();
+    }
+
+    let cause = stop.cause();
+    let exit = exit_kind(&jobs, cause.as_ref());
+    let mut summary = RunSummary {
+        run_id: cx.settings.run_id.clone(),
+        scenario: plan.scenario.clone(),
+        version,
+        dry_run: opts.dry_run,
+        started,
+        duration: t0.elapsed(),
+        exit,
+        exit_code: exit.code(),
+        stopped: cause.map(|(c, _)| c),
+        conformance_disabled: plan.conformance_disabled.clone(),
+        jobs,
+        reporter_errors: Vec::new(),
+    };
+    events.send(Event::RunFinished(summary.clone()));
+    drop(events);
+    summary.reporter_errors = reporter_task
+        .await
+        .unwrap_or_else(|e| vec![format!("reporter task failed: {e}")]);
+    summary
+}
+
+fn job_info(j: &JobPlan, version: &str) -> JobInfo {
+    JobInfo {
+        name: j.job.name.clone(),
+        context: j.job.context(),
+        provider: j.job.provider,
+        cni: j.job.cni.clone(),
+        topology: format!(
+            "{}cp+{}w{}",
+            j.job.topology.control_planes,
+            j.job.topology.workers,
+            j.job
+                .topology
+                .name
+                .as_ref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        ),
+        version: version.to_string(),
+        steps: j.steps.clone(),
+    }
+}
+
+/// Interruption first, then infrastructure errors, then test failures.
+fn exit_kind(jobs: &[JobSummary], cause: Option<&(String, bool)>) -> ExitKind {
+    if matches!(cause, Some((_, true))) {
+        return ExitKind::Interrupted;
+    }
+    let mut kind = ExitKind::Passed;
+    for s in jobs.iter().flat_map(|j| &j.steps) {
+        if s.non_blocking {
+            continue;
+        }
+        if let StepOutcome::Failed { kind: fk, .. } = &s.outcome {
+            let infra = *fk == FailureKind::Infrastructure || s.blocking_kind != StepKind::Test;
+            if infra {
+                return ExitKind::Infrastructure;
+            }
+            kind = ExitKind::TestFailure;
+        }
+    }
+    kind
+}
+
+async fn run_job(
+    jp: &JobPlan,
+    cx: &RunContext,
+    dry_run: bool,
+    stop: &Stop,
+    events: &EventTx,
+) -> JobSummary {
+    let job = &jp.job;
+    events.send(Event::JobStarted {
+        job: job.name.clone(),
+    });
+    let mut state = JobState::default();
+    let mut first_failure: Option<String> = None;
+    let mut results = Vec::new();
+    for step in &jp.steps {
+        let skip = if let Some(reason) = &step.disabled {
+            Some(reason.clone())
+        } else if step.always {
+            stop.is_aborted()
+                .then(|| "skipped: cleanup aborted by a second interrupt".to_string())
+        } else if let Some(f) = &first_failure {
+            Some(format!("skipped: step {f} failed"))
+        } else if stop.is_stopped() {
+            Some(format!(
+                "skipped: {}",
+                stop.cause()
+                    .map(|(c, _)| c)
+                    .unwrap_or_else(|| "run stopped".into())
+            ))
+        } else {
+            None
+        };
+        let result = match skip {
+            Some(reason) => StepResult {
+                job: job.name.clone(),
+                step: step.name.clone(),
+                index: step.index,
+                stage: step.stage,
+                non_blocking: step.non_blocking,
+                blocking_kind: step.kind,
+                outcome: StepOutcome::Skipped { reason },
+                duration: Duration::ZERO,
+                log: None,
+                properties: Vec::new(),
+            },
+            None => run_step(jp, step, cx, dry_run, stop, events, &mut state).await,
+        };
+        if matches!(result.outcome, StepOutcome::Failed { .. })
+            && !step.non_blocking
+            && first_failure.is_none()
+        {
+            first_failure = Some(step.name.clone());
+        }
+        events.send(Event::StepFinished(result.clone()));
+        results.push(result);
+    }
+    let passed = !results
+        .iter()
+        .any(|r| !r.non_blocking && matches!(r.outcome, StepOutcome::Failed { .. }));
+    events.send(Event::JobFinished {
+        job: job.name.clone(),
+        passed,
+    });
+    let coverage = coverage(&jp.steps, &results);
+    JobSummary {
+        name: job.name.clone(),
+        context: job.context(),
+        passed,
+        steps: results,
+        coverage,
+    }
+}
+
+fn coverage(steps: &[StepPlan], results: &[StepResult]) -> Vec<(Stage, Coverage)> {
+    Stage::ALL
+        .iter()
+        .map(|stage| {
+            let mut cov = Coverage::NotPlanned;
+            for (st, r) in steps.iter().zip(results) {
+                if st.stage != Some(*stage) {
+                    continue;
+                }
+                let c = match &r.outcome {
+                    StepOutcome::Passed => Coverage::Passed,
+                    StepOutcome::DryRun { .. } => Coverage::DryRun,
+                    StepOutcome::Failed { .. } => Coverage::Failed,
+                    StepOutcome::Skipped { reason } if st.disabled.is_some() => {
+                        Coverage::Disabled(reason.clone())
+                    }
+                    StepOutcome::Skipped { reason } => Coverage::Skipped(reason.clone()),
+                };
+                // The worst outcome of the stage's steps wins.
+                let rank = |c: &Coverage| match c {
+                    Coverage::NotPlanned => 0,
+                    Coverage::Passed => 1,
+                    Coverage::DryRun => 2,
+                    Coverage::Skipped(_) => 3,
+                    Coverage::Disabled(_) => 4,
+                    Coverage::Failed => 5,
+                };
+                if rank(&c) > rank(&cov) {
+                    cov = c;
+                }
+            }
+            (*stage, cov)
+        })
+        .collect()
+}
+
+/// Grace beyond the step's own grace period before an action that ignores cancellation is
+/// abandoned (its process groups are killed when its future is dropped).
+const ABANDON_AFTER: Duration = Duration::from_secs(5);
+
+async fn run_step(
+    jp: &JobPlan,
+    step: &StepPlan,
+    run: &RunContext,
+    dry_run: bool,
+    stop: &Stop,
+    events: &EventTx,
+    state: &mut JobState,
+) -> StepResult {
+    let job = &jp.job;
+    let started = Instant::now();
+    let rel_log = PathBuf::from("jobs").join(job.context()).join(format!(
+        "{:02}-{}.log",
+        step.index + 1,
+        sanitize(&step.name)
+    ));
+    let log = match StepLog::create(&run.settings.artifacts.join(&rel_log)) {
+        Ok(l) => l,
+        Err(e) => {
+            return finished(
+                jp,
+                step,
+                started,
+                None,
+                Vec::new(),
+                StepOutcome::Failed {
+                    kind: FailureKind::Infrastructure,
+                    message: format!("failed to create step log {}: {e}", rel_log.display()),
+                    diagnosis: None,
+                    log_tail: String::new(),
+                },
+            )
+        }
+    };
+    events.send(Event::StepStarted {
+        job: job.name.clone(),
+        step: step.name.clone(),
+        deadline: step.timeout.deadline,
+    });
+    log.line(&format!(
+        "# {} / {} (action {}, deadline {}, grace {})",
+        job.name,
+        step.name,
+        step.action,
+        humantime::format_duration(step.timeout.deadline),
+        humantime::format_duration(step.timeout.grace)
+    ));
+
+    let Some(action) = actions::lookup(&step.action) else {
+        return finished(
+            jp,
+            step,
+            started,
+            Some(rel_log),
+            Vec::new(),
+            StepOutcome::Failed {
+                kind: FailureKind::Infrastructure,
+                message: format!("failed to find action {}", step.action),
+                diagnosis: None,
+                log_tail: String::new(),
+            },
+        );
+    };
+
+    let parent = if step.always { &stop.hard } else { &stop.soft };
+    let token = parent.child_token();
+    let mut cx = StepContext {
+        run,
+        job,
+        step,
+        log: log.clone(),
+        cancel: token.clone(),
+        state,
+        properties: Vec::new(),
+        events: events.clone(),
+    };
+
+    if dry_run {
+        let would = action.describe(&cx);
+        for w in &would {
+            log.line(&format!("would: {w}"));
+        }
+        return finished(
+            jp,
+            step,
+            started,
+            Some(rel_log),
+            Vec::new(),
+            StepOutcome::DryRun { would },
+        );
+    }
+
+    let deadline_hit = Arc::new(AtomicBool::new(false));
+    let timer = {
+        let token = token.clone();
+        let hit = deadline_hit.clone();
+        let deadline = step.timeout.deadline;
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            hit.store(true, Ordering::SeqCst);
+            token.cancel();
+        })
+    };
+    let slow = step.timeout.slow_after.map(|period| {
+        let events = events.clone();
+        let (job, name) = (job.name.clone(), step.name.clone());
+        tokio::spawn(async move {
+            let mut n = 1u32;
+            loop {
+                tokio::time::sleep(period).await;
+                events.send(Event::StepSlow {
+                    job: job.clone(),
+                    step: name.clone(),
+                    elapsed: period * n,
+                });
+                n += 1;
+            }
+        })
+    });
+
+    let grace = step.timeout.grace;
+    let result = tokio::select! {
+        r = action.run(&mut cx) => r,
+        _ = async { token.cancelled().await; tokio::time::sleep(grace + ABANDON_AFTER).await } => {
+            Err(StepError::new("the step did not stop within its grace period and was abandoned"))
+        }
+    };
+    let properties = std::mem::take(&mut cx.properties);
+    drop(cx);
+    timer.abort();
+    if let Some(s) = slow {
+        s.abort();
+    }
+
+    let outcome = match result {
+        Ok(()) => StepOutcome::Passed,
+        Err(e) => {
+            let (kind, message) = if deadline_hit.load(Ordering::SeqCst) {
+                (
+                    FailureKind::Deadline,
+                    format!(
+                        "deadline of {} exceeded: {}",
+                        humantime::format_duration(step.timeout.deadline),
+                        e.message
+                    ),
+                )
+            } else if token.is_cancelled() {
+                let cause = stop
+                    .cause()
+                    .map(|(c, _)| c)
+                    .unwrap_or_else(|| "run stopped".into());
+                (FailureKind::Interrupted, format!("{cause}: {}", e.message))
+            } else {
+                let kind = e.kind.unwrap_or(match step.kind {
+                    StepKind::Test => FailureKind::Test,
+                    _ => FailureKind::Infrastructure,
+                });
+                (kind, e.message)
+            };
+            log.line(&format!("# failed: {message}"));
+            if let Some(d) = &e.diagnosis {
+                log.line(&format!("# diagnosis: {d}"));
+            }
+            StepOutcome::Failed {
+                kind,
+                message,
+                diagnosis: e.diagnosis,
+                log_tail: log.tail(),
+            }
+        }
+    };
+    finished(jp, step, started, Some(rel_log), properties, outcome)
+}
+
+fn finished(
+    jp: &JobPlan,
+    step: &StepPlan,
+    started: Instant,
+    log: Option<PathBuf>,
+    properties: Vec<(String, String)>,
+    outcome: StepOutcome,
+) -> StepResult {
+    StepResult {
+        job: jp.job.name.clone(),
+        step: step.name.clone(),
+        index: step.index,
+        stage: step.stage,
+        non_blocking: step.non_blocking,
+        blocking_kind: step.kind,
+        outcome,
+        duration: started.elapsed(),
+        log,
+        properties,
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}

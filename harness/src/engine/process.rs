@@ -1,0 +1,416 @@
+//! External commands, run the way cargo-nextest runs tests: each in its own process group,
+//! stdout and stderr drained continuously into the step log, SIGTERM to the whole group on
+//! cancellation, then SIGKILL after a grace period. Nothing the command started outlives it.
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+/// A step's log file plus the tail of what went into it.
+#[derive(Clone)]
+pub struct StepLog {
+    inner: Arc<Mutex<LogInner>>,
+    path: PathBuf,
+}
+
+struct LogInner {
+    file: Option<std::fs::File>,
+    echo: bool,
+    written: u64,
+    truncated: bool,
+    tail: VecDeque<String>,
+    partial: String,
+}
+
+/// Logs larger than this stop growing (the tail is still kept); 256 MiB logs break viewers.
+pub const LOG_CAP: u64 = 64 * 1024 * 1024;
+const TAIL_LINES: usize = 40;
+
+impl StepLog {
+    pub fn create(path: &Path) -> std::io::Result<StepLog> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::File::create(path)?;
+        Ok(StepLog {
+            inner: Arc::new(Mutex::new(LogInner {
+                file: Some(file),
+                echo: false,
+                written: 0,
+                truncated: false,
+                tail: VecDeque::new(),
+                partial: String::new(),
+            })),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// A log that echoes to stderr and keeps its tail (for commands run outside any step).
+    pub fn stderr() -> StepLog {
+        StepLog {
+            inner: Arc::new(Mutex::new(LogInner {
+                file: None,
+                echo: true,
+                written: 0,
+                truncated: false,
+                tail: VecDeque::new(),
+                partial: String::new(),
+            })),
+            path: PathBuf::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write(&self, bytes: &[u8]) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let room = LOG_CAP.saturating_sub(g.written);
+        let n = (bytes.len() as u64).min(room) as usize;
+        if n > 0 {
+            if let Some(f) = g.file.as_mut() {
+                let _ = f.write_all(&bytes[..n]);
+            }
+            g.written += n as u64;
+        }
+        if g.echo {
+            let _ = std::io::stderr().write_all(bytes);
+        }
+        if n < bytes.len() && !g.truncated {
+            g.truncated = true;
+            if let Some(f) = g.file.as_mut() {
+                let _ = writeln!(f, "\n[shakedown: log truncated at {LOG_CAP} bytes; the tail is kept in the report]");
+            }
+        }
+        // Tail of complete lines.
+        let text = String::from_utf8_lossy(bytes);
+        let mut buf = std::mem::take(&mut g.partial);
+        buf.push_str(&text);
+        let mut lines: Vec<&str> = buf.split('\n').collect();
+        let last = lines.pop().unwrap_or("");
+        for l in lines {
+            g.tail.push_back(truncate_line(l));
+            if g.tail.len() > TAIL_LINES {
+                g.tail.pop_front();
+            }
+        }
+        g.partial = truncate_line(last);
+    }
+
+    pub fn line(&self, s: &str) {
+        self.write(format!("{s}\n").as_bytes());
+    }
+
+    /// The last lines written, for failure messages.
+    pub fn tail(&self) -> String {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<&str> = g.tail.iter().map(String::as_str).collect();
+        if !g.partial.is_empty() {
+            out.push(&g.partial);
+        }
+        out.join("\n")
+    }
+}
+
+fn truncate_line(l: &str) -> String {
+    const MAX: usize = 2000;
+    if l.len() <= MAX {
+        l.to_string()
+    } else {
+        let mut end = MAX;
+        while !l.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &l[..end])
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    pub stdin: Option<Vec<u8>>,
+    /// Keep stdout in memory (up to 16 MiB) for the caller to parse.
+    pub capture: bool,
+}
+
+impl Cmd {
+    pub fn new(program: impl Into<String>) -> Cmd {
+        Cmd {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            stdin: None,
+            capture: false,
+        }
+    }
+    pub fn arg(mut self, a: impl Into<String>) -> Cmd {
+        self.args.push(a.into());
+        self
+    }
+    pub fn args<I, S>(mut self, a: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(a.into_iter().map(Into::into));
+        self
+    }
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Cmd {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn cwd(mut self, d: impl Into<PathBuf>) -> Cmd {
+        self.cwd = Some(d.into());
+        self
+    }
+    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Cmd {
+        self.stdin = Some(data.into());
+        self
+    }
+    pub fn capture(mut self) -> Cmd {
+        self.capture = true;
+        self
+    }
+}
+
+impl fmt::Display for Cmd {
+    /// `cmd args`, with arguments quoted when they hold spaces, as cross logs them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.program)?;
+        for a in &self.args {
+            if a.is_empty() || a.contains([' ', '\t', '\n', '"', '\'', '$', '*']) {
+                write!(f, " '{}'", a.replace('\'', r"'\''"))?;
+            } else {
+                write!(f, " {a}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    /// The last lines of stderr.
+    pub stderr: String,
+}
+
+/// A failed command, carrying everything needed to understand it.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("failed to start `{cmd}`: {source}")]
+    Spawn {
+        cmd: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{cmd}` failed with {status}\n--- stdout (tail) ---\n{stdout}\n--- stderr (tail) ---\n{stderr}")]
+    Failed {
+        cmd: String,
+        status: ExitStatus,
+        stdout: String,
+        stderr: String,
+    },
+    #[error("`{cmd}` was stopped ({how}) after {elapsed:?}")]
+    Stopped {
+        cmd: String,
+        how: &'static str,
+        elapsed: Duration,
+    },
+}
+
+impl CommandError {
+    /// The command's stderr tail, for diagnosis.
+    pub fn stderr(&self) -> &str {
+        match self {
+            CommandError::Failed { stderr, .. } => stderr,
+            _ => "",
+        }
+    }
+}
+
+/// Kills the whole process group when dropped, unless disarmed after a clean exit and
+/// cleanup. Covers every early return and a dropped future.
+struct GroupGuard {
+    pgid: Option<Pid>,
+}
+
+impl GroupGuard {
+    fn signal(&self, sig: Signal) {
+        if let Some(p) = self.pgid {
+            // ESRCH (group already gone) is the normal case after cleanup.
+            let _ = killpg(p, sig);
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.signal(Signal::SIGKILL);
+    }
+}
+
+/// How long to wait for output pipes after the leader exits before the group's leftovers are
+/// killed (a leaked background process would otherwise hold the pipes open forever).
+const LEAK_WAIT: Duration = Duration::from_millis(200);
+
+/// Runs `cmd`, logging `+ cmd args` first and every byte of output into `log`.
+/// On `cancel`: SIGTERM to the process group, then SIGKILL after `grace`.
+pub async fn run(
+    cmd: &Cmd,
+    log: &StepLog,
+    cancel: &CancellationToken,
+    grace: Duration,
+) -> Result<Output, CommandError> {
+    let shown = cmd.to_string();
+    log.line(&format!("+ {shown}"));
+    tracing::debug!(target: "shakedown::cmd", "+ {shown}");
+    let started = std::time::Instant::now();
+
+    let mut c = Command::new(&cmd.program);
+    c.args(&cmd.args)
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .stdin(if cmd.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(d) = &cmd.cwd {
+        c.current_dir(d);
+    }
+    let mut child = c.spawn().map_err(|source| CommandError::Spawn {
+        cmd: shown.clone(),
+        source,
+    })?;
+    let guard = GroupGuard {
+        pgid: child.id().map(|id| Pid::from_raw(id as i32)),
+    };
+
+    if let (Some(data), Some(mut stdin)) = (cmd.stdin.clone(), child.stdin.take()) {
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&data).await;
+        });
+    }
+    let out_task = tokio::spawn(drain(child.stdout.take(), log.clone(), cmd.capture));
+    let err_task = tokio::spawn(drain(child.stderr.take(), log.clone(), true));
+
+    let mut stopped: Option<&'static str> = None;
+    let status = tokio::select! {
+        s = child.wait() => s,
+        _ = cancel.cancelled() => {
+            guard.signal(Signal::SIGTERM);
+            log.line(&format!("[shakedown: SIGTERM sent to process group of `{shown}`]"));
+            match tokio::time::timeout(grace, child.wait()).await {
+                Ok(s) => { stopped = Some("SIGTERM"); s }
+                Err(_) => {
+                    guard.signal(Signal::SIGKILL);
+                    log.line(&format!("[shakedown: still running {grace:?} after SIGTERM; SIGKILL sent]"));
+                    stopped = Some("SIGKILL after grace period");
+                    child.wait().await
+                }
+            }
+        }
+    };
+
+    // Give the pipes a moment to close, then remove anything the command left behind.
+    let drains = async {
+        let o = out_task.await.unwrap_or_default();
+        let e = err_task.await.unwrap_or_default();
+        (o, e)
+    };
+    tokio::pin!(drains);
+    let (stdout, stderr) = match tokio::time::timeout(LEAK_WAIT, &mut drains).await {
+        Ok(v) => {
+            guard.signal(Signal::SIGKILL);
+            v
+        }
+        Err(_) => {
+            guard.signal(Signal::SIGKILL);
+            log.line(&format!(
+                "[shakedown: `{shown}` left processes holding its output; killed them]"
+            ));
+            tokio::time::timeout(Duration::from_secs(5), &mut drains)
+                .await
+                .unwrap_or_default()
+        }
+    };
+    drop(guard);
+
+    let status = status.map_err(|source| CommandError::Spawn {
+        cmd: shown.clone(),
+        source,
+    })?;
+    if let Some(how) = stopped {
+        return Err(CommandError::Stopped {
+            cmd: shown,
+            how,
+            elapsed: started.elapsed(),
+        });
+    }
+    if !status.success() {
+        return Err(CommandError::Failed {
+            cmd: shown,
+            status,
+            stdout: last_lines(&stdout, 20),
+            stderr: last_lines(&stderr, 20),
+        });
+    }
+    Ok(Output {
+        status,
+        stdout,
+        stderr: last_lines(&stderr, 20),
+    })
+}
+
+const CAPTURE_CAP: usize = 16 * 1024 * 1024;
+
+/// Copies a pipe into the log until EOF; returns what it captured (bounded).
+async fn drain<R: AsyncRead + Unpin>(pipe: Option<R>, log: StepLog, capture: bool) -> String {
+    let Some(mut pipe) = pipe else {
+        return String::new();
+    };
+    let mut kept = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                log.write(&buf[..n]);
+                if capture {
+                    if kept.len() + n > CAPTURE_CAP {
+                        // Keep the end: the last output explains a failure best.
+                        let drop_n = (kept.len() + n - CAPTURE_CAP).min(kept.len());
+                        kept.drain(..drop_n);
+                    }
+                    kept.extend_from_slice(&buf[..n]);
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+pub fn last_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

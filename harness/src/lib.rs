@@ -1,0 +1,18 @@
+//! shakedown: end-to-end cluster tests for Kubernetes release branches.
+//!
+//! Data flows one way: a scenario file ([`scenario`]) is expanded into a matrix
+//! ([`matrix`]), the matrix becomes a plan of steps ([`plan`]), the engine runs the steps under
+//! deadlines and emits events ([`engine`]), and reporters consume the events ([`reporter`]).
+
+pub mod actions;
+pub mod cli;
+pub mod cni;
+pub mod config;
+pub mod engine;
+pub mod exit;
+pub mod kube;
+pub mod matrix;
+pub mod paths;
+pub mod plan;
+pub mod reporter;
+pub mod scenario;

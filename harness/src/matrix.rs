@@ -1,0 +1,83 @@
+//! Scenario → matrix of jobs (provider × CNI × topology) with stable names.
+//!
+//! TestGrid keys history on names, so a job name depends only on the branch and the axes,
+//! never on the version or the run: `release-1.20/docker/bridge`, plus `/<topology>` when
+//! the topology is named.
+
+use crate::scenario::{LoadedScenario, ProviderKind};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Topology {
+    pub name: Option<String>,
+    pub control_planes: u32,
+    pub workers: u32,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Job {
+    /// Stable name, e.g. `release-1.20/docker/bridge`.
+    pub name: String,
+    pub branch: String,
+    pub provider: ProviderKind,
+    pub cni: String,
+    pub topology: Topology,
+}
+
+impl Job {
+    /// The job name without the branch, safe as a file-name part and free of underscores
+    /// (TestGrid's JUnit file pattern forbids them in the context): `docker-bridge`.
+    pub fn context(&self) -> String {
+        let mut parts = vec![self.provider.as_str().to_string(), self.cni.clone()];
+        parts.extend(self.topology.name.clone());
+        parts
+            .join("-")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    }
+}
+
+/// Expands a validated scenario into its jobs, in a stable order.
+pub fn expand(s: &LoadedScenario) -> Vec<Job> {
+    let sc = &s.scenario;
+    let mut jobs = Vec::new();
+    for provider in &sc.providers {
+        for cni in &sc.cni {
+            for t in &sc.topologies {
+                let mut name = format!("{}/{}/{}", sc.branch, provider, cni);
+                if let Some(n) = &t.name {
+                    name.push('/');
+                    name.push_str(n);
+                }
+                jobs.push(Job {
+                    name,
+                    branch: sc.branch.clone(),
+                    provider: *provider,
+                    cni: cni.clone(),
+                    topology: Topology {
+                        name: t.name.clone(),
+                        // Validation guarantees these are in range.
+                        control_planes: t.control_planes.max(0) as u32,
+                        workers: t.workers.max(0) as u32,
+                    },
+                });
+            }
+        }
+    }
+    jobs
+}
+
+/// Keeps the jobs matching the optional provider and CNI filters.
+pub fn filter(jobs: Vec<Job>, provider: Option<&str>, cni: Option<&str>) -> Vec<Job> {
+    jobs.into_iter()
+        .filter(|j| provider.is_none_or(|p| j.provider.as_str() == p))
+        .filter(|j| cni.is_none_or(|c| j.cni == c))
+        .collect()
+}

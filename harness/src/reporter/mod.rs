@@ -1,0 +1,156 @@
+//! Reporters consume the engine's event stream independently: a failing reporter is
+//! recorded, never stops the others, and never stops the run.
+
+pub mod json;
+pub mod junit;
+pub mod progress;
+pub mod testgrid;
+
+use crate::engine::event::{Event, StepOutcome};
+use std::path::PathBuf;
+use tokio::sync::mpsc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("failed to write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to encode {what}: {message}")]
+    Encode { what: &'static str, message: String },
+}
+
+pub trait Reporter: Send {
+    fn name(&self) -> &'static str;
+    fn on_event(&mut self, event: &Event) -> Result<(), ReportError>;
+}
+
+/// Feeds every event to every reporter until the engine drops its sender; returns the
+/// reporters' errors.
+pub async fn drive(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    mut reporters: Vec<Box<dyn Reporter>>,
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    while let Some(ev) = rx.recv().await {
+        for r in reporters.iter_mut() {
+            if let Err(e) = r.on_event(&ev) {
+                let mut msg = format!("{} reporter: {e}", r.name());
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    msg.push_str(&format!(": {s}"));
+                    src = s.source();
+                }
+                tracing::error!("{msg}");
+                errors.push(msg);
+            }
+        }
+    }
+    errors
+}
+
+pub(crate) fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), ReportError> {
+    let wrap = |source| ReportError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(wrap)?;
+    }
+    // Write then rename, so a reader never sees half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(wrap)?;
+    std::fs::rename(&tmp, path).map_err(wrap)
+}
+
+/// One plain line per event, shared by the non-TTY progress output and `build-log.txt`.
+pub fn plain_line(ev: &Event) -> Option<String> {
+    Some(match ev {
+        Event::RunStarted(r) => format!(
+            "run {} scenario {} (Kubernetes {}){}: {} job(s), artifacts in {}",
+            r.run_id,
+            r.scenario,
+            r.version,
+            if r.dry_run { " DRY RUN" } else { "" },
+            r.jobs.len(),
+            r.artifacts.display()
+        ),
+        Event::JobStarted { job } => format!("{job}: started"),
+        Event::StepStarted {
+            job,
+            step,
+            deadline,
+        } => {
+            format!(
+                "{job}: {step} started (deadline {})",
+                humantime::format_duration(*deadline)
+            )
+        }
+        Event::StepSlow { job, step, elapsed } => {
+            format!(
+                "{job}: {step} still running after {}",
+                humantime::format_duration(*elapsed)
+            )
+        }
+        Event::StepNote { job, step, note } => format!("{job}: {step}: {note}"),
+        Event::StepFinished(s) => {
+            let d = format!("{:.1}s", s.duration.as_secs_f64());
+            match &s.outcome {
+                StepOutcome::Passed => format!("{}: {} passed in {d}", s.job, s.step),
+                StepOutcome::DryRun { would } => {
+                    format!("{}: {} dry run: would {}", s.job, s.step, would.join("; "))
+                }
+                StepOutcome::Skipped { reason } => format!("{}: {} {reason}", s.job, s.step),
+                StepOutcome::Failed {
+                    kind,
+                    message,
+                    diagnosis,
+                    ..
+                } => {
+                    let nb = if s.non_blocking {
+                        " (non-blocking)"
+                    } else {
+                        ""
+                    };
+                    let first = message.lines().next().unwrap_or_default();
+                    let mut line = format!(
+                        "{}: {} FAILED{nb} ({kind:?}) in {d}: {first}",
+                        s.job, s.step
+                    );
+                    if let Some(dg) = diagnosis {
+                        line.push_str(&format!("\n    diagnosis: {dg}"));
+                    }
+                    if let Some(l) = &s.log {
+                        line.push_str(&format!("\n    log: {}", l.display()));
+                    }
+                    line
+                }
+            }
+        }
+        Event::JobFinished { job, passed } => {
+            format!("{job}: {}", if *passed { "PASSED" } else { "FAILED" })
+        }
+        Event::RunFinished(s) => {
+            let mut out = format!(
+                "run {} finished in {:.1}s: {:?} (exit {})",
+                s.run_id,
+                s.duration.as_secs_f64(),
+                s.exit,
+                s.exit_code
+            );
+            if let Some(c) = &s.stopped {
+                out.push_str(&format!("\nstopped early: {c}"));
+            }
+            out.push_str("\ncoverage:");
+            for l in s.coverage_lines() {
+                out.push_str(&format!("\n  {l}"));
+            }
+            if let Some(d) = &s.conformance_disabled {
+                out.push_str(&format!("\n{d}"));
+            }
+            out
+        }
+    })
+}

@@ -1,0 +1,404 @@
+//! Release-branch scenarios: loading and validation.
+
+mod model;
+
+pub use model::*;
+
+use crate::actions;
+use crate::cni::Catalog;
+use crate::config::{self, ConfigError, ConfigErrors, Located};
+use crate::kube::{self, version::marker_minor, KubeVersion};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use time::Date;
+
+/// A scenario that parsed and validated, with facts derived from it.
+#[derive(Debug, Clone)]
+pub struct LoadedScenario {
+    pub path: PathBuf,
+    pub scenario: Scenario,
+    /// The version under test: the fixed version, or the minor line a marker names;
+    /// `None` for `latest` (newest, resolved at run time).
+    pub version: Option<KubeVersion>,
+    pub located: Located,
+}
+
+impl LoadedScenario {
+    pub fn name(&self) -> &str {
+        &self.scenario.branch
+    }
+
+    /// The version string recorded in reports (`job-version`).
+    pub fn version_label(&self) -> String {
+        let k = &self.scenario.kubernetes;
+        match (&k.version, &k.marker) {
+            (Some(v), _) => v.clone(),
+            (None, Some(m)) => m.clone(),
+            _ => "unknown".into(),
+        }
+    }
+
+    /// The kubeadm config API the cluster is rendered with.
+    pub fn kubeadm_api(&self) -> Option<String> {
+        self.scenario.cluster.kubeadm_api.clone().or_else(|| {
+            self.version
+                .as_ref()
+                .and_then(kube::default_kubeadm_api)
+                .map(String::from)
+        })
+    }
+}
+
+/// Today's date in UTC, for waiver expiry.
+pub fn today() -> Date {
+    time::OffsetDateTime::now_utc().date()
+}
+
+/// Loads and validates one scenario file.
+pub fn load(path: &Path, catalog: &Catalog, today: Date) -> Result<LoadedScenario, ConfigErrors> {
+    let (scenario, located) = config::load_file::<Scenario>(path)?;
+    finish(path, scenario, located, catalog, today)
+}
+
+/// Loads and validates scenario text (named `path` in errors).
+pub fn load_str(
+    path: &Path,
+    text: &str,
+    catalog: &Catalog,
+    today: Date,
+) -> Result<LoadedScenario, ConfigErrors> {
+    let (scenario, located) = config::load_str::<Scenario>(path, text)?;
+    finish(path, scenario, located, catalog, today)
+}
+
+fn finish(
+    path: &Path,
+    scenario: Scenario,
+    located: Located,
+    catalog: &Catalog,
+    today: Date,
+) -> Result<LoadedScenario, ConfigErrors> {
+    let (version, errors) = validate(path, &scenario, &located, catalog, today);
+    if errors.is_empty() {
+        Ok(LoadedScenario {
+            path: path.to_path_buf(),
+            scenario,
+            version,
+            located,
+        })
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Finds every `*.yaml` in `dir`, sorted by name.
+pub fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn validate(
+    path: &Path,
+    s: &Scenario,
+    loc: &Located,
+    catalog: &Catalog,
+    today: Date,
+) -> (Option<KubeVersion>, Vec<ConfigError>) {
+    let mut errs = Vec::new();
+    let mut err = |field: &str, msg: String| errs.push(loc.error(field, msg));
+
+    // The file is named after its branch, so `shakedown scenario <branch>` finds it.
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if s.branch.trim().is_empty() {
+        err("branch", "must not be empty".into());
+    } else if stem != s.branch {
+        err(
+            "branch",
+            format!("branch {:?} must match the file name {stem:?}", s.branch),
+        );
+    }
+
+    // Kubernetes source.
+    let k = &s.kubernetes;
+    let mut version = None;
+    match (&k.version, &k.marker) {
+        (Some(_), Some(_)) => err(
+            "kubernetes.marker",
+            "set either `version` or `marker`, not both".into(),
+        ),
+        (None, None) => err(
+            "kubernetes",
+            "one of `version` (e.g. v1.20.2) or `marker` (e.g. stable-1.20) is required".into(),
+        ),
+        (Some(v), None) => match v.parse::<KubeVersion>() {
+            Ok(v) if v.patch.is_some() => version = Some(v),
+            Ok(_) => err(
+                "kubernetes.version",
+                format!("{v:?} is a minor line; a fixed version needs a patch (e.g. {v}.0) or use `marker: stable-{}`", v.trim_start_matches('v')),
+            ),
+            Err(e) => err("kubernetes.version", e.to_string()),
+        },
+        (None, Some(m)) => {
+            if m != "latest" {
+                match marker_minor(m) {
+                    Some(v) => version = Some(v),
+                    None => err(
+                        "kubernetes.marker",
+                        format!("unknown release marker {m:?}: expected latest, stable-<major>.<minor> or latest-<major>.<minor>"),
+                    ),
+                }
+            }
+        }
+    }
+    match k.source {
+        SourceKind::DebianSource => {
+            if k.debian_version.is_none() {
+                err(
+                    "kubernetes.debian_version",
+                    "source debian-source needs the Debian source version to build (e.g. 1.20.5+really1.20.2-1.1+deb12u1)".into(),
+                );
+            }
+            if k.version.is_none() {
+                err(
+                    "kubernetes.version",
+                    "source debian-source needs the fixed version the package contains".into(),
+                );
+            }
+        }
+        SourceKind::Binaries if k.binaries.is_none() => err(
+            "kubernetes.binaries",
+            "source binaries needs the folder holding kubeadm, kubelet and kubectl".into(),
+        ),
+        _ => {}
+    }
+    if k.binaries.is_some() && k.source != SourceKind::Binaries {
+        err(
+            "kubernetes.binaries",
+            "only used with `source: binaries`".into(),
+        );
+    }
+
+    // Matrix axes.
+    if s.providers.is_empty() {
+        err("providers", "at least one provider is required".into());
+    }
+    let mut seen = HashSet::new();
+    for (i, p) in s.providers.iter().enumerate() {
+        if !seen.insert(*p) {
+            err(
+                &format!("providers[{i}]"),
+                format!("duplicate provider {p}"),
+            );
+        }
+    }
+    if s.topologies.is_empty() {
+        err("topologies", "at least one topology is required".into());
+    }
+    let mut names = HashSet::new();
+    for (i, t) in s.topologies.iter().enumerate() {
+        if t.control_planes < 1 {
+            err(
+                &format!("topologies[{i}].control_planes"),
+                format!("must be at least 1, got {}", t.control_planes),
+            );
+        }
+        if t.workers < 0 {
+            err(
+                &format!("topologies[{i}].workers"),
+                format!("must not be negative, got {}", t.workers),
+            );
+        }
+        match &t.name {
+            Some(n) if !names.insert(n.clone()) => err(
+                &format!("topologies[{i}].name"),
+                format!("duplicate topology name {n:?}"),
+            ),
+            Some(n) if !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => err(
+                &format!("topologies[{i}].name"),
+                format!(
+                    "{n:?} may only hold letters, digits and '-' (it becomes part of job names)"
+                ),
+            ),
+            None if s.topologies.len() > 1 => err(
+                &format!("topologies[{i}].name"),
+                "with more than one topology each needs a name, to keep job names distinct".into(),
+            ),
+            _ => {}
+        }
+    }
+    if s.cni.is_empty() {
+        err("cni", "at least one CNI variant is required".into());
+    }
+    let mut seen = HashSet::new();
+    for (i, c) in s.cni.iter().enumerate() {
+        let field = format!("cni[{i}]");
+        if !seen.insert(c) {
+            err(&field, format!("duplicate CNI variant {c:?}"));
+            continue;
+        }
+        match catalog.get(c) {
+            None => err(
+                &field,
+                format!(
+                    "unknown CNI variant {c:?}; known variants: {}",
+                    catalog.names().join(", ")
+                ),
+            ),
+            Some(v) => {
+                let ok = match (&k.marker, version) {
+                    (Some(m), None) if m == "latest" => v.release_for(None).is_some(),
+                    (_, Some(ver)) => v.release_for(Some(&ver)).is_some(),
+                    _ => true, // the version itself is already reported invalid
+                };
+                if !ok {
+                    err(
+                        &field,
+                        format!(
+                            "CNI variant {c:?} does not support Kubernetes {}; it supports {}",
+                            version
+                                .map(|v| v.to_string())
+                                .unwrap_or_else(|| "latest".into()),
+                            v.supported_ranges()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    // Era-specific cluster settings.
+    if let Some(v) = version {
+        if let Some(api) = &s.cluster.kubeadm_api {
+            let served = kube::kubeadm_apis_for(&v);
+            if !served.contains(&api.as_str()) {
+                err(
+                    "cluster.kubeadm_api",
+                    format!(
+                        "kubeadm {v} does not accept {api}; it accepts {}",
+                        served.join(", ")
+                    ),
+                );
+            }
+        }
+        if let Some(t) = &s.cluster.control_plane_taint {
+            let taints = kube::control_plane_taints(&v);
+            if !taints.contains(&t.as_str()) {
+                err(
+                    "cluster.control_plane_taint",
+                    format!(
+                        "kubeadm {v} taints control planes with {}, not {t}",
+                        taints.join(" and ")
+                    ),
+                );
+            }
+        }
+    }
+    for (field, cidr) in [
+        ("cluster.pod_subnet", &s.cluster.pod_subnet),
+        ("cluster.service_subnet", &s.cluster.service_subnet),
+    ] {
+        if !is_ipv4_cidr(cidr) {
+            err(
+                field,
+                format!("{cidr:?} is not an IPv4 CIDR such as 10.244.0.0/16"),
+            );
+        }
+    }
+
+    // Conformance.
+    let c = &s.conformance;
+    if c.mode.is_some() && c.tier != Tier::Conformance {
+        err(
+            "conformance.mode",
+            "a mode only applies to tier `conformance`".into(),
+        );
+    }
+    if let Some(d) = &c.disabled {
+        if d.reason.trim().is_empty() {
+            err(
+                "conformance.disabled.reason",
+                "a disabled tier must say why it is disabled".into(),
+            );
+        }
+        match Date::parse(&d.expires, time::macros::format_description!("[year]-[month]-[day]")) {
+            Err(_) => err(
+                "conformance.disabled.expires",
+                format!("{:?} is not a date (YYYY-MM-DD)", d.expires),
+            ),
+            Ok(date) if date < today => err(
+                "conformance.disabled.expires",
+                format!(
+                    "the waiver expired on {date}: re-enable conformance or renew the waiver with a new reason and date"
+                ),
+            ),
+            Ok(_) => {}
+        }
+    }
+
+    // Steps.
+    if s.steps.is_empty() {
+        err("steps", "at least one step is required".into());
+    }
+    let mut step_names = HashSet::new();
+    for (i, st) in s.steps.iter().enumerate() {
+        let f = |x: &str| format!("steps[{i}].{x}");
+        if st.name.trim().is_empty() {
+            err(&f("name"), "must not be empty".into());
+        } else if !step_names.insert(st.name.as_str()) {
+            err(&f("name"), format!("duplicate step name {:?}", st.name));
+        }
+        match actions::info(&st.action) {
+            None => err(
+                &f("action"),
+                format!(
+                    "unknown action {:?}; known actions: {}",
+                    st.action,
+                    actions::ACTIONS
+                        .iter()
+                        .map(|a| a.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Some(a) => {
+                if a.name == "exec" && st.command.is_empty() {
+                    err(&f("command"), "action exec needs a command".into());
+                }
+                if a.name != "exec" && !st.command.is_empty() {
+                    err(
+                        &f("command"),
+                        format!("only action exec takes a command, not {}", a.name),
+                    );
+                }
+            }
+        }
+        if st.deadline.is_zero() {
+            err(&f("deadline"), "must be longer than zero".into());
+        }
+    }
+
+    // CI.
+    if let Some(p) = &s.ci.periodic {
+        if let Err(e) = humantime::parse_duration(&p.interval) {
+            err(
+                "ci.periodic.interval",
+                format!("{:?} is not a duration: {e}", p.interval),
+            );
+        }
+    }
+    (version, errs)
+}
+
+fn is_ipv4_cidr(s: &str) -> bool {
+    let Some((ip, len)) = s.split_once('/') else {
+        return false;
+    };
+    ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
+}

@@ -1,0 +1,255 @@
+//! The scenario file: one YAML document per release branch.
+//!
+//! Every struct rejects unknown fields, so a typo is an error with a location rather than a
+//! silently ignored setting.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A release-branch scenario, as written in `scenarios/<branch>.yaml`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Release branch this scenario tests, e.g. `release-1.20`; also the scenario's name.
+    pub branch: String,
+    #[serde(default)]
+    pub description: String,
+    /// Where the Kubernetes under test comes from.
+    pub kubernetes: KubernetesSpec,
+    /// Cluster providers to run on (matrix axis).
+    pub providers: Vec<ProviderKind>,
+    /// Cluster shapes to run (matrix axis).
+    pub topologies: Vec<TopologySpec>,
+    /// CNI variants to apply, by name of a folder in `cni-variants/` (matrix axis).
+    pub cni: Vec<String>,
+    /// Era-specific cluster settings.
+    #[serde(default)]
+    pub cluster: ClusterSpec,
+    pub conformance: ConformanceSpec,
+    /// Ordered steps every matrix job runs.
+    pub steps: Vec<StepSpec>,
+    /// Deadline for the whole run; `always` steps still run after it passes.
+    #[serde(default, with = "humantime_serde::option")]
+    pub run_deadline: Option<Duration>,
+    /// The CI jobs this scenario feeds.
+    #[serde(default)]
+    pub ci: CiSpec,
+}
+
+/// Exactly one of `version` or `marker` names the version; `source` says how to obtain it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSpec {
+    /// A fixed version, e.g. `v1.20.2`.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// A release marker, e.g. `stable-1.20` or `latest`.
+    #[serde(default)]
+    pub marker: Option<String>,
+    pub source: SourceKind,
+    /// For `source: binaries`: the folder holding kubeadm, kubelet, kubectl, ...
+    #[serde(default)]
+    pub binaries: Option<PathBuf>,
+    /// For `source: debian-source`: the Debian source package version to build.
+    #[serde(default)]
+    pub debian_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// Build from Debian's `kubernetes` source package (works offline on this machine).
+    DebianSource,
+    /// Official release binaries for the version or marker (needs network access to the release bucket).
+    Release,
+    /// A local folder of binaries (`binaries:`), e.g. from `make quick-release`.
+    Binaries,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Built-in: docker containers as nodes.
+    Docker,
+    /// kind clusters (needs the `kind` binary).
+    Kind,
+    /// Virtual machines under qemu.
+    Vm,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Docker => "docker",
+            ProviderKind::Kind => "kind",
+            ProviderKind::Vm => "vm",
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologySpec {
+    /// Appended to the job name when set; leave unset for the single default shape.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub control_planes: i64,
+    pub workers: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// kubeadm config API group version; derived from the Kubernetes version when unset.
+    #[serde(default)]
+    pub kubeadm_api: Option<String>,
+    /// Taint kubeadm puts on control-plane nodes; derived from the version when unset.
+    #[serde(default)]
+    pub control_plane_taint: Option<String>,
+    #[serde(default = "yes")]
+    pub rbac: bool,
+    #[serde(default = "default_pod_subnet")]
+    pub pod_subnet: String,
+    #[serde(default = "default_service_subnet")]
+    pub service_subnet: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_pod_subnet() -> String {
+    "10.244.0.0/16".into()
+}
+fn default_service_subnet() -> String {
+    "10.96.0.0/12".into()
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            kubeadm_api: None,
+            control_plane_taint: None,
+            rbac: true,
+            pod_subnet: default_pod_subnet(),
+            service_subnet: default_service_subnet(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tier {
+    /// Tier 1: per-node validation.
+    Node,
+    /// Tier 2: short cluster validation (about five minutes).
+    Smoke,
+    /// Tier 3: e2e.test conformance.
+    Conformance,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConformanceMode {
+    ConformanceLite,
+    NonDisruptive,
+    Certified,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConformanceSpec {
+    pub tier: Tier,
+    #[serde(default)]
+    pub mode: Option<ConformanceMode>,
+    #[serde(default)]
+    pub focus: Option<String>,
+    #[serde(default)]
+    pub skip: Option<String>,
+    #[serde(default)]
+    pub parallel: Option<u32>,
+    #[serde(default)]
+    pub flake_attempts: Option<u32>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub spec_deadline: Option<Duration>,
+    /// A disabled tier must say why and until when.
+    #[serde(default)]
+    pub disabled: Option<Disabled>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disabled {
+    pub reason: String,
+    /// `YYYY-MM-DD`; after this date the scenario no longer validates.
+    pub expires: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    pub name: String,
+    /// One of the actions `shakedown` knows (see `actions::ACTIONS`).
+    pub action: String,
+    /// Hard deadline; the step's process groups get SIGTERM, then SIGKILL after `grace`.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    #[serde(default, with = "humantime_serde::option")]
+    pub grace: Option<Duration>,
+    /// Report the step as slow every this often while it runs.
+    #[serde(default, with = "humantime_serde::option")]
+    pub slow_after: Option<Duration>,
+    /// Runs even after an earlier failure or an interruption (log export, teardown).
+    #[serde(default)]
+    pub always: bool,
+    /// A failure is reported but neither skips later steps nor fails the run.
+    #[serde(default)]
+    pub non_blocking: bool,
+    /// For `action: exec`: the command and its arguments; a relative program path is
+    /// resolved against the repository root.
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CiSpec {
+    #[serde(default)]
+    pub periodic: Option<PeriodicSpec>,
+    #[serde(default)]
+    pub presubmit: Option<PresubmitSpec>,
+    #[serde(default)]
+    pub testgrid: Option<TestgridSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeriodicSpec {
+    /// How often the postsubmit runs against the branch, e.g. `12h`.
+    pub interval: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresubmitSpec {
+    /// Only run when files matching this regex change; unset runs on every change.
+    #[serde(default)]
+    pub run_if_changed: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestgridSpec {
+    pub dashboards: Vec<String>,
+    pub alert_email: String,
+    pub num_failures_to_alert: u32,
+    pub alert_stale_results_hours: u32,
+    /// Owning SIG, e.g. `sig-cluster-lifecycle`.
+    pub owner: String,
+}

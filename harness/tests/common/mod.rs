@@ -1,0 +1,210 @@
+//! Helpers shared by the integration tests: the repository root, running a fixture scenario
+//! through the real engine, and reading JUnit back.
+#![allow(dead_code)]
+
+use shakedown::actions::{RunContext, RunSettings};
+use shakedown::cni::Catalog;
+use shakedown::engine::{self, RunOptions, RunSummary, Stop};
+use shakedown::reporter::{self, Reporter};
+use shakedown::{matrix, plan, scenario};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn catalog() -> Catalog {
+    Catalog::load(&root().join("cni-variants")).expect("cni-variants load")
+}
+
+/// Every reporter a real run has, except the live progress output.
+pub fn file_reporters(artifacts: &Path) -> Vec<Box<dyn Reporter>> {
+    vec![
+        Box::new(reporter::progress::BuildLog::new(artifacts)),
+        Box::new(reporter::junit::Junit::new(artifacts)),
+        Box::new(reporter::testgrid::Testgrid::new(artifacts)),
+        Box::new(reporter::json::JsonSummary::new(artifacts)),
+    ]
+}
+
+/// Runs a scenario file through the real engine into `artifacts`.
+pub async fn run_scenario(path: &Path, artifacts: &Path, dry_run: bool, stop: Stop) -> RunSummary {
+    let catalog = catalog();
+    let s = scenario::load(path, &catalog, scenario::today()).expect("fixture scenario is valid");
+    let p = plan::build(&s, matrix::expand(&s));
+    let cx = RunContext {
+        settings: RunSettings {
+            run_id: "test-run".into(),
+            root: root(),
+            artifacts: artifacts.to_path_buf(),
+            cache_dir: artifacts.join("cache"),
+            ..Default::default()
+        },
+        scenario: Arc::new(s),
+        catalog: Arc::new(catalog),
+    };
+    engine::run(
+        &p,
+        cx,
+        RunOptions {
+            dry_run,
+            parallel: 1,
+        },
+        stop,
+        file_reporters(artifacts),
+    )
+    .await
+}
+
+pub async fn run_fixture(name: &str, dry_run: bool) -> (RunSummary, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = root()
+        .join("fixtures/scenarios/engine")
+        .join(format!("{name}.yaml"));
+    let s = run_scenario(&path, dir.path(), dry_run, Stop::default()).await;
+    (s, dir)
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Case {
+    pub name: String,
+    pub classname: String,
+    /// "passed", "failure", "skipped" or "error".
+    pub result: String,
+    pub message: String,
+    pub text: String,
+    pub system_out: String,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Suite {
+    pub name: String,
+    pub tests: usize,
+    pub failures: usize,
+    pub properties: Vec<(String, String)>,
+    pub cases: Vec<Case>,
+}
+
+impl Suite {
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.properties
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn case(&self, suffix: &str) -> &Case {
+        self.cases
+            .iter()
+            .find(|c| c.name.ends_with(&format!(" {suffix}")))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no testcase {suffix} in {:?}",
+                    self.cases.iter().map(|c| &c.name).collect::<Vec<_>>()
+                )
+            })
+    }
+}
+
+/// Parses a JUnit file the way TestGrid reads it: suites, their properties, and each case's
+/// element text.
+pub fn read_junit(path: &Path) -> Vec<Suite> {
+    use quick_xml::events::Event;
+    let xml =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut r = quick_xml::Reader::from_str(&xml);
+    let mut suites: Vec<Suite> = Vec::new();
+    let mut in_elem: Option<String> = None;
+    let attr = |e: &quick_xml::events::BytesStart, k: &str| -> String {
+        e.attributes()
+            .flatten()
+            .find(|a| a.key.as_ref() == k.as_bytes())
+            .map(|a| a.unescape_value().unwrap().into_owned())
+            .unwrap_or_default()
+    };
+    loop {
+        match r.read_event().expect("well-formed JUnit") {
+            Event::Eof => break,
+            Event::Start(e) | Event::Empty(e) => {
+                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                match name.as_str() {
+                    "testsuite" => suites.push(Suite {
+                        name: attr(&e, "name"),
+                        tests: attr(&e, "tests").parse().unwrap(),
+                        failures: attr(&e, "failures").parse().unwrap(),
+                        ..Default::default()
+                    }),
+                    "property" => {
+                        let s = suites.last_mut().unwrap();
+                        s.properties.push((attr(&e, "name"), attr(&e, "value")));
+                    }
+                    "testcase" => {
+                        let s = suites.last_mut().unwrap();
+                        s.cases.push(Case {
+                            name: attr(&e, "name"),
+                            classname: attr(&e, "classname"),
+                            result: "passed".into(),
+                            ..Default::default()
+                        });
+                    }
+                    "failure" | "skipped" | "error" => {
+                        let c = suites.last_mut().unwrap().cases.last_mut().unwrap();
+                        c.result = name.clone();
+                        c.message = attr(&e, "message");
+                        in_elem = Some(name);
+                    }
+                    "system-out" => in_elem = Some(name),
+                    _ => {}
+                }
+            }
+            Event::CData(t) => {
+                let text = String::from_utf8_lossy(&t).into_owned();
+                if let (Some(which), Some(c)) =
+                    (&in_elem, suites.last_mut().and_then(|s| s.cases.last_mut()))
+                {
+                    if which == "system-out" {
+                        c.system_out.push_str(&text);
+                    } else {
+                        c.text.push_str(&text);
+                    }
+                }
+            }
+            Event::Text(t) => {
+                let text = t.unescape().unwrap().into_owned();
+                if let (Some(which), Some(c)) =
+                    (&in_elem, suites.last_mut().and_then(|s| s.cases.last_mut()))
+                {
+                    if which != "system-out" {
+                        c.text.push_str(&text);
+                    }
+                }
+            }
+            Event::End(_) => in_elem = None,
+            _ => {}
+        }
+    }
+    suites
+}
+
+/// True while a process with this pid exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .split(") ")
+            .nth(1)
+            .is_some_and(|rest| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+pub fn pid(artifacts: &Path, file: &str) -> i32 {
+    let p = artifacts.join("pids").join(file);
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
