@@ -103,12 +103,18 @@ import_tree() {
     echo "up to date: $tag" >&2
     return 0
   fi
+  local old
+  old=$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
   log "tar -C $tree -c . | docker import $* - $tag"
   tar -C "$tree" --numeric-owner -c . | docker import "$@" \
     --change 'LABEL io.shakedown.managed=true' \
     --change "LABEL io.shakedown.input=$key" \
     - "$tag" >/dev/null || die "failed to docker import $tag"
   changed=1
+  # The previous build of this tag is now untagged: drop it unless something still uses it.
+  if [ -n "$old" ] && [ "$(docker image inspect --format '{{len .RepoTags}}' "$old" 2>/dev/null)" = 0 ]; then
+    docker rmi "$old" >/dev/null 2>&1 || true
+  fi
 }
 
 # key FILES...: a short digest of the given files plus the script itself.
@@ -204,7 +210,8 @@ else
     "$DEBIAN_SUITE" "$partial" "$DEBIAN_MIRROR" >"$WORK/rootfs/kube-proxy-debootstrap.log" 2>&1 \
     || die "failed to debootstrap the kube-proxy rootfs (log: $WORK/rootfs/kube-proxy-debootstrap.log)"
   # Not needed at run time; keeps the image small.
-  run rm -rf "$partial/var/cache/apt/archives/"*.deb "$partial/var/lib/apt/lists/"* \
+  log rm -rf "$partial/var/cache/apt/archives/*.deb" "$partial/var/lib/apt/lists/*" "$partial/usr/share/{doc,man,info,locale}"
+  rm -rf "$partial/var/cache/apt/archives/"*.deb "$partial/var/lib/apt/lists/"* \
     "$partial/usr/share/doc" "$partial/usr/share/man" "$partial/usr/share/info" "$partial/usr/share/locale"
   printf '%s\n' "$stamp" >"$partial/.shakedown-complete"
   run mv "$partial" "$proxy_rootfs"
@@ -230,6 +237,7 @@ if [ "$changed" = 0 ] && [ -f "$WORK/images.tar" ] && [ -f "$WORK/images.ids" ] 
   echo "up to date: $WORK/images.tar" >&2
 else
   run docker save -o "$WORK/images.tar.partial" "${built[@]}" || die "failed to docker save the images into $WORK/images.tar"
+  run chmod 0644 "$WORK/images.tar.partial"
   run mv "$WORK/images.tar.partial" "$WORK/images.tar"
   printf '%s\n' "$ids" >"$WORK/images.ids"
 fi

@@ -62,12 +62,25 @@ else
     >"$WORK/rootfs/node-debootstrap.log" 2>&1 \
     || die "failed to debootstrap the node rootfs (log: $WORK/rootfs/node-debootstrap.log)"
   # Shrink: package caches and lists are not needed in the image.
-  run rm -rf "$partial/var/cache/apt/archives/"*.deb "$partial/var/lib/apt/lists/"*
+  log rm -rf "$partial/var/cache/apt/archives/*.deb" "$partial/var/lib/apt/lists/*"
+  rm -rf "$partial/var/cache/apt/archives/"*.deb "$partial/var/lib/apt/lists/"*
   printf '%s\n' "$stamp" >"$partial/.shakedown-complete"
   run mv "$partial" "$rootfs"
 fi
 
 [ "$ONLY_ROOTFS" = 1 ] && { echo "rootfs ready: $rootfs" >&2; exit 0; }
+
+# Skip the rest when NODE_TAG was built from the same inputs (label io.shakedown.input).
+key=$( { cat "$BIN_DIR/kubeadm" "$BIN_DIR/kubelet" "$BIN_DIR/kubectl" "$rootfs/.shakedown-complete" "${BASH_SOURCE[0]}"
+         echo "$KUBE_VERSION"
+         (cd "$ASSETS_DIR" && find . -type f | LC_ALL=C sort | xargs -d '\n' sha256sum)
+       } | sha256sum | cut -c1-16)
+have=$(docker image inspect --format '{{ index .Config.Labels "io.shakedown.input" }}' "$NODE_TAG" 2>/dev/null || true)
+if [ "$have" = "$key" ]; then
+  echo "up to date: $NODE_TAG" >&2
+  echo "$NODE_TAG"
+  exit 0
+fi
 
 # Stage a copy so the cached rootfs stays pristine (it does not depend on KUBE_VERSION).
 stage="$WORK/node-stage"
@@ -101,6 +114,7 @@ run rm -f "$stage/var/lib/dbus/machine-id"
 run mkdir -p "$stage/etc/cni/net.d" "$stage/etc/kubernetes/manifests" "$stage/var/lib/kubelet"
 echo "$KUBE_VERSION" >"$stage/etc/shakedown-kube-version"
 
+old=$(docker image inspect --format '{{.Id}}' "$NODE_TAG" 2>/dev/null || true)
 # docker import cannot set STOPSIGNAL: node containers must be run with --stop-signal SIGRTMIN+3.
 log "tar -C $stage -c . | docker import --change ... - $NODE_TAG"
 tar -C "$stage" --numeric-owner -c . | docker import \
@@ -108,5 +122,10 @@ tar -C "$stage" --numeric-owner -c . | docker import \
   --change 'ENV container=docker' \
   --change 'LABEL io.shakedown.managed=true' \
   --change "LABEL io.shakedown.kube-version=$KUBE_VERSION" \
+  --change "LABEL io.shakedown.input=$key" \
   - "$NODE_TAG" >/dev/null || die "failed to docker import $NODE_TAG"
+# The previous build is now untagged: drop it unless a node container still uses it.
+if [ -n "$old" ] && [ "$(docker image inspect --format '{{len .RepoTags}}' "$old" 2>/dev/null)" = 0 ]; then
+  docker rmi "$old" >/dev/null 2>&1 || true
+fi
 echo "$NODE_TAG"

@@ -88,6 +88,22 @@ pub struct ScenarioArgs {
     /// Use this node image instead of building one.
     #[arg(long)]
     pub node_image: Option<String>,
+    /// Run only shard K of N of the runnable conformance specs (a stable hash of each name
+    /// picks the shard), e.g. 1/6.
+    #[arg(long, value_parser = parse_shard)]
+    pub conformance_shard: Option<(u32, u32)>,
+}
+
+fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let (k, n) = s.split_once('/').ok_or("expected K/N, e.g. 1/6")?;
+    let (k, n): (u32, u32) = (
+        k.parse().map_err(|_| "K is not a number")?,
+        n.parse().map_err(|_| "N is not a number")?,
+    );
+    if n == 0 || k == 0 || k > n {
+        return Err(format!("shard {k}/{n} is out of range: need 1 <= K <= N"));
+    }
+    Ok((k, n))
 }
 
 /// Parses the command line, runs, and maps the outcome to an exit code.
@@ -370,6 +386,7 @@ async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKind, CliError
             kubernetes_binaries: a.kubernetes_binaries.clone(),
             node_image: a.node_image.clone(),
             cache_dir: paths::cache_dir(),
+            conformance_shard: a.conformance_shard,
         },
         scenario: Arc::new(s),
         catalog: Arc::new(catalog),

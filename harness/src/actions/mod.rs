@@ -1,7 +1,15 @@
 //! Step actions: what a scenario step can do. Each action is a small trait impl; the table
 //! `ACTIONS` is the single list the validator, the planner and the registry share.
 
+pub mod build;
+pub mod cluster;
+mod cni;
+mod conformance;
 mod exec;
+mod host;
+mod kubeadm;
+mod logs;
+mod smoke;
 
 use crate::cni::Catalog;
 use crate::engine::event::FailureKind;
@@ -60,6 +68,16 @@ pub fn info(name: &str) -> Option<&'static ActionInfo> {
 pub fn lookup(name: &str) -> Option<Box<dyn Action>> {
     match name {
         "exec" => Some(Box::new(exec::Exec)),
+        "host-setup" => Some(Box::new(host::HostSetup)),
+        "image-build" => Some(Box::new(build::ImageBuild)),
+        "cluster-up" => Some(Box::new(cluster::ClusterUp)),
+        "kubeadm-init" => Some(Box::new(kubeadm::KubeadmInit)),
+        "kubeadm-join" => Some(Box::new(kubeadm::KubeadmJoin)),
+        "cni" => Some(Box::new(cni::Cni)),
+        "smoke" => Some(Box::new(smoke::Smoke)),
+        "conformance" => Some(Box::new(conformance::Conformance)),
+        "export-logs" => Some(Box::new(logs::ExportLogs)),
+        "cluster-down" => Some(Box::new(cluster::ClusterDown)),
         _ => None,
     }
 }
@@ -123,6 +141,8 @@ pub struct RunSettings {
     pub node_image: Option<String>,
     /// Where slow builds are cached by content.
     pub cache_dir: PathBuf,
+    /// Run only shard K of N of the selected conformance specs (stable, by name hash).
+    pub conformance_shard: Option<(u32, u32)>,
 }
 
 /// Shared by all steps and jobs of a run.
@@ -172,6 +192,8 @@ pub struct StepContext<'a> {
     pub state: &'a mut JobState,
     /// Extra JUnit properties for this step's testcase.
     pub properties: Vec<(String, String)>,
+    /// Checks inside this step, each reported as its own testcase.
+    pub subtests: Vec<crate::engine::event::SubTest>,
     pub(crate) events: EventTx,
 }
 
@@ -179,6 +201,15 @@ impl StepContext<'_> {
     /// Runs a command under this step's log, deadline and grace period.
     pub async fn cmd(&self, cmd: Cmd) -> Result<Output, CommandError> {
         process::run(&cmd, &self.log, &self.cancel, self.step.timeout.grace).await
+    }
+
+    /// A command runner bound to this step, for library code.
+    pub fn runner(&self) -> process::Runner {
+        process::Runner {
+            log: self.log.clone(),
+            cancel: self.cancel.clone(),
+            grace: self.step.timeout.grace,
+        }
     }
 
     /// A progress note: into the step log and onto the event stream.

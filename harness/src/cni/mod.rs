@@ -2,6 +2,8 @@
 //! variant supports, which manifests and images each release range uses, and how to tell it
 //! is ready.
 
+pub mod bridge;
+
 use crate::config::{self, ConfigErrors, Located};
 use crate::kube::KubeVersion;
 use serde::{Deserialize, Serialize};
@@ -16,6 +18,8 @@ pub struct Variant {
     pub description: String,
     /// False for variants the harness renders itself (bridge).
     pub third_party: bool,
+    /// How the variant is put on a cluster.
+    pub apply: ApplyMethod,
     pub pod_cidr: PodCidr,
     pub ready: Readiness,
     /// Release ranges; the first whose range contains the version is used.
@@ -23,6 +27,17 @@ pub struct Variant {
     /// Why its pods cannot run on a machine without a registry, if so.
     #[serde(default)]
     pub offline_limitation: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApplyMethod {
+    /// The harness writes a bridge conflist on each node and routes between nodes.
+    RenderedBridge,
+    /// Nothing is applied: nodes must stay NotReady (reproduces the 1.6.0 hang on purpose).
+    Nothing,
+    /// The release's manifests are applied through the API server.
+    Manifests,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

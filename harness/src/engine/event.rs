@@ -90,6 +90,18 @@ pub struct StepResult {
     pub log: Option<PathBuf>,
     /// Extra JUnit properties an action reported (e.g. conformance counts).
     pub properties: Vec<(String, String)>,
+    /// Checks inside the step, each its own testcase (smoke checks, conformance specs).
+    pub subtests: Vec<SubTest>,
+}
+
+/// One check inside a step, reported as its own testcase `<job> <step>/<name>`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubTest {
+    pub name: String,
+    #[serde(flatten)]
+    pub outcome: StepOutcome,
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]

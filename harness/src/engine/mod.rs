@@ -298,6 +298,7 @@ async fn run_job(
                 duration: Duration::ZERO,
                 log: None,
                 properties: Vec::new(),
+                subtests: Vec::new(),
             },
             None => run_step(jp, step, cx, dry_run, stop, events, &mut state).await,
         };
@@ -441,6 +442,7 @@ async fn run_step(
         cancel: token.clone(),
         state,
         properties: Vec::new(),
+        subtests: Vec::new(),
         events: events.clone(),
     };
 
@@ -495,6 +497,7 @@ async fn run_step(
         }
     };
     let properties = std::mem::take(&mut cx.properties);
+    let subtests = std::mem::take(&mut cx.subtests);
     drop(cx);
     timer.abort();
     if let Some(s) = slow {
@@ -538,7 +541,9 @@ async fn run_step(
             }
         }
     };
-    finished(jp, step, started, Some(rel_log), properties, outcome)
+    let mut r = finished(jp, step, started, Some(rel_log), properties, outcome);
+    r.subtests = subtests;
+    r
 }
 
 fn finished(
@@ -560,6 +565,7 @@ fn finished(
         duration: started.elapsed(),
         log,
         properties,
+        subtests: Vec::new(),
     }
 }
 

@@ -260,6 +260,36 @@ impl GroupGuard {
     }
 }
 
+impl GroupGuard {
+    /// Waits (bounded) until no live process is left in the group: SIGKILL is delivered
+    /// asynchronously, so a step only ends once its processes are really gone.
+    async fn wait_gone(&self, limit: Duration) {
+        let Some(p) = self.pgid else { return };
+        let t = std::time::Instant::now();
+        while t.elapsed() < limit && group_has_live_member(p) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// True while a process of group `pgid` exists that is not a zombie.
+fn group_has_live_member(pgid: Pid) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // pid (comm) state ppid pgrp ...; comm may hold spaces, so split after ')'.
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            return false;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f.len() > 2 && f[0] != "Z" && f[0] != "X" && f[2] == pgid.as_raw().to_string()
+    })
+}
+
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.signal(Signal::SIGKILL);
@@ -354,6 +384,7 @@ pub async fn run(
                 .unwrap_or_default()
         }
     };
+    guard.wait_gone(Duration::from_secs(2)).await;
     drop(guard);
 
     let status = status.map_err(|source| CommandError::Spawn {
@@ -413,4 +444,28 @@ async fn drain<R: AsyncRead + Unpin>(pipe: Option<R>, log: StepLog, capture: boo
 pub fn last_lines(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Runs commands under one log, cancellation token and grace period: what a step hands to
+/// library code that does not know about steps.
+#[derive(Clone)]
+pub struct Runner {
+    pub log: StepLog,
+    pub cancel: CancellationToken,
+    pub grace: Duration,
+}
+
+impl Runner {
+    pub async fn run(&self, cmd: Cmd) -> Result<Output, CommandError> {
+        run(&cmd, &self.log, &self.cancel, self.grace).await
+    }
+
+    /// Runs and returns stdout, trimmed.
+    pub async fn output(&self, cmd: Cmd) -> Result<String, CommandError> {
+        Ok(run(&cmd.capture(), &self.log, &self.cancel, self.grace)
+            .await?
+            .stdout
+            .trim()
+            .to_string())
+    }
 }

@@ -45,6 +45,17 @@ impl Junit {
         suite.set_timestamp(self.started);
         for r in &results {
             suite.add_testcase(testcase(r));
+            for sub in &r.subtests {
+                let sr = StepResult {
+                    step: format!("{}/{}", r.step, sub.name),
+                    outcome: sub.outcome.clone(),
+                    duration: sub.duration,
+                    subtests: Vec::new(),
+                    properties: Vec::new(),
+                    ..r.clone()
+                };
+                suite.add_testcase(testcase(&sr));
+            }
         }
         let report = ReportBuilder::new().add_testsuite(suite.build()).build();
         let mut xml = Vec::new();

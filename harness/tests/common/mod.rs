@@ -189,8 +189,21 @@ pub fn read_junit(path: &Path) -> Vec<Suite> {
     suites
 }
 
-/// True while a process with this pid exists (and is not a zombie).
+/// True if the process still lives after a short grace: SIGKILL is asynchronous, so death is
+/// checked for up to two seconds rather than at one instant.
 pub fn alive(pid: i32) -> bool {
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(2) {
+        if !alive_now(pid) {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    alive_now(pid)
+}
+
+/// True while a process with this pid exists (and is not a zombie).
+pub fn alive_now(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat
             .split(") ")

@@ -1,0 +1,220 @@
+//! `cluster-up` and `cluster-down`, plus what other cluster actions share: the cluster from
+//! the job state, a kube client, and the node diagnosis attached to readiness failures.
+
+use super::{Action, StepContext, StepError};
+use crate::engine::process::{Cmd, Runner, StepLog};
+use crate::images::KubeArtifacts;
+use crate::provider::docker::{self, Cluster, ClusterSpec};
+use crate::readiness;
+use crate::scenario::ProviderKind;
+use k8s_openapi::api::core::v1::Node;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub struct ClusterUp;
+pub struct ClusterDown;
+
+pub fn cluster<'a>(cx: &'a StepContext<'_>) -> Result<&'a Cluster, StepError> {
+    cx.state.get::<Cluster>().ok_or_else(|| {
+        StepError::infra("failed to find the job's cluster: no cluster-up step ran before this one")
+    })
+}
+
+/// A kube client from the kubeconfig exported after `kubeadm init`.
+pub async fn client(c: &Cluster) -> Result<kube::Client, StepError> {
+    let path = c
+        .kubeconfig
+        .as_ref()
+        .ok_or_else(|| StepError::infra("failed to find a kubeconfig: kubeadm init has not run"))?;
+    let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+        StepError::infra(format!("failed to read kubeconfig {}: {e}", path.display()))
+    })?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| {
+            StepError::infra(format!("failed to load kubeconfig {}: {e}", path.display()))
+        })?;
+    kube::Client::try_from(cfg).map_err(|e| {
+        StepError::infra(format!(
+            "failed to build a client for {}: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// What a person needs when nodes are not Ready: each node's Ready condition, and the
+/// kubelet journal lines about the network. Runs with its own short budget, since it is
+/// usually called after the step's deadline has cancelled everything else.
+pub async fn diagnose_nodes(c: &Cluster, log: &StepLog) -> String {
+    let r = Runner {
+        log: log.clone(),
+        cancel: CancellationToken::new(),
+        grace: Duration::from_secs(1),
+    };
+    let budget = Duration::from_secs(15);
+    let work = async {
+        let mut parts = Vec::new();
+        let cp = c.first_control_plane().name.clone();
+        let kubectl = docker::exec(
+            &cp,
+            &[
+                "kubectl",
+                "--kubeconfig=/etc/kubernetes/admin.conf",
+                "get",
+                "nodes",
+                "-o",
+                "json",
+            ],
+        );
+        match r.output(kubectl).await {
+            Ok(json) => match serde_json::from_str::<k8s_openapi::List<Node>>(&json) {
+                Ok(list) => {
+                    for n in &list.items {
+                        if let Err(e) = readiness::node_ready(n) {
+                            parts.push(e);
+                        }
+                    }
+                    let registered: Vec<String> = list
+                        .items
+                        .iter()
+                        .filter_map(|n| n.metadata.name.clone())
+                        .collect();
+                    if let Err(e) = readiness::nodes_registered(&c.node_names(), &list.items) {
+                        parts.push(e);
+                    }
+                    if parts.is_empty() {
+                        parts.push(format!(
+                            "all registered nodes report Ready: {}",
+                            registered.join(", ")
+                        ));
+                    }
+                }
+                Err(e) => parts.push(format!("failed to parse the node list: {e}")),
+            },
+            Err(e) => parts.push(format!(
+                "failed to list nodes from {cp}: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            )),
+        }
+        for n in &c.nodes {
+            let journal = r
+                .output(docker::exec(
+                    &n.name,
+                    &[
+                        "journalctl",
+                        "-u",
+                        "kubelet",
+                        "--no-pager",
+                        "-n",
+                        "400",
+                        "-o",
+                        "cat",
+                    ],
+                ))
+                .await
+                .unwrap_or_default();
+            let hits: Vec<&str> = journal
+                .lines()
+                .filter(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.contains("networkpluginnotready")
+                        || l.contains("cni")
+                        || l.contains("network plugin")
+                })
+                .collect();
+            if let Some(last) = hits.last() {
+                parts.push(format!("kubelet journal on {}: {}", n.name, last.trim()));
+            }
+        }
+        parts.join("\n")
+    };
+    match tokio::time::timeout(budget, work).await {
+        Ok(s) => s,
+        Err(_) => format!("diagnosis incomplete: nodes did not answer within {budget:?}"),
+    }
+}
+
+#[async_trait::async_trait]
+impl Action for ClusterUp {
+    fn describe(&self, cx: &StepContext<'_>) -> Vec<String> {
+        let t = &cx.job.topology;
+        vec![format!(
+            "create a {} network and {} control-plane + {} worker node container(s), labelled io.shakedown.run={}; import images into each",
+            cx.job.provider, t.control_planes, t.workers, cx.run.settings.run_id
+        )]
+    }
+
+    async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
+        if let Some(why) = crate::provider::unavailable_here(cx.job.provider) {
+            return Err(StepError::infra(format!("failed to create nodes: {why}")));
+        }
+        debug_assert_eq!(cx.job.provider, ProviderKind::Docker);
+        let art = cx.state.get::<KubeArtifacts>().cloned().ok_or_else(|| {
+            StepError::infra(
+                "failed to find images: the plan needs an image-build step before cluster-up",
+            )
+        })?;
+        let spec = ClusterSpec {
+            name: docker::cluster_name(&cx.run.settings.run_id, &cx.job.context()),
+            run_id: cx.run.settings.run_id.clone(),
+            control_planes: cx.job.topology.control_planes,
+            workers: cx.job.topology.workers,
+            node_image: art.node_image.clone(),
+            images_tar: art.images_tar.clone(),
+        };
+        let r = cx.runner();
+        let note = |s: String| cx.note(s);
+        let mut cluster = docker::create(&r, &spec, &note).await?;
+        cluster.keep = cx.run.settings.keep_cluster;
+        let summary: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("{} ({}, {})", n.name, n.role.as_str(), n.ip))
+            .collect();
+        cx.note(format!("nodes up: {}", summary.join(", ")));
+        cx.state.insert(cluster);
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Action for ClusterDown {
+    fn describe(&self, cx: &StepContext<'_>) -> Vec<String> {
+        if cx.run.settings.keep_cluster {
+            vec!["keep the cluster (--keep-cluster) and print how to reach it".into()]
+        } else {
+            vec![format!(
+                "remove every container, volume and network labelled io.shakedown.run={}",
+                cx.run.settings.run_id
+            )]
+        }
+    }
+
+    async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
+        let r = cx.runner();
+        let keep = cx.run.settings.keep_cluster;
+        let Some(cluster) = cx.state.get_mut::<Cluster>() else {
+            cx.note("no cluster was created; nothing to remove");
+            return Ok(());
+        };
+        if keep {
+            cluster.keep = true;
+            let how = cluster.how_to_reach();
+            eprintln!("{how}");
+            cx.note(how);
+            return Ok(());
+        }
+        docker::remove(&r, cluster).await?;
+        cx.note("cluster removed");
+        Ok(())
+    }
+}
+
+/// Runs `args` in `node`, returning stdout.
+pub async fn in_node(cx: &StepContext<'_>, node: &str, args: &[&str]) -> Result<String, StepError> {
+    Ok(cx.runner().output(docker::exec(node, args)).await?)
+}
+
+pub fn write_cmd(node: &str, path: &str, content: &str) -> Cmd {
+    docker::write_file(node, path, content)
+}

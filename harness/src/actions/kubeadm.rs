@@ -1,0 +1,185 @@
+//! `kubeadm-init` and `kubeadm-join`, with configs rendered for the release's config API.
+
+use super::cluster::{cluster, diagnose_nodes, in_node, write_cmd};
+use super::{Action, StepContext, StepError};
+use crate::images::{KubeArtifacts, ETCD_TAG, IMAGE_REPO};
+use crate::kubeadm::{self, ClusterParams, NodeParams};
+use crate::provider::docker::{self, Cluster};
+
+pub struct KubeadmInit;
+pub struct KubeadmJoin;
+
+const INIT_CONFIG_IN_NODE: &str = "/etc/shakedown/kubeadm-init.yaml";
+const JOIN_CONFIG_IN_NODE: &str = "/etc/shakedown/kubeadm-join.yaml";
+
+fn params(cx: &StepContext<'_>, c: &Cluster) -> Result<ClusterParams, StepError> {
+    let art = cx.state.get::<KubeArtifacts>().ok_or_else(|| {
+        StepError::infra("failed to find the Kubernetes build: the plan needs an image-build step")
+    })?;
+    let s = &cx.run.scenario;
+    let version = art.version;
+    let api = s
+        .scenario
+        .cluster
+        .kubeadm_api
+        .clone()
+        .or_else(|| crate::kube::default_kubeadm_api(&version).map(String::from))
+        .ok_or_else(|| {
+            StepError::new(format!("failed to pick a kubeadm config API for {version}"))
+        })?;
+    let cp = c.first_control_plane();
+    let token = kubeadm::new_token()
+        .map_err(|e| StepError::infra(format!("failed to make a bootstrap token: {e}")))?;
+    Ok(ClusterParams {
+        version,
+        api,
+        image_repository: IMAGE_REPO.into(),
+        etcd_image_tag: Some(ETCD_TAG.into()),
+        pod_subnet: s.scenario.cluster.pod_subnet.clone(),
+        service_subnet: s.scenario.cluster.service_subnet.clone(),
+        rbac: s.scenario.cluster.rbac,
+        control_plane_endpoint: format!("{}:6443", cp.ip),
+        cert_sans: vec![
+            cp.ip.clone(),
+            cp.name.clone(),
+            "localhost".into(),
+            "127.0.0.1".into(),
+        ],
+        token,
+    })
+}
+
+/// A failed command plus the nodes' state: which condition, which kubelet line.
+async fn diagnosed(
+    cx: &StepContext<'_>,
+    c: &Cluster,
+    e: crate::engine::process::CommandError,
+) -> StepError {
+    let last = e
+        .stderr()
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string());
+    let nodes = diagnose_nodes(c, &cx.log).await;
+    let mut d = nodes;
+    if let Some(l) = last {
+        d = format!("{l}\n{d}");
+    }
+    StepError::from(e).with_diagnosis(d)
+}
+
+#[async_trait::async_trait]
+impl Action for KubeadmInit {
+    fn describe(&self, cx: &StepContext<'_>) -> Vec<String> {
+        let api = cx
+            .run
+            .scenario
+            .kubeadm_api()
+            .unwrap_or_else(|| "the newest the release accepts".into());
+        vec![format!(
+            "render a {api} config (pod subnet {}, RBAC {}) and run `kubeadm init` on the first control plane; export its kubeconfig",
+            cx.run.scenario.scenario.cluster.pod_subnet, cx.run.scenario.scenario.cluster.rbac
+        )]
+    }
+
+    async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
+        let c = cluster(cx)?;
+        let p = params(cx, c)?;
+        let cp = c.first_control_plane().clone();
+        let config = kubeadm::init_config(
+            &p,
+            &NodeParams {
+                name: cp.name.clone(),
+                ip: cp.ip.clone(),
+                control_plane: true,
+            },
+        )
+        .map_err(|e| StepError::new(e.to_string()))?;
+        let job_dir = cx.job_dir();
+        let _ = std::fs::create_dir_all(&job_dir);
+        let _ = std::fs::write(job_dir.join("kubeadm-init.yaml"), &config);
+        let r = cx.runner();
+        r.run(write_cmd(&cp.name, INIT_CONFIG_IN_NODE, &config))
+            .await?;
+        let mut args = vec!["kubeadm".to_string()];
+        args.extend(kubeadm::init_args(&p, INIT_CONFIG_IN_NODE));
+        if let Err(e) = r.run(docker::exec(&cp.name, &args)).await {
+            return Err(diagnosed(cx, c, e).await);
+        }
+        // The admin kubeconfig already points at the node's address on the docker network,
+        // which the host reaches directly.
+        let admin = in_node(cx, &cp.name, &["cat", "/etc/kubernetes/admin.conf"]).await?;
+        let path = job_dir.join("kubeconfig");
+        std::fs::write(&path, admin)
+            .map_err(|e| StepError::infra(format!("failed to write {}: {e}", path.display())))?;
+        cx.note(format!("kubeconfig for the host: {}", path.display()));
+        cx.state.insert(p);
+        if let Some(c) = cx.state.get_mut::<Cluster>() {
+            c.kubeconfig = Some(path);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Action for KubeadmJoin {
+    fn describe(&self, cx: &StepContext<'_>) -> Vec<String> {
+        let n = cx.job.topology.workers + cx.job.topology.control_planes.saturating_sub(1);
+        vec![format!(
+            "render join configs and run `kubeadm join` on {n} node(s) in parallel"
+        )]
+    }
+
+    async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
+        let c = cluster(cx)?;
+        let p = cx.state.get::<ClusterParams>().cloned().ok_or_else(|| {
+            StepError::infra("failed to find the init parameters: kubeadm-init has not run")
+        })?;
+        if c.control_planes().count() > 1 {
+            return Err(StepError::infra(
+                "failed to join control planes: several control planes need a load balancer in front of them, which the docker provider does not create yet",
+            ));
+        }
+        let workers: Vec<_> = c.workers().cloned().collect();
+        if workers.is_empty() {
+            cx.note("no workers to join");
+            return Ok(());
+        }
+        let job_dir = cx.job_dir();
+        let mut plans = Vec::new();
+        for w in &workers {
+            let node = NodeParams {
+                name: w.name.clone(),
+                ip: w.ip.clone(),
+                control_plane: false,
+            };
+            let config =
+                kubeadm::join_config(&p, &node).map_err(|e| StepError::new(e.to_string()))?;
+            if let Some(cfg) = &config {
+                let _ = std::fs::write(job_dir.join(format!("kubeadm-join-{}.yaml", w.name)), cfg);
+            }
+            let mut args = vec!["kubeadm".to_string()];
+            args.extend(kubeadm::join_args(
+                &p,
+                config.as_ref().map(|_| JOIN_CONFIG_IN_NODE),
+            ));
+            plans.push((w.name.clone(), config, args));
+        }
+        let r = cx.runner();
+        let joins = plans.iter().map(|(name, config, args)| {
+            let r = r.clone();
+            async move {
+                if let Some(cfg) = config {
+                    r.run(write_cmd(name, JOIN_CONFIG_IN_NODE, cfg)).await?;
+                }
+                r.run(docker::exec(name, args)).await.map(drop)
+            }
+        });
+        if let Err(e) = futures::future::try_join_all(joins).await {
+            return Err(diagnosed(cx, c, e).await);
+        }
+        cx.note(format!("{} worker(s) joined", workers.len()));
+        Ok(())
+    }
+}

@@ -1,0 +1,148 @@
+//! `export-logs` (an `always` step): per node the kubelet and containerd journals,
+//! `/var/log/pods` and the static pod manifests; cluster-wide nodes, pods and events as YAML.
+//! Best effort and bounded: one failing node does not stop the others, and no file grows
+//! past `MAX_FILE`.
+
+use super::cluster::client;
+use super::{Action, StepContext, StepError};
+use crate::engine::process::Cmd;
+use crate::provider::docker::{self, Cluster};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kube::api::{Api, ListParams};
+use std::path::Path;
+
+pub struct ExportLogs;
+
+/// Largest file written; journals keep their last lines.
+pub const MAX_FILE: usize = 8 * 1024 * 1024;
+
+fn write_bounded(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let bytes = text.as_bytes();
+    let start = bytes.len().saturating_sub(MAX_FILE);
+    std::fs::write(path, &bytes[start..])
+}
+
+#[async_trait::async_trait]
+impl Action for ExportLogs {
+    fn describe(&self, cx: &StepContext<'_>) -> Vec<String> {
+        vec![format!(
+            "copy kubelet and containerd journals, /var/log/pods and static pod manifests of every node, and nodes, pods and events as YAML, into {}",
+            cx.job_dir().join("logs").display()
+        )]
+    }
+
+    async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
+        let Some(c) = cx.state.get::<Cluster>() else {
+            cx.note("no cluster was created; no logs to export");
+            return Ok(());
+        };
+        let out = cx.job_dir().join("logs");
+        let r = cx.runner();
+        let mut done = 0;
+        let mut problems = Vec::new();
+        for n in &c.nodes {
+            let dir = out.join("nodes").join(&n.name);
+            for unit in ["kubelet", "containerd"] {
+                let cmd = docker::exec(
+                    &n.name,
+                    &[
+                        "journalctl",
+                        "-u",
+                        unit,
+                        "--no-pager",
+                        "-o",
+                        "short-precise",
+                    ],
+                );
+                match r.output(cmd).await {
+                    Ok(text) => match write_bounded(&dir.join(format!("{unit}.log")), &text) {
+                        Ok(()) => done += 1,
+                        Err(e) => problems.push(format!("{}: {unit} journal: {e}", n.name)),
+                    },
+                    Err(e) => problems.push(format!(
+                        "{}: {unit} journal: {}",
+                        n.name,
+                        e.to_string().lines().next().unwrap_or_default()
+                    )),
+                }
+            }
+            for (from, to) in [
+                ("/var/log/pods", "pods"),
+                ("/etc/kubernetes/manifests", "manifests"),
+            ] {
+                let _ = std::fs::create_dir_all(&dir);
+                let cmd = Cmd::new("docker").args([
+                    "cp",
+                    "-L",
+                    &format!("{}:{from}", n.name),
+                    &dir.join(to).display().to_string(),
+                ]);
+                match r.run(cmd).await {
+                    Ok(_) => done += 1,
+                    Err(e) => problems.push(format!(
+                        "{}: {from}: {}",
+                        n.name,
+                        e.to_string().lines().next().unwrap_or_default()
+                    )),
+                }
+            }
+        }
+        if c.kubeconfig.is_some() {
+            match client(c).await {
+                Ok(kube) => {
+                    let lp = ListParams::default();
+                    let dumps = [
+                        (
+                            "nodes.yaml",
+                            Api::<Node>::all(kube.clone())
+                                .list(&lp)
+                                .await
+                                .map(|l| serde_yaml::to_string(&l.items)),
+                        ),
+                        (
+                            "pods.yaml",
+                            Api::<Pod>::all(kube.clone())
+                                .list(&lp)
+                                .await
+                                .map(|l| serde_yaml::to_string(&l.items)),
+                        ),
+                        (
+                            "events.yaml",
+                            Api::<Event>::all(kube)
+                                .list(&lp)
+                                .await
+                                .map(|l| serde_yaml::to_string(&l.items)),
+                        ),
+                    ];
+                    for (file, res) in dumps {
+                        match res {
+                            Ok(Ok(yaml)) => {
+                                match write_bounded(&out.join("cluster").join(file), &yaml) {
+                                    Ok(()) => done += 1,
+                                    Err(e) => problems.push(format!("{file}: {e}")),
+                                }
+                            }
+                            Ok(Err(e)) => problems.push(format!("{file}: failed to encode: {e}")),
+                            Err(e) => problems.push(format!("{file}: failed to list: {e}")),
+                        }
+                    }
+                }
+                Err(e) => problems.push(e.message),
+            }
+        }
+        for p in &problems {
+            cx.note(format!("not exported: {p}"));
+        }
+        cx.note(format!("{done} log set(s) exported to {}", out.display()));
+        if done == 0 && !problems.is_empty() {
+            return Err(StepError::infra(format!(
+                "failed to export any logs: {}",
+                problems.join("; ")
+            )));
+        }
+        Ok(())
+    }
+}

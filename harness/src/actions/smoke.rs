@@ -1,0 +1,47 @@
+//! `smoke`: the short cluster validation; each check is its own testcase.
+
+use super::cluster::{client, cluster};
+use super::{Action, StepContext, StepError};
+use crate::smoke::Smoke as Checks;
+
+pub struct Smoke;
+
+#[async_trait::async_trait]
+impl Action for Smoke {
+    fn describe(&self, _cx: &StepContext<'_>) -> Vec<String> {
+        vec![
+            "check every node is Ready".into(),
+            "run an agnhost pod on every node".into(),
+            "connect pod to pod across nodes".into(),
+            "connect to a Service ClusterIP".into(),
+            "check pods landed in the namespace they were created for".into(),
+        ]
+    }
+
+    async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
+        let c = cluster(cx)?;
+        let nodes = c.node_names();
+        let mut checks = Checks {
+            client: client(c).await?,
+            namespace: format!("shakedown-smoke-{}", cx.run.settings.run_id).to_ascii_lowercase(),
+            run_id: cx.run.settings.run_id.clone(),
+            cancel: cx.cancel.clone(),
+            results: Vec::new(),
+        };
+        let failed = checks.run(&nodes).await;
+        checks.cleanup().await;
+        for r in &checks.results {
+            cx.note(format!("{}: {}", r.name, r.outcome.label()));
+        }
+        cx.subtests = checks.results;
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(StepError::new(format!(
+                "{} smoke check(s) failed: {}",
+                failed.len(),
+                failed.join(", ")
+            )))
+        }
+    }
+}

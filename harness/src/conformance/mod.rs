@@ -1,0 +1,240 @@
+//! Tier 3: conformance with the real `e2e.test`. Specs are selected by mode, focus and skip,
+//! listed with a dry run, classified (which cannot pass on this machine, and why), then run
+//! one process per spec so every spec has its own deadline and nothing can hang the run.
+
+pub mod unsupported;
+
+use crate::scenario::{ConformanceMode, ConformanceSpec};
+use sha2::{Digest, Sha256};
+
+/// The focus and skip regexes a run passes to ginkgo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub focus: String,
+    pub skip: Option<String>,
+}
+
+/// Modes, as sonobuoy and hydrophone name them:
+/// - certified: every `[Conformance]` spec, serial ones included;
+/// - non-disruptive: without `[Disruptive]` specs;
+/// - conformance-lite: without `[Serial]`, `[Slow]` and `[Disruptive]` specs, so it runs in
+///   parallel in a short time.
+///
+/// A scenario's own `focus` replaces the mode's; its `skip` is added to the mode's.
+pub fn selection(spec: &ConformanceSpec) -> Selection {
+    let mode_skip = match spec.mode.unwrap_or(ConformanceMode::Certified) {
+        ConformanceMode::Certified => None,
+        ConformanceMode::NonDisruptive => Some(r"\[Disruptive\]|NoExecuteTaintManager".to_string()),
+        ConformanceMode::ConformanceLite => Some(r"\[Serial\]|\[Slow\]|\[Disruptive\]".to_string()),
+    };
+    let skip = match (mode_skip, spec.skip.clone()) {
+        (Some(a), Some(b)) => Some(format!("{a}|{b}")),
+        (a, b) => a.or(b),
+    };
+    Selection {
+        focus: spec
+            .focus
+            .clone()
+            .unwrap_or_else(|| r"\[Conformance\]".to_string()),
+        skip,
+    }
+}
+
+/// `KUBE_TEST_REPO_LIST`: every registry key of the e2e image manifest points at the local
+/// repository, so e2e.test uses the images built here.
+pub fn repo_list(registry: &str) -> String {
+    const KEYS: &[&str] = &[
+        "gcAuthenticatedRegistry",
+        "dockerLibraryRegistry",
+        "dockerGluster",
+        "e2eRegistry",
+        "e2eVolumeRegistry",
+        "promoterE2eRegistry",
+        "buildImageRegistry",
+        "gcEtcdRegistry",
+        "gcRegistry",
+        "sigStorageRegistry",
+        "gcrReleaseRegistry",
+        "privateRegistry",
+        "sampleRegistry",
+        "microsoftRegistry",
+    ];
+    KEYS.iter().map(|k| format!("{k}: {registry}\n")).collect()
+}
+
+/// A regex matching exactly this spec name as ginkgo's focus (end-anchored: ginkgo prefixes
+/// the top-level container's text).
+pub fn focus_exactly(name: &str) -> String {
+    format!("{}$", regex::escape(name))
+}
+
+/// Shard `k` of `n` (1-based): a stable subset chosen by a hash of each spec's name, so the
+/// CI subset is neither cherry-picked nor dependent on order.
+pub fn in_shard(name: &str, k: u32, n: u32) -> bool {
+    if n <= 1 {
+        return true;
+    }
+    let h = Sha256::digest(name.as_bytes());
+    let v = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    v % n == (k - 1) % n
+}
+
+/// Spec names from a ginkgo JUnit report (a dry run lists every selected spec).
+pub fn junit_specs(xml: &str) -> Vec<(String, SpecState)> {
+    use quick_xml::events::Event;
+    let mut r = quick_xml::Reader::from_str(xml);
+    let mut out: Vec<(String, SpecState)> = Vec::new();
+    let mut in_case = false;
+    let mut text = String::new();
+    loop {
+        match r.read_event() {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) if e.name().as_ref() == b"testcase" => {
+                let name = e
+                    .attributes()
+                    .flatten()
+                    .find(|a| a.key.as_ref() == b"name")
+                    .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+                    .unwrap_or_default();
+                out.push((name, SpecState::Passed));
+                in_case = true;
+            }
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) if in_case => {
+                let st = match e.name().as_ref() {
+                    b"failure" | b"error" => Some(SpecState::Failed(String::new())),
+                    b"skipped" => Some(SpecState::Skipped),
+                    _ => None,
+                };
+                if let (Some(st), Some(last)) = (st, out.last_mut()) {
+                    last.1 = st;
+                }
+                text.clear();
+            }
+            Ok(Event::Text(t)) => {
+                if let Ok(s) = t.unescape() {
+                    text.push_str(&s);
+                }
+            }
+            Ok(Event::CData(t)) => text.push_str(&String::from_utf8_lossy(&t)),
+            Ok(Event::End(e)) => {
+                if matches!(e.name().as_ref(), b"failure" | b"error") {
+                    if let Some((_, SpecState::Failed(m))) = out.last_mut() {
+                        *m = text.trim().to_string();
+                    }
+                }
+                if e.name().as_ref() == b"testcase" {
+                    in_case = false;
+                }
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpecState {
+    Passed,
+    Failed(String),
+    Skipped,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Tier;
+
+    fn spec(
+        mode: Option<ConformanceMode>,
+        focus: Option<&str>,
+        skip: Option<&str>,
+    ) -> ConformanceSpec {
+        ConformanceSpec {
+            tier: Tier::Conformance,
+            mode,
+            focus: focus.map(Into::into),
+            skip: skip.map(Into::into),
+            parallel: None,
+            flake_attempts: None,
+            spec_deadline: None,
+            disabled: None,
+        }
+    }
+
+    #[test]
+    fn modes_select_as_documented() {
+        let s = selection(&spec(Some(ConformanceMode::Certified), None, None));
+        assert_eq!(
+            s,
+            Selection {
+                focus: r"\[Conformance\]".into(),
+                skip: None
+            }
+        );
+        let s = selection(&spec(
+            Some(ConformanceMode::ConformanceLite),
+            None,
+            Some("Foo"),
+        ));
+        assert_eq!(
+            s.skip.as_deref(),
+            Some(r"\[Serial\]|\[Slow\]|\[Disruptive\]|Foo")
+        );
+        let s = selection(&spec(
+            Some(ConformanceMode::NonDisruptive),
+            Some("Secrets"),
+            None,
+        ));
+        assert_eq!(s.focus, "Secrets");
+        assert!(s.skip.unwrap().contains(r"\[Disruptive\]"));
+    }
+
+    #[test]
+    fn focus_matches_one_spec_only() {
+        let name = "[sig-storage] Secrets should be consumable from pods in volume [NodeConformance] [Conformance]";
+        let re = regex::Regex::new(&focus_exactly(name)).unwrap();
+        assert!(re.is_match(&format!("[Top Level] {name}")));
+        assert!(!re.is_match(&format!("{name} and more")));
+    }
+
+    #[test]
+    fn shards_partition_the_specs() {
+        let names: Vec<String> = (0..300).map(|i| format!("spec {i}")).collect();
+        let mut total = 0;
+        for k in 1..=6 {
+            let n = names.iter().filter(|s| in_shard(s, k, 6)).count();
+            assert!(n > 20 && n < 90, "shard {k} has {n}");
+            total += n;
+        }
+        assert_eq!(total, 300, "every spec is in exactly one shard");
+        assert!(names.iter().all(|s| in_shard(s, 1, 1)));
+    }
+
+    #[test]
+    fn junit_reports_parse_into_spec_states() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuite name="Kubernetes e2e suite" tests="3" failures="1" errors="0" time="12">
+  <testcase name="[sig-storage] Secrets should be consumable [Conformance]" classname="Kubernetes e2e suite" time="2.1"></testcase>
+  <testcase name="[sig-network] DNS should provide DNS [Conformance]" classname="Kubernetes e2e suite" time="300">
+    <failure type="Failure">timed out waiting for the condition</failure>
+  </testcase>
+  <testcase name="[sig-apps] Other" classname="Kubernetes e2e suite" time="0"><skipped></skipped></testcase>
+</testsuite>"#;
+        let s = junit_specs(xml);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0].1, SpecState::Passed);
+        assert_eq!(
+            s[1].1,
+            SpecState::Failed("timed out waiting for the condition".into())
+        );
+        assert_eq!(s[2].1, SpecState::Skipped);
+    }
+
+    #[test]
+    fn repo_list_maps_every_registry_key() {
+        let y: serde_yaml::Value = serde_yaml::from_str(&repo_list("shakedown.local")).unwrap();
+        assert_eq!(y["promoterE2eRegistry"], "shakedown.local");
+        assert_eq!(y["dockerLibraryRegistry"], "shakedown.local");
+        assert_eq!(y["gcRegistry"], "shakedown.local");
+    }
+}

@@ -1,0 +1,215 @@
+//! Which selected specs cannot pass on this machine, and why, decided before anything runs.
+//! Two documented rules, applied to the dry run's spec list:
+//!
+//! 1. **Cluster DNS.** No CoreDNS image can be built here, so a spec whose name mentions DNS
+//!    or ExternalName (which resolves through DNS) is unsupported while no DNS addon runs.
+//! 2. **Images.** Kubernetes ships `test/conformance/testdata/conformance.yaml`, naming each
+//!    conformance spec's source file. A spec is unsupported when its file references an e2e
+//!    image (from `test/utils/image/manifest.go`) that was not built here. Images that tests
+//!    use *because* they cannot be pulled (invalid, private and authenticated registries) do
+//!    not count. The rule works per file, so it can over-exclude; every exclusion names the
+//!    images, and the counts are reported.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+pub const NEEDS_DNS: &str = "needs cluster DNS: no CoreDNS image can be built on this machine";
+
+/// Registries whose images exist to fail pulling.
+const EXPECTED_UNPULLABLE: &[&str] = &[
+    "invalidRegistry",
+    "PrivateRegistry",
+    "privateRegistry",
+    "gcAuthenticatedRegistry",
+];
+
+#[derive(Debug, Default, Clone)]
+pub struct Classifier {
+    /// codename → source file (relative to the tree).
+    files: HashMap<String, String>,
+    /// image constant → "name:tag".
+    images: HashMap<String, String>,
+    /// constants to ignore (expected to be unpullable).
+    ignore: BTreeSet<String>,
+    /// file → constants it references.
+    refs: HashMap<String, BTreeSet<String>>,
+    pub dns_available: bool,
+}
+
+impl Classifier {
+    /// Reads conformance.yaml, the image manifest and each spec's source file. Without a
+    /// source tree only the DNS rule applies.
+    pub fn from_tree(tree: Option<&Path>, dns_available: bool) -> Classifier {
+        let mut c = Classifier {
+            dns_available,
+            ..Default::default()
+        };
+        let Some(tree) = tree else { return c };
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            codename: String,
+            file: String,
+        }
+        let Ok(text) =
+            std::fs::read_to_string(tree.join("test/conformance/testdata/conformance.yaml"))
+        else {
+            return c;
+        };
+        let entries: Vec<Entry> = serde_yaml::from_str(&text).unwrap_or_default();
+        let manifest =
+            std::fs::read_to_string(tree.join("test/utils/image/manifest.go")).unwrap_or_default();
+        let cfg = regex::Regex::new(
+            r#"configs\[(\w+)\]\s*=\s*Config\{(\w+),\s*"([^"]+)",\s*"([^"]+)"\}"#,
+        )
+        .expect("static regex");
+        for m in cfg.captures_iter(&manifest) {
+            c.images
+                .insert(m[1].to_string(), format!("{}:{}", &m[3], &m[4]));
+            if EXPECTED_UNPULLABLE.contains(&&m[2]) {
+                c.ignore.insert(m[1].to_string());
+            }
+        }
+        let uses = regex::Regex::new(r"imageutils\.(\w+)").expect("static regex");
+        for e in entries {
+            if !c.refs.contains_key(&e.file) {
+                let src = std::fs::read_to_string(tree.join(&e.file)).unwrap_or_default();
+                let set: BTreeSet<String> = uses
+                    .captures_iter(&src)
+                    .map(|m| m[1].to_string())
+                    .filter(|k| c.images.contains_key(k))
+                    .collect();
+                c.refs.insert(e.file.clone(), set);
+            }
+            c.files.insert(e.codename, e.file);
+        }
+        c
+    }
+
+    pub fn knows_sources(&self) -> bool {
+        !self.files.is_empty()
+    }
+
+    /// Why `spec` cannot pass here, if it cannot. `available` lists "name:tag" of the e2e
+    /// images present on the nodes.
+    pub fn reason(&self, spec: &str, available: &BTreeSet<String>) -> Option<String> {
+        let dns = regex::Regex::new(r"DNS|\bdns\b|ExternalName").expect("static regex");
+        if !self.dns_available && dns.is_match(spec) {
+            return Some(NEEDS_DNS.to_string());
+        }
+        let file = self.files.get(spec)?;
+        let missing: Vec<&str> = self
+            .refs
+            .get(file)?
+            .iter()
+            .filter(|k| !self.ignore.contains(*k))
+            .filter_map(|k| self.images.get(k))
+            .filter(|img| !available.contains(*img))
+            .map(String::as_str)
+            .collect();
+        if missing.is_empty() {
+            None
+        } else {
+            Some(format!(
+                "needs image(s) {} that cannot be obtained here (referenced by {file})",
+                missing.join(", ")
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let w = |p: &str, s: &str| {
+            let p = d.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, s).unwrap();
+        };
+        w(
+            "test/conformance/testdata/conformance.yaml",
+            "- testname: a\n  codename: '[sig-apps] Deployment works [Conformance]'\n  file: test/e2e/apps/deployment.go\n\
+             - testname: b\n  codename: '[sig-storage] Secrets work [Conformance]'\n  file: test/e2e/common/secrets.go\n\
+             - testname: c\n  codename: '[k8s.io] Runtime should not pull from invalid registry [Conformance]'\n  file: test/e2e/common/runtime.go\n",
+        );
+        w(
+            "test/utils/image/manifest.go",
+            "configs[Agnhost] = Config{promoterE2eRegistry, \"agnhost\", \"2.21\"}\n\
+             configs[Httpd] = Config{dockerLibraryRegistry, \"httpd\", \"2.4.38-alpine\"}\n\
+             configs[InvalidRegistryImage] = Config{invalidRegistry, \"alpine\", \"3.1\"}\n",
+        );
+        w(
+            "test/e2e/apps/deployment.go",
+            "img := imageutils.GetE2EImage(imageutils.Httpd)\n_ = imageutils.Agnhost",
+        );
+        w(
+            "test/e2e/common/secrets.go",
+            "imageutils.GetE2EImage(imageutils.Agnhost)",
+        );
+        w(
+            "test/e2e/common/runtime.go",
+            "imageutils.GetE2EImage(imageutils.InvalidRegistryImage)",
+        );
+        d
+    }
+
+    #[test]
+    fn specs_needing_missing_images_or_dns_are_unsupported() {
+        let d = tree();
+        let c = Classifier::from_tree(Some(d.path()), false);
+        assert!(c.knows_sources());
+        let have: BTreeSet<String> = ["agnhost:2.21".to_string()].into();
+        let r = c
+            .reason("[sig-apps] Deployment works [Conformance]", &have)
+            .unwrap();
+        assert!(
+            r.contains("httpd:2.4.38-alpine") && r.contains("test/e2e/apps/deployment.go"),
+            "{r}"
+        );
+        assert_eq!(
+            c.reason("[sig-storage] Secrets work [Conformance]", &have),
+            None
+        );
+        assert_eq!(
+            c.reason(
+                "[k8s.io] Runtime should not pull from invalid registry [Conformance]",
+                &have
+            ),
+            None,
+            "images meant to fail pulling do not make a spec unsupported"
+        );
+        assert_eq!(
+            c.reason(
+                "[sig-network] DNS should provide DNS for services [Conformance]",
+                &have
+            )
+            .as_deref(),
+            Some(NEEDS_DNS)
+        );
+        let with_dns = Classifier::from_tree(Some(d.path()), true);
+        assert_eq!(
+            with_dns.reason(
+                "[sig-network] DNS should provide DNS for services [Conformance]",
+                &have
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn without_a_source_tree_only_dns_applies() {
+        let c = Classifier::from_tree(None, false);
+        assert!(!c.knows_sources());
+        assert!(c
+            .reason(
+                "[sig-apps] Deployment works [Conformance]",
+                &BTreeSet::new()
+            )
+            .is_none());
+        assert!(c
+            .reason("[sig-network] DNS works", &BTreeSet::new())
+            .is_some());
+    }
+}

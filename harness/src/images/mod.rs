@@ -1,0 +1,388 @@
+//! Kubernetes artifacts and images, built here without any registry: binaries from Debian's
+//! source package (or a folder the user gives), component images, and the node image. Each
+//! stage is cached by the content of its inputs under the cache folder, so a second run
+//! only checks.
+
+use crate::engine::process::{Cmd, CommandError, Runner};
+use crate::kube::KubeVersion;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+pub const IMAGE_REPO: &str = "shakedown.local";
+pub const ETCD_TAG: &str = "3.4.23-shakedown";
+pub const PAUSE_TAG: &str = "3.4.1";
+pub const AGNHOST_TAG: &str = "2.21";
+pub const BUSYBOX_TAG: &str = "1.29";
+
+/// Binaries the cluster and the images need.
+pub const REQUIRED_BINARIES: &[&str] = &[
+    "kubeadm",
+    "kubelet",
+    "kubectl",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kube-proxy",
+    "pause",
+    "agnhost",
+];
+
+/// What a job's cluster is made from.
+#[derive(Debug, Clone)]
+pub struct KubeArtifacts {
+    pub version: KubeVersion,
+    pub bin_dir: PathBuf,
+    /// Every component image, saved; nodes import it into containerd.
+    pub images_tar: PathBuf,
+    /// Every image in the tarball, e.g. `shakedown.local/agnhost:2.21`.
+    pub images: Vec<String>,
+    pub node_image: String,
+    /// The Kubernetes source tree, when built from source (conformance reads its test data).
+    pub source_tree: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub enum BinarySource {
+    DebianSource {
+        debian_version: String,
+    },
+    Folder(PathBuf),
+    /// Official release binaries: needs network access this machine does not have.
+    Release,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub root: PathBuf,
+    pub cache: PathBuf,
+    pub version: KubeVersion,
+    pub binaries: BinarySource,
+    /// Use this node image as it is.
+    pub node_image: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("failed to reach the docker daemon (run `shakedown host setup`, or start dockerd)")]
+    NoDocker(#[source] CommandError),
+    #[error("failed to find apt-get: building from Debian's source package needs a Debian host")]
+    NoApt,
+    #[error("not enough disk space in {path}: {free_gib} GiB free, {need_gib} GiB needed")]
+    Disk {
+        path: PathBuf,
+        free_gib: u64,
+        need_gib: u64,
+    },
+    #[error("failed to obtain Kubernetes {version}: release binaries cannot be downloaded on this machine; pass --kubernetes-binaries DIR with kubeadm, kubelet, kubectl and the control-plane binaries")]
+    NoRelease { version: KubeVersion },
+    #[error("failed to use binaries in {dir}: missing {missing}")]
+    MissingBinaries { dir: PathBuf, missing: String },
+    #[error("failed to run stage {stage}")]
+    Stage {
+        stage: &'static str,
+        #[source]
+        source: CommandError,
+    },
+    #[error("failed to prepare {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The cache key of a stage: a hash over its recipe and inputs.
+pub fn key(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    let d = h.finalize();
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, BuildError> {
+    std::fs::read(path).map_err(io(path))
+}
+
+/// All files under `dir`, in order, as (relative path, content) for hashing.
+fn tree_bytes(dir: &Path) -> Result<Vec<u8>, BuildError> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(io(&d))? {
+            let p = e.map_err(io(&d))?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    for f in files {
+        out.extend_from_slice(
+            f.strip_prefix(dir)
+                .unwrap_or(&f)
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        out.extend_from_slice(&read(&f)?);
+    }
+    Ok(out)
+}
+
+/// Checks the host can build: docker answers, enough disk, apt for source builds.
+pub async fn preflight(req: &BuildRequest, r: &Runner) -> Result<(), BuildError> {
+    r.run(Cmd::new("docker").args(["info", "--format", "{{.ServerVersion}}"]))
+        .await
+        .map_err(BuildError::NoDocker)?;
+    std::fs::create_dir_all(&req.cache).map_err(io(&req.cache))?;
+    let need_gib = match req.binaries {
+        BinarySource::DebianSource { .. } => 12,
+        _ => 4,
+    };
+    if let Ok(st) = nix::sys::statvfs::statvfs(&req.cache) {
+        let free_gib = st.blocks_available() as u64 * st.fragment_size() as u64 / (1 << 30);
+        if free_gib < need_gib {
+            return Err(BuildError::Disk {
+                path: req.cache.clone(),
+                free_gib,
+                need_gib,
+            });
+        }
+    }
+    if matches!(req.binaries, BinarySource::DebianSource { .. }) && which("apt-get").is_none() {
+        return Err(BuildError::NoApt);
+    }
+    Ok(())
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_string_lossy()
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// Runs every stage that is not cached yet; `note` hears what each stage is doing.
+pub async fn build(
+    req: &BuildRequest,
+    r: &Runner,
+    note: &(dyn Fn(String) + Sync),
+) -> Result<KubeArtifacts, BuildError> {
+    preflight(req, r).await?;
+    let scripts = req.root.join("harness/scripts");
+    let version = req.version.to_string();
+
+    // Stage 1: binaries.
+    let mut source_tree = None;
+    let (bin_dir, bin_key) = match &req.binaries {
+        BinarySource::Release => {
+            return Err(BuildError::NoRelease {
+                version: req.version,
+            })
+        }
+        BinarySource::Folder(dir) => {
+            let mut ident = Vec::new();
+            for b in REQUIRED_BINARIES {
+                let p = dir.join(b);
+                let md = std::fs::metadata(&p).ok();
+                ident.extend_from_slice(
+                    format!(
+                        "{b}:{:?}:{:?}",
+                        md.as_ref().map(|m| m.len()),
+                        md.and_then(|m| m.modified().ok())
+                    )
+                    .as_bytes(),
+                );
+            }
+            (
+                dir.clone(),
+                key(&[b"folder", dir.to_string_lossy().as_bytes(), &ident]),
+            )
+        }
+        BinarySource::DebianSource { debian_version } => {
+            let script = scripts.join("build-kubernetes.sh");
+            let go = r
+                .output(Cmd::new("go").arg("version"))
+                .await
+                .unwrap_or_default();
+            let k = key(&[
+                &read(&script)?,
+                debian_version.as_bytes(),
+                version.as_bytes(),
+                go.as_bytes(),
+            ]);
+            let out = req.cache.join("kubernetes").join(&k);
+            if out.join(".done").is_file() {
+                note(format!("binaries: cached ({})", out.display()));
+            } else {
+                note(format!("binaries: building Kubernetes {version} from Debian source {debian_version} (cold: about 10 minutes)"));
+                let _ = std::fs::remove_dir_all(&out);
+                r.run(
+                    Cmd::new("bash")
+                        .arg(script.display().to_string())
+                        .env("DEB_VERSION", debian_version)
+                        .env("KUBE_VERSION", &version)
+                        .env("SRC_CACHE", req.cache.join("src").display().to_string())
+                        .env("OUT", out.display().to_string()),
+                )
+                .await
+                .map_err(|source| BuildError::Stage {
+                    stage: "binaries",
+                    source,
+                })?;
+                std::fs::write(out.join(".done"), &k).map_err(io(&out))?;
+            }
+            source_tree = Some(
+                req.cache
+                    .join("src")
+                    .join(format!("kubernetes-{debian_version}")),
+            );
+            (out.join("bin"), k)
+        }
+    };
+    let missing: Vec<&str> = REQUIRED_BINARIES
+        .iter()
+        .copied()
+        .filter(|b| !bin_dir.join(b).is_file())
+        .collect();
+    if !missing.is_empty() {
+        return Err(BuildError::MissingBinaries {
+            dir: bin_dir,
+            missing: missing.join(", "),
+        });
+    }
+
+    // Stage 2: component images, saved into one tarball.
+    let work = req.cache.join("work");
+    let images_script = scripts.join("build-images.sh");
+    let k = key(&[&read(&images_script)?, bin_key.as_bytes()]);
+    let images_dir = req.cache.join("images").join(&k);
+    let images_tar = images_dir.join("images.tar");
+    if images_dir.join(".done").is_file() && images_tar.is_file() {
+        note(format!("images: cached ({})", images_tar.display()));
+    } else {
+        note("images: building component images (kube-apiserver, etcd, pause, kube-proxy, agnhost, busybox, ...)".into());
+        std::fs::create_dir_all(&images_dir).map_err(io(&images_dir))?;
+        r.run(
+            Cmd::new("bash")
+                .arg(images_script.display().to_string())
+                .env("BIN_DIR", bin_dir.display().to_string())
+                .env("KUBE_VERSION", &version)
+                .env("IMAGE_REPO", IMAGE_REPO)
+                .env("ETCD_TAG", ETCD_TAG)
+                .env("PAUSE_TAG", PAUSE_TAG)
+                .env("AGNHOST_TAG", AGNHOST_TAG)
+                .env("BUSYBOX_TAG", BUSYBOX_TAG)
+                .env("WORK", work.display().to_string()),
+        )
+        .await
+        .map_err(|source| BuildError::Stage {
+            stage: "images",
+            source,
+        })?;
+        for f in ["images.tar", "images.txt"] {
+            std::fs::rename(work.join(f), images_dir.join(f)).map_err(io(&images_dir))?;
+        }
+        std::fs::write(images_dir.join(".done"), &k).map_err(io(&images_dir))?;
+    }
+
+    // Stage 3: the node image.
+    let node_image = match &req.node_image {
+        Some(img) => {
+            note(format!("node image: using {img} as given"));
+            img.clone()
+        }
+        None => {
+            let node_script = scripts.join("build-node-image.sh");
+            let assets = req.root.join("harness/assets/node");
+            let k = key(&[
+                &read(&node_script)?,
+                &tree_bytes(&assets)?,
+                bin_key.as_bytes(),
+            ]);
+            let tag = format!("{IMAGE_REPO}/node:{version}-{k}");
+            let present = r
+                .run(Cmd::new("docker").args(["image", "inspect", "--format", "{{.Id}}", &tag]))
+                .await
+                .is_ok();
+            if present {
+                note(format!("node image: cached ({tag})"));
+            } else {
+                note(format!(
+                    "node image: building {tag} (debootstrap rootfs is cached)"
+                ));
+                r.run(
+                    Cmd::new("bash")
+                        .arg(node_script.display().to_string())
+                        .env("BIN_DIR", bin_dir.display().to_string())
+                        .env("KUBE_VERSION", &version)
+                        .env("IMAGE_REPO", IMAGE_REPO)
+                        .env("WORK", work.display().to_string())
+                        .env("NODE_TAG", &tag),
+                )
+                .await
+                .map_err(|source| BuildError::Stage {
+                    stage: "node image",
+                    source,
+                })?;
+            }
+            tag
+        }
+    };
+    let images = std::fs::read_to_string(images_dir.join("images.txt"))
+        .map_err(io(&images_dir))?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    Ok(KubeArtifacts {
+        version: req.version,
+        bin_dir,
+        images_tar,
+        images,
+        node_image,
+        source_tree,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_change_with_any_input_and_not_otherwise() {
+        let a = key(&[b"script", b"1.20.2"]);
+        assert_eq!(a, key(&[b"script", b"1.20.2"]));
+        assert_ne!(a, key(&[b"script", b"1.20.3"]));
+        // Boundaries between parts count: ("ab","c") differs from ("a","bc").
+        assert_ne!(key(&[b"ab", b"c"]), key(&[b"a", b"bc"]));
+        assert_eq!(a.len(), 16);
+    }
+
+    #[test]
+    fn tree_hash_sees_file_names_and_contents() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::write(d.path().join("etc/a"), "1").unwrap();
+        let one = tree_bytes(d.path()).unwrap();
+        std::fs::write(d.path().join("etc/a"), "2").unwrap();
+        let two = tree_bytes(d.path()).unwrap();
+        assert_ne!(one, two);
+        std::fs::rename(d.path().join("etc/a"), d.path().join("etc/b")).unwrap();
+        assert_ne!(two, tree_bytes(d.path()).unwrap());
+    }
+}

@@ -1,0 +1,464 @@
+//! kubeadm configuration for each release's config API. The API version and its fields
+//! differ across releases: v1alpha1 `MasterConfiguration` (1.6-1.10), v1beta2 (1.15-1.21),
+//! v1beta3 (1.22+), v1beta4 (1.31+, extra args become name/value lists).
+
+use crate::kube::{self, KubeVersion};
+use std::fmt::Write;
+
+/// What the harness knows about the cluster when it renders kubeadm's config.
+#[derive(Debug, Clone)]
+pub struct ClusterParams {
+    pub version: KubeVersion,
+    /// Group version to render, e.g. `kubeadm.k8s.io/v1beta2`.
+    pub api: String,
+    pub image_repository: String,
+    pub etcd_image_tag: Option<String>,
+    pub pod_subnet: String,
+    pub service_subnet: String,
+    pub rbac: bool,
+    /// Where nodes reach the API server: the first control plane, or a load balancer once
+    /// there are several control planes.
+    pub control_plane_endpoint: String,
+    /// Extra names and addresses for the API server certificate (host access).
+    pub cert_sans: Vec<String>,
+    pub token: String,
+}
+
+/// A node being initialised or joined.
+#[derive(Debug, Clone)]
+pub struct NodeParams {
+    pub name: String,
+    pub ip: String,
+    pub control_plane: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    #[error("kubeadm {version} does not accept config API {api}; it accepts {accepted}")]
+    Unsupported {
+        version: KubeVersion,
+        api: String,
+        accepted: String,
+    },
+}
+
+const CRI_SOCKET: &str = "/run/containerd/containerd.sock";
+
+/// A URL from 1.20 on (proven on v1.20.2 here; a bare path is deprecated from 1.24), a bare
+/// path before.
+fn cri_socket(v: &KubeVersion) -> String {
+    if v.minor >= 20 {
+        format!("unix://{CRI_SOCKET}")
+    } else {
+        CRI_SOCKET.to_string()
+    }
+}
+
+fn check(p: &ClusterParams) -> Result<(), RenderError> {
+    let accepted = kube::kubeadm_apis_for(&p.version);
+    if accepted.contains(&p.api.as_str()) {
+        Ok(())
+    } else {
+        Err(RenderError::Unsupported {
+            version: p.version,
+            api: p.api.clone(),
+            accepted: accepted.join(", "),
+        })
+    }
+}
+
+/// `key: value` pairs as a map (up to v1beta3) or as a name/value list (v1beta4).
+fn extra_args(out: &mut String, indent: &str, key: &str, args: &[(&str, String)], as_list: bool) {
+    if args.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "{indent}{key}:");
+    for (k, v) in args {
+        if as_list {
+            let _ = writeln!(out, "{indent}- name: {k}\n{indent}  value: \"{v}\"");
+        } else {
+            let _ = writeln!(out, "{indent}  {k}: \"{v}\"");
+        }
+    }
+}
+
+fn kubelet_args(node: &NodeParams) -> Vec<(&'static str, String)> {
+    vec![("node-ip", node.ip.clone())]
+}
+
+/// Kubelet settings every node container needs: cgroupfs (the node runs no systemd cgroup
+/// delegation), no swap check, and no disk-pressure evictions caused by the host's disk.
+const KUBELET_CONFIGURATION: &str = "\
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: cgroupfs
+failSwapOn: false
+imageGCHighThresholdPercent: 100
+evictionHard:
+  nodefs.available: \"0%\"
+  nodefs.inodesFree: \"0%\"
+  imagefs.available: \"0%\"
+";
+
+/// Containers may not raise nf_conntrack_max; keep kube-proxy from trying.
+const KUBE_PROXY_CONFIGURATION: &str = "\
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+conntrack:
+  maxPerCore: 0
+";
+
+/// The config file for `kubeadm init --config`.
+pub fn init_config(p: &ClusterParams, node: &NodeParams) -> Result<String, RenderError> {
+    check(p)?;
+    if p.api == "kubeadm.k8s.io/v1alpha1" {
+        return Ok(master_configuration(p, node));
+    }
+    let v1beta4 = p.api == "kubeadm.k8s.io/v1beta4";
+    let socket = cri_socket(&p.version);
+    let mut out = String::new();
+    let _ = writeln!(out, "apiVersion: {}\nkind: InitConfiguration", p.api);
+    let _ = writeln!(
+        out,
+        "bootstrapTokens:\n- token: \"{}\"\n  ttl: 2h0m0s",
+        p.token
+    );
+    let _ = writeln!(
+        out,
+        "localAPIEndpoint:\n  advertiseAddress: {}\n  bindPort: 6443",
+        node.ip
+    );
+    let _ = writeln!(
+        out,
+        "nodeRegistration:\n  name: {}\n  criSocket: {socket}",
+        node.name
+    );
+    extra_args(
+        &mut out,
+        "  ",
+        "kubeletExtraArgs",
+        &kubelet_args(node),
+        v1beta4,
+    );
+    let _ = writeln!(
+        out,
+        "---\napiVersion: {}\nkind: ClusterConfiguration",
+        p.api
+    );
+    let _ = writeln!(out, "kubernetesVersion: {}", p.version);
+    let _ = writeln!(out, "imageRepository: {}", p.image_repository);
+    let _ = writeln!(
+        out,
+        "controlPlaneEndpoint: \"{}\"",
+        p.control_plane_endpoint
+    );
+    let _ = writeln!(
+        out,
+        "networking:\n  podSubnet: {}\n  serviceSubnet: {}\n  dnsDomain: cluster.local",
+        p.pod_subnet, p.service_subnet
+    );
+    if let Some(tag) = &p.etcd_image_tag {
+        let _ = writeln!(
+            out,
+            "etcd:\n  local:\n    imageRepository: {}\n    imageTag: {tag}",
+            p.image_repository
+        );
+    }
+    let _ = writeln!(out, "apiServer:\n  certSANs:");
+    for san in &p.cert_sans {
+        let _ = writeln!(out, "  - \"{san}\"");
+    }
+    let modes = if p.rbac { "Node,RBAC" } else { "AlwaysAllow" };
+    extra_args(
+        &mut out,
+        "  ",
+        "extraArgs",
+        &[("authorization-mode", modes.to_string())],
+        v1beta4,
+    );
+    out.push_str("---\n");
+    out.push_str(KUBELET_CONFIGURATION);
+    out.push_str("---\n");
+    out.push_str(KUBE_PROXY_CONFIGURATION);
+    Ok(out)
+}
+
+/// kubeadm 1.6-1.10: one `MasterConfiguration` document.
+fn master_configuration(p: &ClusterParams, node: &NodeParams) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "apiVersion: kubeadm.k8s.io/v1alpha1\nkind: MasterConfiguration"
+    );
+    let _ = writeln!(
+        out,
+        "api:\n  advertiseAddress: {}\n  bindPort: 6443",
+        node.ip
+    );
+    let _ = writeln!(out, "kubernetesVersion: {}", p.version);
+    let _ = writeln!(out, "token: \"{}\"", p.token);
+    let _ = writeln!(out, "nodeName: {}", node.name);
+    let _ = writeln!(
+        out,
+        "networking:\n  podSubnet: {}\n  serviceSubnet: {}\n  dnsDomain: cluster.local",
+        p.pod_subnet, p.service_subnet
+    );
+    // 1.6 took a single mode; 1.7 introduced the list.
+    if p.version.minor == 6 {
+        let _ = writeln!(
+            out,
+            "authorizationMode: {}",
+            if p.rbac { "RBAC" } else { "AlwaysAllow" }
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "authorizationModes: [{}]",
+            if p.rbac { "Node, RBAC" } else { "AlwaysAllow" }
+        );
+    }
+    if p.version.minor >= 8 {
+        let _ = writeln!(out, "imageRepository: {}", p.image_repository);
+    }
+    let _ = writeln!(out, "apiServerCertSANs:");
+    for san in &p.cert_sans {
+        let _ = writeln!(out, "- \"{san}\"");
+    }
+    out
+}
+
+/// The config file for `kubeadm join --config` (None for releases that only take flags).
+pub fn join_config(p: &ClusterParams, node: &NodeParams) -> Result<Option<String>, RenderError> {
+    check(p)?;
+    if p.api == "kubeadm.k8s.io/v1alpha1" {
+        return Ok(None);
+    }
+    let v1beta4 = p.api == "kubeadm.k8s.io/v1beta4";
+    let socket = cri_socket(&p.version);
+    let mut out = String::new();
+    let _ = writeln!(out, "apiVersion: {}\nkind: JoinConfiguration", p.api);
+    let _ = writeln!(
+        out,
+        "discovery:\n  bootstrapToken:\n    apiServerEndpoint: \"{}\"\n    token: \"{}\"\n    unsafeSkipCAVerification: true",
+        p.control_plane_endpoint, p.token
+    );
+    let _ = writeln!(
+        out,
+        "nodeRegistration:\n  name: {}\n  criSocket: {socket}",
+        node.name
+    );
+    extra_args(
+        &mut out,
+        "  ",
+        "kubeletExtraArgs",
+        &kubelet_args(node),
+        v1beta4,
+    );
+    Ok(Some(out))
+}
+
+/// Arguments for `kubeadm init`. Preflight needs crictl, which Debian does not ship, and no
+/// CoreDNS image can be built here: both phases are skipped where phases exist (1.13+).
+pub fn init_args(p: &ClusterParams, config_path: &str) -> Vec<String> {
+    let mut a = vec!["init".to_string(), "--config".into(), config_path.into()];
+    if p.version.minor >= 13 {
+        a.push("--skip-phases=preflight,addon/coredns".into());
+    } else {
+        a.push("--skip-preflight-checks".into());
+    }
+    if p.version.minor >= 15 {
+        a.push("--v=2".into());
+    }
+    a
+}
+
+/// Arguments for `kubeadm join` on a worker.
+pub fn join_args(p: &ClusterParams, config_path: Option<&str>) -> Vec<String> {
+    match config_path {
+        Some(c) => {
+            let mut a = vec!["join".to_string(), "--config".into(), c.into()];
+            if p.version.minor >= 14 {
+                a.push("--skip-phases=preflight".into());
+            }
+            a
+        }
+        // 1.6: token and endpoint as flags.
+        None => vec![
+            "join".into(),
+            "--token".into(),
+            p.token.clone(),
+            p.control_plane_endpoint.clone(),
+            "--skip-preflight-checks".into(),
+        ],
+    }
+}
+
+/// A bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}` from the kernel's random source.
+pub fn new_token() -> std::io::Result<String> {
+    use std::io::Read;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 22];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let chars: String = bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
+    Ok(format!("{}.{}", &chars[..6], &chars[6..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_yaml::Value;
+
+    fn params(version: &str, api: &str) -> ClusterParams {
+        ClusterParams {
+            version: version.parse().unwrap(),
+            api: api.into(),
+            image_repository: "shakedown.local".into(),
+            etcd_image_tag: Some("3.4.23-shakedown".into()),
+            pod_subnet: "10.244.0.0/16".into(),
+            service_subnet: "10.96.0.0/12".into(),
+            rbac: true,
+            control_plane_endpoint: "172.18.0.2:6443".into(),
+            cert_sans: vec!["127.0.0.1".into(), "172.18.0.2".into()],
+            token: "abcdef.0123456789abcdef".into(),
+        }
+    }
+
+    fn node() -> NodeParams {
+        NodeParams {
+            name: "cp1".into(),
+            ip: "172.18.0.2".into(),
+            control_plane: true,
+        }
+    }
+
+    fn docs(s: &str) -> Vec<Value> {
+        serde_yaml::Deserializer::from_str(s)
+            .map(|d| Value::deserialize(d).unwrap())
+            .collect()
+    }
+    use serde::Deserialize;
+
+    #[test]
+    fn v1_20_renders_v1beta2_init_cluster_kubelet_and_proxy_documents() {
+        let y = init_config(&params("v1.20.2", "kubeadm.k8s.io/v1beta2"), &node()).unwrap();
+        let d = docs(&y);
+        let kinds: Vec<&str> = d.iter().map(|x| x["kind"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "InitConfiguration",
+                "ClusterConfiguration",
+                "KubeletConfiguration",
+                "KubeProxyConfiguration"
+            ]
+        );
+        assert_eq!(d[0]["apiVersion"], "kubeadm.k8s.io/v1beta2");
+        assert_eq!(
+            d[0]["nodeRegistration"]["criSocket"],
+            "unix:///run/containerd/containerd.sock"
+        );
+        assert_eq!(
+            d[0]["nodeRegistration"]["kubeletExtraArgs"]["node-ip"],
+            "172.18.0.2"
+        );
+        assert_eq!(
+            d[0]["bootstrapTokens"][0]["token"],
+            "abcdef.0123456789abcdef"
+        );
+        assert_eq!(d[1]["networking"]["podSubnet"], "10.244.0.0/16");
+        assert_eq!(d[1]["imageRepository"], "shakedown.local");
+        assert_eq!(d[1]["etcd"]["local"]["imageTag"], "3.4.23-shakedown");
+        assert_eq!(
+            d[1]["apiServer"]["extraArgs"]["authorization-mode"],
+            "Node,RBAC"
+        );
+        assert_eq!(d[2]["cgroupDriver"], "cgroupfs");
+        assert_eq!(d[3]["conntrack"]["maxPerCore"], 0);
+    }
+
+    #[test]
+    fn v1beta4_uses_name_value_lists_and_a_socket_url() {
+        let y = init_config(&params("v1.31.0", "kubeadm.k8s.io/v1beta4"), &node()).unwrap();
+        let d = docs(&y);
+        assert_eq!(
+            d[0]["nodeRegistration"]["criSocket"],
+            "unix:///run/containerd/containerd.sock"
+        );
+        let args = &d[0]["nodeRegistration"]["kubeletExtraArgs"];
+        assert_eq!(args[0]["name"], "node-ip");
+        assert_eq!(args[0]["value"], "172.18.0.2");
+        assert_eq!(
+            d[1]["apiServer"]["extraArgs"][0]["name"],
+            "authorization-mode"
+        );
+    }
+
+    #[test]
+    fn v1_6_renders_a_master_configuration_with_rbac() {
+        let p = params("v1.6.13", "kubeadm.k8s.io/v1alpha1");
+        let d = docs(&init_config(&p, &node()).unwrap());
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0]["kind"], "MasterConfiguration");
+        assert_eq!(d[0]["authorizationMode"], "RBAC");
+        assert_eq!(d[0]["api"]["advertiseAddress"], "172.18.0.2");
+        assert!(
+            d[0].get("imageRepository").is_none(),
+            "1.6 has no imageRepository field"
+        );
+        assert_eq!(join_config(&p, &node()).unwrap(), None);
+        assert_eq!(
+            join_args(&p, None),
+            [
+                "join",
+                "--token",
+                "abcdef.0123456789abcdef",
+                "172.18.0.2:6443",
+                "--skip-preflight-checks"
+            ]
+        );
+        assert!(init_args(&p, "/c.yaml").contains(&"--skip-preflight-checks".to_string()));
+    }
+
+    #[test]
+    fn join_config_points_at_the_control_plane_endpoint() {
+        let p = params("v1.20.2", "kubeadm.k8s.io/v1beta2");
+        let w = NodeParams {
+            name: "w1".into(),
+            ip: "172.18.0.3".into(),
+            control_plane: false,
+        };
+        let d = docs(&join_config(&p, &w).unwrap().unwrap());
+        assert_eq!(d[0]["kind"], "JoinConfiguration");
+        assert_eq!(
+            d[0]["discovery"]["bootstrapToken"]["apiServerEndpoint"],
+            "172.18.0.2:6443"
+        );
+        assert_eq!(d[0]["nodeRegistration"]["name"], "w1");
+        assert_eq!(
+            join_args(&p, Some("/j.yaml")),
+            ["join", "--config", "/j.yaml", "--skip-phases=preflight"]
+        );
+    }
+
+    #[test]
+    fn an_api_the_release_does_not_serve_is_refused() {
+        let e = init_config(&params("v1.20.2", "kubeadm.k8s.io/v1alpha1"), &node()).unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("does not accept config API kubeadm.k8s.io/v1alpha1"));
+    }
+
+    #[test]
+    fn tokens_have_the_bootstrap_token_shape() {
+        let t = new_token().unwrap();
+        let (id, secret) = t.split_once('.').unwrap();
+        assert_eq!((id.len(), secret.len()), (6, 16));
+        assert!(t
+            .chars()
+            .all(|c| c == '.' || c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert_ne!(t, new_token().unwrap());
+    }
+}

@@ -1,0 +1,336 @@
+//! Readiness as small condition functions over API objects, each unit-tested against inline
+//! YAML. A condition returns `Ok` when met, or `Err` with the reason a person needs: which
+//! object, which condition, what it said.
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+    meta.name.as_deref().unwrap_or("<unnamed>")
+}
+
+/// `Ready=True`; otherwise `node cp1 NotReady: <reason>: <message>`.
+pub fn node_ready(node: &Node) -> Result<(), String> {
+    let name = name_of(&node.metadata);
+    let cond = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+    match cond {
+        None => Err(format!("node {name} has no Ready condition yet")),
+        Some(c) if c.status == "True" => Ok(()),
+        Some(c) => Err(format!(
+            "node {name} NotReady: {}: {}",
+            c.reason.as_deref().unwrap_or("no reason"),
+            c.message.as_deref().unwrap_or("no message")
+        )),
+    }
+}
+
+/// Every expected node name is registered.
+pub fn nodes_registered(expected: &[String], nodes: &[Node]) -> Result<(), String> {
+    let have: Vec<&str> = nodes.iter().map(|n| name_of(&n.metadata)).collect();
+    let missing: Vec<&str> = expected
+        .iter()
+        .map(String::as_str)
+        .filter(|e| !have.contains(e))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "not registered yet: {} (registered: {})",
+            missing.join(", "),
+            if have.is_empty() {
+                "none".into()
+            } else {
+                have.join(", ")
+            }
+        ))
+    }
+}
+
+/// Running with every container ready (or Succeeded for run-to-completion pods).
+pub fn pod_ready(pod: &Pod) -> Result<(), String> {
+    let name = format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        name_of(&pod.metadata)
+    );
+    let Some(status) = &pod.status else {
+        return Err(format!("pod {name} has no status yet"));
+    };
+    let phase = status.phase.as_deref().unwrap_or("Unknown");
+    if phase == "Succeeded" {
+        return Ok(());
+    }
+    // A waiting container says most: ErrImagePull, CrashLoopBackOff, ...
+    for cs in status.container_statuses.iter().flatten() {
+        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            return Err(format!(
+                "pod {name} container {} waiting: {}{}",
+                cs.name,
+                w.reason.as_deref().unwrap_or("unknown"),
+                w.message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready");
+    match ready {
+        Some(c) if c.status == "True" && phase == "Running" => Ok(()),
+        Some(c) => Err(format!(
+            "pod {name} {phase}, Ready={}{}",
+            c.status,
+            c.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        )),
+        None => {
+            let sched = status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "PodScheduled" && c.status != "True");
+            match sched {
+                Some(c) => Err(format!(
+                    "pod {name} not scheduled: {}",
+                    c.message.as_deref().unwrap_or("no message")
+                )),
+                None => Err(format!("pod {name} {phase}")),
+            }
+        }
+    }
+}
+
+/// Every scheduled pod of the DaemonSet is updated and ready.
+pub fn daemonset_rolled_out(ds: &DaemonSet) -> Result<(), String> {
+    let name = name_of(&ds.metadata);
+    let Some(s) = &ds.status else {
+        return Err(format!("daemonset {name} has no status yet"));
+    };
+    let want = s.desired_number_scheduled;
+    let ready = s.number_ready;
+    let updated = s.updated_number_scheduled.unwrap_or(0);
+    if want > 0 && ready == want && updated == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "daemonset {name}: {ready}/{want} ready, {updated}/{want} updated"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(yaml: &str) -> Node {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn not_ready_node_reports_reason_and_message() {
+        let n = node(
+            r#"
+metadata: {name: cp1}
+status:
+  conditions:
+  - type: MemoryPressure
+    status: "False"
+  - type: Ready
+    status: "False"
+    reason: KubeletNotReady
+    message: "runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized"
+"#,
+        );
+        let e = node_ready(&n).unwrap_err();
+        assert!(
+            e.starts_with("node cp1 NotReady: KubeletNotReady: runtime network not ready"),
+            "{e}"
+        );
+        assert!(e.contains("NetworkPluginNotReady"));
+    }
+
+    #[test]
+    fn ready_node_passes_and_missing_condition_does_not() {
+        let ok =
+            node("metadata: {name: w1}\nstatus: {conditions: [{type: Ready, status: \"True\"}]}");
+        assert!(node_ready(&ok).is_ok());
+        let none = node("metadata: {name: w1}\nstatus: {}");
+        assert_eq!(
+            node_ready(&none).unwrap_err(),
+            "node w1 has no Ready condition yet"
+        );
+    }
+
+    #[test]
+    fn registration_names_the_missing_nodes() {
+        let nodes = vec![node("metadata: {name: cp1}")];
+        let e = nodes_registered(&["cp1".into(), "w1".into()], &nodes).unwrap_err();
+        assert_eq!(e, "not registered yet: w1 (registered: cp1)");
+        assert!(nodes_registered(&["cp1".into()], &nodes).is_ok());
+    }
+
+    #[test]
+    fn pods_report_waiting_reasons_and_scheduling() {
+        let p: Pod = serde_yaml::from_str(
+            r#"
+metadata: {name: weave-net-x, namespace: kube-system}
+status:
+  phase: Pending
+  containerStatuses:
+  - name: weave
+    image: weaveworks/weave-kube:2.8.1
+    imageID: ""
+    ready: false
+    restartCount: 0
+    state: {waiting: {reason: ErrImagePull, message: "failed to pull"}}
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            pod_ready(&p).unwrap_err(),
+            "pod kube-system/weave-net-x container weave waiting: ErrImagePull: failed to pull"
+        );
+        let p: Pod = serde_yaml::from_str(
+            r#"
+metadata: {name: smoke, namespace: t}
+status:
+  phase: Pending
+  conditions:
+  - {type: PodScheduled, status: "False", message: "0/2 nodes are available: 2 node(s) had taint"}
+"#,
+        )
+        .unwrap();
+        assert!(pod_ready(&p)
+            .unwrap_err()
+            .contains("not scheduled: 0/2 nodes"));
+        let p: Pod = serde_yaml::from_str(
+            "metadata: {name: a}\nstatus: {phase: Running, conditions: [{type: Ready, status: \"True\"}]}",
+        )
+        .unwrap();
+        assert!(pod_ready(&p).is_ok());
+    }
+
+    #[test]
+    fn daemonset_needs_all_pods_ready_and_updated() {
+        let ds: DaemonSet = serde_yaml::from_str(
+            "metadata: {name: calico-node}\nstatus: {desiredNumberScheduled: 2, numberReady: 1, updatedNumberScheduled: 2, currentNumberScheduled: 2, numberMisscheduled: 0}",
+        )
+        .unwrap();
+        assert_eq!(
+            daemonset_rolled_out(&ds).unwrap_err(),
+            "daemonset calico-node: 1/2 ready, 2/2 updated"
+        );
+        let ds: DaemonSet = serde_yaml::from_str(
+            "metadata: {name: calico-node}\nstatus: {desiredNumberScheduled: 2, numberReady: 2, updatedNumberScheduled: 2, currentNumberScheduled: 2, numberMisscheduled: 0}",
+        )
+        .unwrap();
+        assert!(daemonset_rolled_out(&ds).is_ok());
+    }
+}
+
+/// Checks `f` every `every` until it holds or `cancel` fires; on cancellation returns the
+/// last reason it did not hold. Deadlines come from the step, never from here.
+pub async fn poll<F, Fut>(
+    cancel: &tokio_util::sync::CancellationToken,
+    every: std::time::Duration,
+    mut f: F,
+) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut last = String::from("not checked yet");
+    loop {
+        if cancel.is_cancelled() {
+            return Err(last);
+        }
+        match f().await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = cancel.cancelled() => return Err(last),
+        }
+    }
+}
+
+/// Canonical image reference as containerd lists it: `busybox` → `docker.io/library/busybox:latest`.
+pub fn canonical_image(image: &str) -> String {
+    let (name, tag) = match image.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n.to_string(), t.to_string()),
+        _ => (image.to_string(), "latest".to_string()),
+    };
+    let name = match name.split_once('/') {
+        None => format!("docker.io/library/{name}"),
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            name
+        }
+        Some(_) => format!("docker.io/{name}"),
+    };
+    if name.contains('@') {
+        name
+    } else {
+        format!("{name}:{tag}")
+    }
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::canonical_image;
+
+    #[test]
+    fn images_are_canonical_as_containerd_lists_them() {
+        assert_eq!(
+            canonical_image("busybox"),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(
+            canonical_image("weaveworks/weave-kube:2.8.1"),
+            "docker.io/weaveworks/weave-kube:2.8.1"
+        );
+        assert_eq!(
+            canonical_image("quay.io/calico/node:v1.2.1"),
+            "quay.io/calico/node:v1.2.1"
+        );
+        assert_eq!(
+            canonical_image("shakedown.local/pause:3.4.1"),
+            "shakedown.local/pause:3.4.1"
+        );
+        assert_eq!(
+            canonical_image("localhost:5000/x"),
+            "localhost:5000/x:latest"
+        );
+    }
+
+    #[tokio::test]
+    async fn poll_returns_the_last_reason_when_cancelled() {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            c2.cancel();
+        });
+        let mut n = 0;
+        let r = super::poll(&cancel, std::time::Duration::from_millis(5), || {
+            n += 1;
+            let k = n;
+            async move { Err(format!("attempt {k}")) }
+        })
+        .await;
+        let e = r.unwrap_err();
+        assert!(e.starts_with("attempt "), "{e}");
+        assert!(n > 1);
+    }
+}

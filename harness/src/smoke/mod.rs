@@ -1,0 +1,452 @@
+//! Smoke checks after bring-up, through the API with kube-rs. Each check is its own testcase:
+//! every node Ready, a pod on every node, pod-to-pod traffic across nodes, a Service
+//! ClusterIP answering, and pods landing in the namespace they were created for.
+
+use crate::engine::event::{FailureKind, StepOutcome, SubTest};
+use crate::images::{AGNHOST_TAG, IMAGE_REPO};
+use crate::readiness;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+pub const LABEL_SMOKE: &str = "io.shakedown.smoke";
+const SERVER_PORT: i32 = 8080;
+/// How long one check may wait for a pod; the step deadline bounds the whole.
+const POD_WAIT: Duration = Duration::from_secs(90);
+
+pub struct Smoke {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub run_id: String,
+    pub cancel: CancellationToken,
+    pub results: Vec<SubTest>,
+}
+
+fn agnhost() -> String {
+    format!("{IMAGE_REPO}/agnhost:{AGNHOST_TAG}")
+}
+
+/// A pod pinned to `node` through the scheduler (nodeSelector), tolerating control-plane
+/// taints of every era.
+pub fn pod(
+    name: &str,
+    namespace: &str,
+    node: &str,
+    run_id: &str,
+    role: &str,
+    args: &[String],
+    restart: &str,
+) -> Pod {
+    let v = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": { LABEL_SMOKE: run_id, "app": role, "io.shakedown.node": node },
+        },
+        "spec": {
+            "nodeSelector": { "kubernetes.io/hostname": node },
+            "tolerations": [
+                { "key": crate::kube::TAINT_MASTER, "operator": "Exists", "effect": "NoSchedule" },
+                { "key": crate::kube::TAINT_CONTROL_PLANE, "operator": "Exists", "effect": "NoSchedule" },
+            ],
+            "restartPolicy": restart,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{ "name": role, "image": agnhost(), "imagePullPolicy": "Never", "args": args }],
+        },
+    });
+    serde_json::from_value(v).expect("static pod shape")
+}
+
+fn failure(message: String) -> StepOutcome {
+    StepOutcome::Failed {
+        kind: FailureKind::Test,
+        message,
+        diagnosis: None,
+        log_tail: String::new(),
+    }
+}
+
+/// Waits for a single object's condition, bounded by a timeout and the step's cancellation.
+async fn wait_for<K, C>(
+    api: Api<K>,
+    name: &str,
+    cond: C,
+    limit: Duration,
+    cancel: &CancellationToken,
+) -> Result<Option<K>, String>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    C: kube::runtime::wait::Condition<K>,
+{
+    tokio::select! {
+        r = tokio::time::timeout(limit, await_condition(api, name, cond)) => match r {
+            Ok(Ok(obj)) => Ok(obj),
+            Ok(Err(e)) => Err(format!("failed to watch {name}: {e}")),
+            Err(_) => Err(format!("{name} did not get there within {limit:?}")),
+        },
+        _ = cancel.cancelled() => Err(format!("stopped while waiting for {name}")),
+    }
+}
+
+fn finished(p: Option<&Pod>) -> bool {
+    matches!(
+        p.and_then(|p| p.status.as_ref())
+            .and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+impl Smoke {
+    fn record(&mut self, name: &str, started: Instant, outcome: StepOutcome) -> bool {
+        let ok = matches!(outcome, StepOutcome::Passed);
+        self.results.push(SubTest {
+            name: name.into(),
+            outcome,
+            duration: started.elapsed(),
+        });
+        ok
+    }
+
+    fn skip(&mut self, name: &str, reason: String) {
+        self.results.push(SubTest {
+            name: name.into(),
+            outcome: StepOutcome::Skipped { reason },
+            duration: Duration::ZERO,
+        });
+    }
+
+    /// Runs every check in order; returns the names of the failed ones.
+    pub async fn run(&mut self, nodes: &[String]) -> Vec<String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+
+        // 1. Every node Ready.
+        let t = Instant::now();
+        let node_api: Api<Node> = Api::all(self.client.clone());
+        let outcome = match node_api.list(&ListParams::default()).await {
+            Ok(l) => {
+                let bad: Vec<String> = l
+                    .items
+                    .iter()
+                    .filter_map(|n| readiness::node_ready(n).err())
+                    .collect();
+                match readiness::nodes_registered(nodes, &l.items) {
+                    Err(e) => failure(e),
+                    Ok(()) if bad.is_empty() => StepOutcome::Passed,
+                    Ok(()) => failure(bad.join("\n")),
+                }
+            }
+            Err(e) => failure(format!("failed to list nodes: {e}")),
+        };
+        self.record("nodes-ready", t, outcome);
+
+        // Namespace for everything below.
+        let ns_api: Api<Namespace> = Api::all(self.client.clone());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": { "name": self.namespace, "labels": { LABEL_SMOKE: self.run_id } }
+        }))
+        .expect("static namespace shape");
+        if let Err(e) = ns_api.create(&PostParams::default(), &ns).await {
+            let why = format!("failed to create namespace {}: {e}", self.namespace);
+            for n in [
+                "pod-on-every-node",
+                "pod-to-pod-across-nodes",
+                "service-clusterip",
+                "pods-in-their-namespace",
+            ] {
+                self.skip(n, why.clone());
+            }
+            return self.failed();
+        }
+
+        // 2. A pod schedules and runs on every node.
+        let t = Instant::now();
+        let mut servers = Vec::new();
+        let mut problems = Vec::new();
+        for (i, node) in nodes.iter().enumerate() {
+            let name = format!("server-{i}");
+            let args = vec!["netexec".to_string(), format!("--http-port={SERVER_PORT}")];
+            match pods
+                .create(
+                    &PostParams::default(),
+                    &pod(
+                        &name,
+                        &self.namespace,
+                        node,
+                        &self.run_id,
+                        "smoke-server",
+                        &args,
+                        "Always",
+                    ),
+                )
+                .await
+            {
+                Ok(_) => servers.push((name, node.clone())),
+                Err(e) => problems.push(format!("failed to create {name} on {node}: {e}")),
+            }
+        }
+        let mut server_ips = Vec::new();
+        for (name, node) in &servers {
+            match wait_for(
+                pods.clone(),
+                name,
+                conditions::is_pod_running(),
+                POD_WAIT,
+                &self.cancel,
+            )
+            .await
+            {
+                Ok(Some(p)) => {
+                    let on = p
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.clone())
+                        .unwrap_or_default();
+                    let ip = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.pod_ip.clone())
+                        .unwrap_or_default();
+                    if &on != node {
+                        problems.push(format!("{name} ran on {on}, not {node}"));
+                    } else {
+                        server_ips.push((node.clone(), ip));
+                    }
+                }
+                Ok(None) => problems.push(format!("{name} was deleted while waiting")),
+                Err(e) => {
+                    let why = pods
+                        .get(name)
+                        .await
+                        .ok()
+                        .and_then(|p| readiness::pod_ready(&p).err())
+                        .unwrap_or_default();
+                    problems.push(format!("{e}: {why}"));
+                }
+            }
+        }
+        let all_up = problems.is_empty();
+        self.record(
+            "pod-on-every-node",
+            t,
+            if all_up {
+                StepOutcome::Passed
+            } else {
+                failure(problems.join("\n"))
+            },
+        );
+
+        // 3. Pod-to-pod traffic across nodes.
+        let t = Instant::now();
+        if !all_up {
+            self.skip(
+                "pod-to-pod-across-nodes",
+                "skipped: pod-on-every-node failed".into(),
+            );
+        } else if server_ips.len() < 2 {
+            self.skip(
+                "pod-to-pod-across-nodes",
+                "skipped: the topology has a single node".into(),
+            );
+        } else {
+            let mut probs = Vec::new();
+            for (i, (from, _)) in server_ips.iter().enumerate() {
+                let (to, ip) = &server_ips[(i + 1) % server_ips.len()];
+                let target = format!("{ip}:{SERVER_PORT}");
+                if let Err(e) = self
+                    .client_pod(&pods, &format!("p2p-{i}"), from, &target)
+                    .await
+                {
+                    probs.push(format!("pod on {from} → pod on {to} ({target}): {e}"));
+                }
+            }
+            self.record(
+                "pod-to-pod-across-nodes",
+                t,
+                if probs.is_empty() {
+                    StepOutcome::Passed
+                } else {
+                    failure(probs.join("\n"))
+                },
+            );
+        }
+
+        // 4. A Service ClusterIP answers (through kube-proxy).
+        let t = Instant::now();
+        if !all_up {
+            self.skip(
+                "service-clusterip",
+                "skipped: pod-on-every-node failed".into(),
+            );
+        } else {
+            let svc: Service = serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": { "name": "smoke", "namespace": self.namespace, "labels": { LABEL_SMOKE: self.run_id } },
+                "spec": { "selector": { "app": "smoke-server" }, "ports": [{ "port": 80, "targetPort": SERVER_PORT }] }
+            }))
+            .expect("static service shape");
+            let svcs: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+            let outcome = match svcs.create(&PostParams::default(), &svc).await {
+                Err(e) => failure(format!("failed to create Service smoke: {e}")),
+                Ok(s) => {
+                    let ip = s.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+                    let from = &nodes[nodes.len() - 1];
+                    match self
+                        .client_pod(&pods, "svc-client", from, &format!("{ip}:80"))
+                        .await
+                    {
+                        Ok(()) => StepOutcome::Passed,
+                        Err(e) => failure(format!(
+                            "pod on {from} → Service smoke ClusterIP {ip}:80: {e}"
+                        )),
+                    }
+                }
+            };
+            self.record("service-clusterip", t, outcome);
+        }
+
+        // 5. Pods land in the namespace they were created for, and nowhere else.
+        let t = Instant::now();
+        let sel = ListParams::default().labels(&format!("{LABEL_SMOKE}={}", self.run_id));
+        let outcome = match (
+            pods.list(&sel).await,
+            Api::<Pod>::all(self.client.clone()).list(&sel).await,
+        ) {
+            (Ok(here), Ok(everywhere)) => {
+                let stray: Vec<String> = everywhere
+                    .items
+                    .iter()
+                    .filter(|p| p.metadata.namespace.as_deref() != Some(self.namespace.as_str()))
+                    .map(|p| {
+                        format!(
+                            "{}/{}",
+                            p.metadata.namespace.clone().unwrap_or_default(),
+                            p.metadata.name.clone().unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                if here.items.is_empty() {
+                    failure(format!(
+                        "no smoke pod found in namespace {}",
+                        self.namespace
+                    ))
+                } else if !stray.is_empty() {
+                    failure(format!(
+                        "smoke pods outside namespace {}: {}",
+                        self.namespace,
+                        stray.join(", ")
+                    ))
+                } else {
+                    StepOutcome::Passed
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => failure(format!("failed to list pods: {e}")),
+        };
+        self.record("pods-in-their-namespace", t, outcome);
+        self.failed()
+    }
+
+    /// A run-to-completion pod on `node` that connects to `target`; Ok when it succeeded.
+    async fn client_pod(
+        &self,
+        pods: &Api<Pod>,
+        name: &str,
+        node: &str,
+        target: &str,
+    ) -> Result<(), String> {
+        let args = vec![
+            "connect".to_string(),
+            target.to_string(),
+            "--timeout=5s".to_string(),
+        ];
+        pods.create(
+            &PostParams::default(),
+            &pod(
+                name,
+                &self.namespace,
+                node,
+                &self.run_id,
+                "smoke-client",
+                &args,
+                "Never",
+            ),
+        )
+        .await
+        .map_err(|e| format!("failed to create {name}: {e}"))?;
+        let p = wait_for(pods.clone(), name, finished, POD_WAIT, &self.cancel).await?;
+        let phase = p
+            .as_ref()
+            .and_then(|p| p.status.as_ref())
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        if phase == "Succeeded" {
+            Ok(())
+        } else {
+            let logs = pods
+                .logs(name, &LogParams::default())
+                .await
+                .unwrap_or_default();
+            Err(format!("{name} {phase}: {}", logs.trim()))
+        }
+    }
+
+    fn failed(&self) -> Vec<String> {
+        self.results
+            .iter()
+            .filter(|r| matches!(r.outcome, StepOutcome::Failed { .. }))
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    /// Deletes the smoke namespace (and with it every object the checks created).
+    pub async fn cleanup(&self) {
+        let ns_api: Api<Namespace> = Api::all(self.client.clone());
+        let _ = ns_api
+            .delete(&self.namespace, &DeleteParams::background())
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoke_pods_are_pinned_labelled_and_tolerate_every_era() {
+        let p = pod(
+            "server-0",
+            "ns",
+            "cp1",
+            "run1",
+            "smoke-server",
+            &["netexec".into()],
+            "Always",
+        );
+        let spec = p.spec.unwrap();
+        assert_eq!(spec.node_selector.unwrap()["kubernetes.io/hostname"], "cp1");
+        let keys: Vec<String> = spec
+            .tolerations
+            .unwrap()
+            .into_iter()
+            .filter_map(|t| t.key)
+            .collect();
+        assert_eq!(
+            keys,
+            [crate::kube::TAINT_MASTER, crate::kube::TAINT_CONTROL_PLANE]
+        );
+        assert_eq!(p.metadata.namespace.as_deref(), Some("ns"));
+        assert_eq!(p.metadata.labels.unwrap()[LABEL_SMOKE], "run1");
+        assert_eq!(
+            spec.containers[0].image.as_deref(),
+            Some("shakedown.local/agnhost:2.21")
+        );
+        assert_eq!(
+            spec.containers[0].image_pull_policy.as_deref(),
+            Some("Never")
+        );
+    }
+}
