@@ -27,6 +27,7 @@ impl Action for Smoke {
             run_id: cx.run.settings.run_id.clone(),
             cancel: cx.cancel.clone(),
             results: Vec::new(),
+            token_secrets: cx.run.scenario.version.is_none_or(|v| v.minor < 24),
         };
         let failed = checks.run(&nodes).await;
         checks.cleanup().await;

@@ -5,7 +5,7 @@
 use crate::engine::event::{FailureKind, StepOutcome, SubTest};
 use crate::images::{AGNHOST_TAG, IMAGE_REPO};
 use crate::readiness;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use std::time::{Duration, Instant};
@@ -22,6 +22,8 @@ pub struct Smoke {
     pub run_id: String,
     pub cancel: CancellationToken,
     pub results: Vec<SubTest>,
+    /// Before 1.24 a ServiceAccount is usable only once its token secret exists.
+    pub token_secrets: bool,
 }
 
 fn agnhost() -> String {
@@ -150,8 +152,14 @@ impl Smoke {
             "metadata": { "name": self.namespace, "labels": { LABEL_SMOKE: self.run_id } }
         }))
         .expect("static namespace shape");
-        if let Err(e) = ns_api.create(&PostParams::default(), &ns).await {
-            let why = format!("failed to create namespace {}: {e}", self.namespace);
+        let created = match ns_api.create(&PostParams::default(), &ns).await {
+            Ok(_) => self.wait_for_service_account().await,
+            Err(e) => Err(format!(
+                "failed to create namespace {}: {e}",
+                self.namespace
+            )),
+        };
+        if let Err(why) = created {
             for n in [
                 "pod-on-every-node",
                 "pod-to-pod-across-nodes",
@@ -392,6 +400,33 @@ impl Smoke {
                 .unwrap_or_default();
             Err(format!("{name} {phase}: {}", logs.trim()))
         }
+    }
+
+    /// Pods cannot be created until the namespace's `default` ServiceAccount (and, before
+    /// 1.24, its token) exists; the e2e framework waits for the same.
+    async fn wait_for_service_account(&self) -> Result<(), String> {
+        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.namespace);
+        let token_secrets = self.token_secrets;
+        let usable = move |sa: Option<&ServiceAccount>| {
+            sa.is_some_and(|sa| {
+                !token_secrets || sa.secrets.as_ref().is_some_and(|s| !s.is_empty())
+            })
+        };
+        wait_for(
+            sas,
+            "default",
+            usable,
+            Duration::from_secs(60),
+            &self.cancel,
+        )
+        .await
+        .map(drop)
+        .map_err(|e| {
+            format!(
+                "ServiceAccount default in {} not usable: {e}",
+                self.namespace
+            )
+        })
     }
 
     fn failed(&self) -> Vec<String> {
