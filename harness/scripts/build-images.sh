@@ -26,6 +26,7 @@
 #   BUSYBOX_TAG    default 1.29
 #   ETCD_BIN       default /usr/bin/etcd (Debian etcd-server)
 #   BUSYBOX_BIN    default /bin/busybox (Debian busybox-static)
+#   E2E_PAUSE_TAGS extra tags of the pause image that e2e.test asks for (default 3.2)
 #   DEBIAN_SUITE   default bookworm
 #   DEBIAN_MIRROR  default http://deb.debian.org/debian
 # Outputs:
@@ -42,6 +43,7 @@ AGNHOST_TAG=${AGNHOST_TAG:-2.21}
 BUSYBOX_TAG=${BUSYBOX_TAG:-1.29}
 ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
 BUSYBOX_BIN=${BUSYBOX_BIN:-/bin/busybox}
+E2E_PAUSE_TAGS=${E2E_PAUSE_TAGS:-3.2}
 DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
@@ -120,6 +122,33 @@ import_tree() {
 # key FILES...: a short digest of the given files plus the script itself.
 key() { cat "$@" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16; }
 
+# debian_rootfs NAME PACKAGES: a debootstrap minbase rootfs with PACKAGES (comma list),
+# cached in $WORK/rootfs/NAME-$DEBIAN_SUITE and reused while the package list is the same.
+# Prints its path.
+debian_rootfs() {
+  local name=$1 packages=$2
+  local rootfs="$WORK/rootfs/$name-$DEBIAN_SUITE"
+  local stamp="$DEBIAN_SUITE $packages"
+  if [ -f "$rootfs/.shakedown-complete" ] && [ "$(cat "$rootfs/.shakedown-complete")" = "$stamp" ]; then
+    echo "reusing rootfs $rootfs" >&2
+  else
+    local partial="$rootfs.partial"
+    run rm -rf "$partial" "$rootfs" >&2
+    log debootstrap --variant=minbase --cache-dir="$WORK/debootstrap-cache" --include="$packages" "$DEBIAN_SUITE" "$partial" "$DEBIAN_MIRROR"
+    debootstrap --variant=minbase --cache-dir="$WORK/debootstrap-cache" --include="$packages" \
+      "$DEBIAN_SUITE" "$partial" "$DEBIAN_MIRROR" >"$WORK/rootfs/$name-debootstrap.log" 2>&1 \
+      || die "failed to debootstrap the $name rootfs (log: $WORK/rootfs/$name-debootstrap.log)"
+    # Not needed at run time; keeps the image small.
+    log rm -rf "$partial/var/cache/apt/archives/*.deb" "$partial/var/lib/apt/lists/*" "$partial/usr/share/{doc,man,info,locale}"
+    rm -rf "$partial/var/cache/apt/archives/"*.deb "$partial/var/lib/apt/lists/"* \
+      "$partial/usr/share/doc" "$partial/usr/share/man" "$partial/usr/share/info" "$partial/usr/share/locale"
+    printf '%s\n' "$stamp" >"$partial/.shakedown-complete"
+    run mv "$partial" "$rootfs" >&2
+  fi
+  printf '%s\n' "$rootfs"
+}
+
+
 # --- control plane: static binaries FROM scratch --------------------------------------
 for c in kube-apiserver kube-controller-manager kube-scheduler; do
   require_static "$BIN_DIR/$c"
@@ -144,6 +173,11 @@ import_tree "$t" "$IMAGE_REPO/pause:$PAUSE_TAG" "$k" \
   --change 'ENV PATH=/' \
   --change 'USER 65535:65535' \
   --change 'ENTRYPOINT ["/pause"]'
+# e2e.test asks for the pause tag of its own manifest (3.2 in 1.20): the same binary.
+for extra in $E2E_PAUSE_TAGS; do
+  run docker tag "$IMAGE_REPO/pause:$PAUSE_TAG" "$IMAGE_REPO/pause:$extra"
+  built+=("$IMAGE_REPO/pause:$extra")
+done
 
 # --- busybox --------------------------------------------------------------------------
 require_static "$BUSYBOX_BIN"
@@ -155,15 +189,21 @@ import_tree "$t" "$IMAGE_REPO/busybox:$BUSYBOX_TAG" "$k" \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'CMD ["sh"]'
 
-# --- agnhost (upstream: /agnhost, /agnhost-2 link, a shell; entrypoint /agnhost) -------
+# --- agnhost: upstream ships it on alpine with curl, nc, dig, ip, iperf and bash, and e2e
+# specs call those (lifecycle hooks run `sh -c curl ...`): the same tools from Debian.
 require_static "$BIN_DIR/agnhost"
-k=$(key "$BIN_DIR/agnhost" "$BUSYBOX_BIN")
+agnhost_rootfs=$(debian_rootfs agnhost curl,netcat-openbsd,dnsutils,iproute2,iperf,ca-certificates)
+k=$(key "$BIN_DIR/agnhost" "$agnhost_rootfs/.shakedown-complete")
 tag="$IMAGE_REPO/agnhost:$AGNHOST_TAG"
-t=$(new_tree agnhost)
-run install -m 0755 "$BIN_DIR/agnhost" "$t/agnhost"
-ln -s agnhost "$t/agnhost-2"
-add_busybox "$t"
-import_tree "$t" "$tag" "$k" \
+if [ "$(docker image inspect --format '{{ index .Config.Labels "io.shakedown.input" }}' "$tag" 2>/dev/null || true)" != "$k" ]; then
+  t="$trees/agnhost"
+  mkdir -p "$t"
+  run rsync -a --delete --exclude=/.shakedown-complete "$agnhost_rootfs/" "$t/" \
+    || die "failed to copy the agnhost rootfs into $t"
+  run install -m 0755 "$BIN_DIR/agnhost" "$t/agnhost"
+  ln -sf agnhost "$t/agnhost-2"
+fi
+import_tree "$trees/agnhost" "$tag" "$k" \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENTRYPOINT ["/agnhost"]' \
   --change 'CMD ["pause"]'
@@ -197,25 +237,7 @@ docker run --rm --network none --label io.shakedown.managed=true \
 
 # --- kube-proxy: a small Debian rootfs for iptables, conntrack and ipset ----------------
 require_static "$BIN_DIR/kube-proxy"
-proxy_packages=iptables,conntrack,ipset
-proxy_rootfs="$WORK/rootfs/kube-proxy-$DEBIAN_SUITE"
-stamp="$DEBIAN_SUITE $proxy_packages"
-if [ -f "$proxy_rootfs/.shakedown-complete" ] && [ "$(cat "$proxy_rootfs/.shakedown-complete")" = "$stamp" ]; then
-  echo "reusing rootfs $proxy_rootfs" >&2
-else
-  partial="$proxy_rootfs.partial"
-  run rm -rf "$partial" "$proxy_rootfs"
-  log debootstrap --variant=minbase --cache-dir="$WORK/debootstrap-cache" --include="$proxy_packages" "$DEBIAN_SUITE" "$partial" "$DEBIAN_MIRROR"
-  debootstrap --variant=minbase --cache-dir="$WORK/debootstrap-cache" --include="$proxy_packages" \
-    "$DEBIAN_SUITE" "$partial" "$DEBIAN_MIRROR" >"$WORK/rootfs/kube-proxy-debootstrap.log" 2>&1 \
-    || die "failed to debootstrap the kube-proxy rootfs (log: $WORK/rootfs/kube-proxy-debootstrap.log)"
-  # Not needed at run time; keeps the image small.
-  log rm -rf "$partial/var/cache/apt/archives/*.deb" "$partial/var/lib/apt/lists/*" "$partial/usr/share/{doc,man,info,locale}"
-  rm -rf "$partial/var/cache/apt/archives/"*.deb "$partial/var/lib/apt/lists/"* \
-    "$partial/usr/share/doc" "$partial/usr/share/man" "$partial/usr/share/info" "$partial/usr/share/locale"
-  printf '%s\n' "$stamp" >"$partial/.shakedown-complete"
-  run mv "$partial" "$proxy_rootfs"
-fi
+proxy_rootfs=$(debian_rootfs kube-proxy iptables,conntrack,ipset)
 k=$(key "$BIN_DIR/kube-proxy" "$proxy_rootfs/.shakedown-complete")
 tag="$IMAGE_REPO/kube-proxy:$KUBE_VERSION"
 if [ "$(docker image inspect --format '{{ index .Config.Labels "io.shakedown.input" }}' "$tag" 2>/dev/null || true)" != "$k" ]; then

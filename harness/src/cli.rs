@@ -92,6 +92,26 @@ pub struct ScenarioArgs {
     /// picks the shard), e.g. 1/6.
     #[arg(long, value_parser = parse_shard)]
     pub conformance_shard: Option<(u32, u32)>,
+    /// Override the scenario's conformance mode (certified, non-disruptive, conformance-lite).
+    #[arg(long, value_enum)]
+    pub conformance_mode: Option<ConformanceModeArg>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ConformanceModeArg {
+    Certified,
+    NonDisruptive,
+    ConformanceLite,
+}
+
+impl From<ConformanceModeArg> for crate::scenario::ConformanceMode {
+    fn from(m: ConformanceModeArg) -> Self {
+        match m {
+            ConformanceModeArg::Certified => Self::Certified,
+            ConformanceModeArg::NonDisruptive => Self::NonDisruptive,
+            ConformanceModeArg::ConformanceLite => Self::ConformanceLite,
+        }
+    }
 }
 
 fn parse_shard(s: &str) -> Result<(u32, u32), String> {
@@ -347,7 +367,11 @@ fn show_plan(
 }
 
 async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKind, CliError> {
-    let (s, catalog, mut p) = planned(root, &a.scenario, a.provider.as_deref(), a.cni.as_deref())?;
+    let (mut s, catalog, mut p) =
+        planned(root, &a.scenario, a.provider.as_deref(), a.cni.as_deref())?;
+    if let Some(m) = a.conformance_mode {
+        s.scenario.conformance.mode = Some(m.into());
+    }
     if let Some(d) = a.deadline {
         p.run_deadline = Some(d);
     }

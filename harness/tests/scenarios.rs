@@ -5,10 +5,22 @@
 //!
 //! `dry-run::<job>` runs the whole engine with actions that only say what they would do, and
 //! checks every artifact it writes.
+//!
+//! `cluster::<job>` runs the job for real: docker node containers, kubeadm, the CNI, smoke
+//! checks and a conformance shard, and checks the JUnit it writes. Jobs that cannot run on a
+//! machine without a registry or network are ignored with the reason printed:
+//! weave and calico pods (their images cannot be obtained), release binaries that would need
+//! a download (1.6, master), and providers other than docker.
+//! `cluster-offline::<job>` runs the weave and calico jobs anyway and asserts the honest
+//! outcome here: the cni step fails within seconds naming the missing image.
+//! `regression::kubeadm-1.6.0-no-cni` never configures a CNI and asserts the run fails at
+//! the readiness step within its deadline, naming NetworkPluginNotReady.
+//!
+//! Cluster trials run one at a time; artifacts stay in `artifacts/trials/`.
 
 mod common;
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use shakedown::engine::event::StepOutcome;
 use shakedown::engine::Stop;
 use shakedown::{matrix, scenario};
@@ -18,17 +30,60 @@ fn main() {
     let args = Arguments::from_args();
     let catalog = common::catalog();
     let mut trials = Vec::new();
+    let docker = docker_answers();
+    let mut skipped = Vec::new();
     for file in scenario::files_in(&common::root().join("scenarios")).expect("read scenarios/") {
         let s =
             scenario::load(&file, &catalog, scenario::today()).unwrap_or_else(|e| panic!("{e}"));
         for job in matrix::expand(&s) {
-            let (file, job_name) = (file.clone(), job.name.clone());
+            let (f, job_name) = (file.clone(), job.name.clone());
             trials.push(
                 Trial::test(format!("dry-run::{}", job.name), move || {
-                    dry_run(file, job_name)
+                    dry_run(f, job_name)
                 })
                 .with_kind("dry-run"),
             );
+            let why = docker.clone().err().or_else(|| not_runnable_here(&s, &job));
+            let offline = catalog
+                .get(&job.cni)
+                .is_some_and(|v| v.offline_limitation.is_some());
+            let name = if offline {
+                format!("cluster-offline::{}", job.name)
+            } else {
+                format!("cluster::{}", job.name)
+            };
+            if let Some(w) = &why {
+                skipped.push(format!("{name}: {w}"));
+            }
+            let (f, job_name) = (file.clone(), job.name.clone());
+            trials.push(
+                Trial::ignorable_test(name, move || match why {
+                    Some(w) => Ok(Completion::ignored_with(w)),
+                    None if offline => cluster_offline(f, job_name).map(|()| Completion::Completed),
+                    None => cluster(f, job_name).map(|()| Completion::Completed),
+                })
+                .with_kind("cluster"),
+            );
+        }
+    }
+    let regression_skip = docker.clone().err();
+    if let Some(w) = &regression_skip {
+        skipped.push(format!("regression::kubeadm-1.6.0-no-cni: {w}"));
+    }
+    trials.push(
+        Trial::ignorable_test(
+            "regression::kubeadm-1.6.0-no-cni",
+            move || match regression_skip {
+                Some(w) => Ok(Completion::ignored_with(w)),
+                None => no_cni_regression().map(|()| Completion::Completed),
+            },
+        )
+        .with_kind("cluster"),
+    );
+    if !args.list && !skipped.is_empty() {
+        eprintln!("cluster trials that will be skipped, and why:");
+        for s in &skipped {
+            eprintln!("  {s}");
         }
     }
     libtest_mimic::run(&args, trials).exit();
@@ -124,4 +179,267 @@ fn dry_run(file: PathBuf, job_name: String) -> Result<(), Failed> {
         format!("coverage does not say dry run: {cov}")
     })?;
     Ok(())
+}
+
+/// Ok when a docker daemon answers; otherwise the reason cluster trials are skipped.
+fn docker_answers() -> Result<(), String> {
+    let out = std::process::Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "no docker daemon answers (`docker info`: {}); run `cargo run -- host setup` first",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .next()
+                .unwrap_or("failed")
+        )),
+        Err(e) => Err(format!(
+            "no docker client ({e}); run `cargo run -- host setup` first"
+        )),
+    }
+}
+
+/// Why this job cannot run for real on this machine, if it cannot.
+fn not_runnable_here(s: &scenario::LoadedScenario, job: &matrix::Job) -> Option<String> {
+    if let Some(w) = shakedown::provider::unavailable_here(job.provider) {
+        return Some(w);
+    }
+    match s.scenario.kubernetes.source {
+        scenario::SourceKind::DebianSource | scenario::SourceKind::Binaries => None,
+        scenario::SourceKind::Release => Some(format!(
+            "Kubernetes {} release binaries cannot be downloaded on this machine (run it with --kubernetes-binaries DIR)",
+            s.version_label()
+        )),
+    }
+}
+
+/// One real cluster at a time: the machine has two cores.
+static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn trial_dir(name: &str) -> PathBuf {
+    let base = std::env::var_os("ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::root().join("artifacts"));
+    let d = base.join("trials").join(name.replace('/', "-"));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn real_run(
+    file: &std::path::Path,
+    job_name: &str,
+    artifacts: &std::path::Path,
+    shard: Option<(u32, u32)>,
+) -> Result<shakedown::engine::RunSummary, Failed> {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Runtime::new()?;
+    let catalog = common::catalog();
+    let s = scenario::load(file, &catalog, scenario::today()).map_err(|e| e.to_string())?;
+    let jobs: Vec<_> = matrix::expand(&s)
+        .into_iter()
+        .filter(|j| j.name == job_name)
+        .collect();
+    let p = shakedown::plan::build(&s, jobs);
+    let cx = shakedown::actions::RunContext {
+        settings: shakedown::actions::RunSettings {
+            run_id: shakedown::paths::new_run_id(),
+            root: common::root(),
+            artifacts: artifacts.to_path_buf(),
+            cache_dir: shakedown::paths::cache_dir(),
+            conformance_shard: shard,
+            ..Default::default()
+        },
+        scenario: std::sync::Arc::new(s),
+        catalog: std::sync::Arc::new(catalog),
+    };
+    let summary = rt.block_on(shakedown::engine::run(
+        &p,
+        cx,
+        shakedown::engine::RunOptions {
+            dry_run: false,
+            parallel: 1,
+        },
+        Stop::default(),
+        common::file_reporters(artifacts),
+    ));
+    eprintln!(
+        "{job_name}: {:?} in {:.0}s; artifacts in {}",
+        summary.exit,
+        summary.duration.as_secs_f64(),
+        artifacts.display()
+    );
+    for st in &summary.jobs[0].steps {
+        eprintln!(
+            "  {:<12} {:<8} {:>6.1}s",
+            st.step,
+            st.outcome.label(),
+            st.duration.as_secs_f64()
+        );
+    }
+    let run_id = summary.run_id.clone();
+    let left = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.shakedown.run={run_id}"),
+        ])
+        .output()?;
+    check(left.stdout.iter().all(|b| b.is_ascii_whitespace()), || {
+        format!("containers of run {run_id} were left behind")
+    })?;
+    Ok(summary)
+}
+
+/// The conformance shard CI runs: `SHAKEDOWN_CONFORMANCE_SHARD` (K/N or `all`), default 1/4.
+fn ci_shard() -> Option<(u32, u32)> {
+    let v = std::env::var("SHAKEDOWN_CONFORMANCE_SHARD").unwrap_or_else(|_| "1/4".into());
+    if v == "all" {
+        return None;
+    }
+    let (k, n) = v.split_once('/')?;
+    Some((k.parse().ok()?, n.parse().ok()?))
+}
+
+fn cluster(file: PathBuf, job_name: String) -> Result<(), Failed> {
+    let dir = trial_dir(&job_name);
+    let summary = real_run(&file, &job_name, &dir, ci_shard())?;
+    let job = &summary.jobs[0];
+    let junit = dir.join(format!("junit_{}.xml", job.context));
+    let suite = &common::read_junit(&junit)[0];
+    for step in ["init", "join", "cni", "smoke"] {
+        let c = suite.case(step);
+        check(c.result == "passed", || {
+            format!("{step} did not pass: {} {}", c.result, c.text)
+        })?;
+    }
+    for name in [
+        "nodes-ready",
+        "pod-on-every-node",
+        "pod-to-pod-across-nodes",
+        "service-clusterip",
+        "pods-in-their-namespace",
+    ] {
+        let c = suite.case(&format!("smoke/{name}"));
+        check(c.result == "passed", || {
+            format!("smoke/{name}: {} {}", c.result, c.text)
+        })?;
+    }
+    let counts: Vec<String> = [
+        "selected",
+        "unsupported",
+        "outside-shard",
+        "passed",
+        "failed",
+        "flaky",
+    ]
+    .iter()
+    .map(|k| {
+        format!(
+            "{k} {}",
+            suite.property(&format!("conformance.{k}")).unwrap_or("?")
+        )
+    })
+    .collect();
+    eprintln!("  conformance: {}", counts.join(", "));
+    let passed: usize = suite
+        .property("conformance.passed")
+        .unwrap_or("0")
+        .parse()?;
+    check(passed > 0, || "no conformance spec passed".into())?;
+    check(summary.exit_code == 0, || {
+        format!(
+            "run failed with exit {}: {}",
+            summary.exit_code,
+            summary.coverage_lines().join("; ")
+        )
+    })
+}
+
+fn cluster_offline(file: PathBuf, job_name: String) -> Result<(), Failed> {
+    let dir = trial_dir(&job_name);
+    let summary = real_run(&file, &job_name, &dir, Some((1, 1000)))?;
+    let cni = summary.jobs[0]
+        .steps
+        .iter()
+        .find(|s| s.step == "cni")
+        .ok_or("no cni step")?;
+    match &cni.outcome {
+        StepOutcome::Failed { message, .. } => {
+            check(
+                message.contains("is not on node")
+                    && message.contains("ctr -n k8s.io images import"),
+                || {
+                    format!("cni failed, but without naming the missing image and the preload command: {message}")
+                },
+            )?;
+        }
+        other => {
+            return Err(format!("cni should fail fast without its images, got {other:?}").into())
+        }
+    }
+    check(cni.duration < std::time::Duration::from_secs(30), || {
+        format!("cni took {:?} to fail", cni.duration)
+    })?;
+    check(summary.exit_code == 3, || {
+        format!(
+            "expected the infrastructure exit code 3, got {}",
+            summary.exit_code
+        )
+    })
+}
+
+fn no_cni_regression() -> Result<(), Failed> {
+    let file = common::root().join("fixtures/scenarios/cluster/no-cni.yaml");
+    let dir = trial_dir("regression-no-cni");
+    let summary = real_run(&file, "no-cni/docker/none", &dir, None)?;
+    let steps = &summary.jobs[0].steps;
+    let cni = steps
+        .iter()
+        .find(|s| s.step == "cni")
+        .ok_or("no cni step")?;
+    match &cni.outcome {
+        StepOutcome::Failed {
+            kind,
+            message,
+            diagnosis,
+            ..
+        } => {
+            check(
+                *kind == shakedown::engine::event::FailureKind::Deadline,
+                || format!("cni failed as {kind:?}, not at its deadline"),
+            )?;
+            check(message.contains("condition 3/3"), || {
+                format!("the failure does not name the readiness condition: {message}")
+            })?;
+            let d = diagnosis.as_deref().unwrap_or_default();
+            check(d.contains("NetworkPluginNotReady"), || {
+                format!("the diagnosis does not name NetworkPluginNotReady: {d}")
+            })?;
+            check(d.contains("kubelet journal on"), || {
+                format!("no kubelet journal excerpt: {d}")
+            })?;
+        }
+        other => return Err(format!("cni should fail without a network, got {other:?}").into()),
+    }
+    check(
+        cni.duration < std::time::Duration::from_secs(45 + 5 + 25),
+        || format!("cni took {:?}: the deadline did not hold", cni.duration),
+    )?;
+    let smoke = steps
+        .iter()
+        .find(|s| s.step == "smoke")
+        .ok_or("no smoke step")?;
+    check(
+        matches!(&smoke.outcome, StepOutcome::Skipped { reason } if reason == "skipped: step cni failed"),
+        || format!("{:?}", smoke.outcome),
+    )?;
+    check(summary.exit_code == 1, || {
+        format!(
+            "expected the test-failure exit code 1, got {}",
+            summary.exit_code
+        )
+    })
 }

@@ -11,6 +11,11 @@ use k8s_openapi::api::core::v1::Node;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+#[derive(serde::Deserialize)]
+struct NodeItems {
+    items: Vec<Node>,
+}
+
 pub struct ClusterUp;
 pub struct ClusterDown;
 
@@ -67,7 +72,8 @@ pub async fn diagnose_nodes(c: &Cluster, log: &StepLog) -> String {
             ],
         );
         match r.output(kubectl).await {
-            Ok(json) => match serde_json::from_str::<k8s_openapi::List<Node>>(&json) {
+            // kubectl answers with `kind: List`, not `NodeList`: read the items alone.
+            Ok(json) => match serde_json::from_str::<NodeItems>(&json) {
                 Ok(list) => {
                     for n in &list.items {
                         if let Err(e) = readiness::node_ready(n) {

@@ -75,7 +75,14 @@ impl Classifier {
                 let src = std::fs::read_to_string(tree.join(&e.file)).unwrap_or_default();
                 let set: BTreeSet<String> = uses
                     .captures_iter(&src)
-                    .map(|m| m[1].to_string())
+                    // The pause image is named through a helper, not its constant.
+                    .map(|m| {
+                        if &m[1] == "GetPauseImageName" {
+                            "Pause".to_string()
+                        } else {
+                            m[1].to_string()
+                        }
+                    })
                     .filter(|k| c.images.contains_key(k))
                     .collect();
                 c.refs.insert(e.file.clone(), set);
@@ -132,13 +139,15 @@ mod tests {
             "test/conformance/testdata/conformance.yaml",
             "- testname: a\n  codename: '[sig-apps] Deployment works [Conformance]'\n  file: test/e2e/apps/deployment.go\n\
              - testname: b\n  codename: '[sig-storage] Secrets work [Conformance]'\n  file: test/e2e/common/secrets.go\n\
-             - testname: c\n  codename: '[k8s.io] Runtime should not pull from invalid registry [Conformance]'\n  file: test/e2e/common/runtime.go\n",
+             - testname: c\n  codename: '[k8s.io] Runtime should not pull from invalid registry [Conformance]'\n  file: test/e2e/common/runtime.go\n\
+             - testname: d\n  codename: '[sig-network] Service endpoints latency [Conformance]'\n  file: test/e2e/network/service_latency.go\n",
         );
         w(
             "test/utils/image/manifest.go",
             "configs[Agnhost] = Config{promoterE2eRegistry, \"agnhost\", \"2.21\"}\n\
              configs[Httpd] = Config{dockerLibraryRegistry, \"httpd\", \"2.4.38-alpine\"}\n\
-             configs[InvalidRegistryImage] = Config{invalidRegistry, \"alpine\", \"3.1\"}\n",
+             configs[InvalidRegistryImage] = Config{invalidRegistry, \"alpine\", \"3.1\"}\n\
+             configs[Pause] = Config{gcRegistry, \"pause\", \"3.2\"}\n",
         );
         w(
             "test/e2e/apps/deployment.go",
