@@ -49,6 +49,53 @@ pub enum Command {
         #[command(subcommand)]
         command: HostCommand,
     },
+    /// Build (or reuse from the cache) Kubernetes binaries, component images and the node image.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Remove every container, network and volume shakedown created (or one run's).
+    Gc {
+        /// Only what this run created (its id is in the artifacts and node names).
+        #[arg(long)]
+        run: Option<String>,
+    },
+    /// Benchmarks that print measured figures and their ratio to the targets.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build every stage that is not cached yet.
+    Build {
+        /// Kubernetes version to build.
+        #[arg(long, default_value = "v1.20.2")]
+        kubernetes: String,
+        /// Debian source package version (default: the one that contains the version).
+        #[arg(long)]
+        debian_version: Option<String>,
+        /// Use these binaries instead of building from source.
+        #[arg(long)]
+        kubernetes_binaries: Option<PathBuf>,
+        /// Use this node image instead of building one.
+        #[arg(long)]
+        node_image: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Time a 1 control plane + 1 worker bring-up (nodes, init, join, CNI until every node
+    /// and kube-system pod is Ready) with cached images; target 90 s.
+    BringUp {
+        #[arg(long, default_value = "release-1.20")]
+        scenario: String,
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +241,28 @@ pub async fn run(cli: Cli) -> ExitKind {
         Command::Host {
             command: HostCommand::Setup,
         } => host_setup(&root).await,
+        Command::Image {
+            command:
+                ImageCommand::Build {
+                    kubernetes,
+                    debian_version,
+                    kubernetes_binaries,
+                    node_image,
+                },
+        } => {
+            image_build(
+                &root,
+                &kubernetes,
+                debian_version,
+                kubernetes_binaries,
+                node_image,
+            )
+            .await
+        }
+        Command::Gc { run } => gc(run.as_deref()).await,
+        Command::Bench {
+            command: BenchCommand::BringUp { scenario, runs },
+        } => crate::bench::bring_up(&root, &scenario, runs).await,
     };
     match result {
         Ok(k) => k,
@@ -486,5 +555,110 @@ async fn host_setup(root: &Path) -> Result<ExitKind, CliError> {
         what: "prepare this host".into(),
         source: Box::new(e),
     })?;
+    Ok(ExitKind::Passed)
+}
+
+/// The Debian source package that holds a Kubernetes version, where one is known.
+pub fn debian_version_for(v: &crate::kube::KubeVersion) -> Option<&'static str> {
+    (v.minor == 20 && v.patch == Some(2)).then_some("1.20.5+really1.20.2-1.1+deb12u1")
+}
+
+async fn image_build(
+    root: &Path,
+    version: &str,
+    debian_version: Option<String>,
+    binaries: Option<PathBuf>,
+    node_image: Option<String>,
+) -> Result<ExitKind, CliError> {
+    use crate::images::{self, BinarySource, BuildRequest};
+    let v: crate::kube::KubeVersion = version
+        .parse()
+        .map_err(|e: crate::kube::version::VersionError| CliError::Usage(e.to_string()))?;
+    let source = match (
+        binaries,
+        debian_version.or_else(|| debian_version_for(&v).map(String::from)),
+    ) {
+        (Some(dir), _) => BinarySource::Folder(dir),
+        (None, Some(d)) => BinarySource::DebianSource { debian_version: d },
+        (None, None) => BinarySource::Release,
+    };
+    let req = BuildRequest {
+        root: root.to_path_buf(),
+        cache: paths::cache_dir(),
+        version: v,
+        binaries: source,
+        node_image,
+    };
+    let log_path = req
+        .cache
+        .join("logs")
+        .join(format!("image-build-{}.log", paths::new_run_id()));
+    let log = process::StepLog::create(&log_path).map_err(|e| CliError::Infra {
+        what: format!("create {}", log_path.display()),
+        source: Box::new(e),
+    })?;
+    let runner = process::Runner {
+        log,
+        cancel: tokio_util::sync::CancellationToken::new(),
+        grace: Duration::from_secs(10),
+    };
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let stop = {
+        let cancel = runner.cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.cancel();
+            }
+        })
+    };
+    let note = |s: String| {
+        bar.println(format!("{s}"));
+        bar.set_message(s);
+    };
+    let result = images::build(&req, &runner, &note).await;
+    stop.abort();
+    bar.finish_and_clear();
+    match result {
+        Ok(a) => {
+            println!("binaries:   {}", a.bin_dir.display());
+            println!(
+                "images:     {} ({} images)",
+                a.images_tar.display(),
+                a.images.len()
+            );
+            println!("node image: {}", a.node_image);
+            println!("log:        {}", log_path.display());
+            Ok(ExitKind::Passed)
+        }
+        Err(e) => Err(CliError::Infra {
+            what: format!("build images (log: {})", log_path.display()),
+            source: Box::new(e),
+        }),
+    }
+}
+
+async fn gc(run: Option<&str>) -> Result<ExitKind, CliError> {
+    let runner = process::Runner {
+        log: process::StepLog::stderr(),
+        cancel: tokio_util::sync::CancellationToken::new(),
+        grace: Duration::from_secs(10),
+    };
+    let c = crate::provider::docker::gc(&runner, run)
+        .await
+        .map_err(|e| CliError::Infra {
+            what: "remove leftovers".into(),
+            source: Box::new(e),
+        })?;
+    println!(
+        "removed {} container(s), {} network(s), {} volume(s)",
+        c.containers.len(),
+        c.networks.len(),
+        c.volumes.len()
+    );
     Ok(ExitKind::Passed)
 }

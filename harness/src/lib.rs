@@ -5,6 +5,7 @@
 //! deadlines and emits events ([`engine`]), and reporters consume the events ([`reporter`]).
 
 pub mod actions;
+pub mod bench;
 pub mod cli;
 pub mod cni;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod images;
 pub mod kube;
 pub mod kubeadm;
 pub mod matrix;
+pub mod nodechecks;
 pub mod paths;
 pub mod plan;
 pub mod provider;

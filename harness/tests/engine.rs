@@ -118,6 +118,19 @@ async fn failure_is_diagnosed_later_steps_skip_and_always_steps_run() {
     assert_eq!(s.exit, ExitKind::TestFailure);
     assert_eq!(s.exit_code, 1);
 
+    // TestGrid only reads files named junit(_[^_]+)?(_\d+-\d+)?(_\d+)?\.xml.
+    let pattern = regex::Regex::new(r"^junit(_[^_]+)?(_\d+-\d+)?(_\d+)?\.xml$").unwrap();
+    let junit_files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with("junit"))
+        .collect();
+    assert_eq!(junit_files, ["junit_docker-bridge.xml"]);
+    assert!(
+        junit_files.iter().all(|n| pattern.is_match(n)),
+        "{junit_files:?}"
+    );
+
     // The same facts, read back from the JUnit TestGrid will show.
     let junit = dir.path().join("junit_docker-bridge.xml");
     let suites = read_junit(&junit);

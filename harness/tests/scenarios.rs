@@ -309,7 +309,22 @@ fn cluster(file: PathBuf, job_name: String) -> Result<(), Failed> {
     let job = &summary.jobs[0];
     let junit = dir.join(format!("junit_{}.xml", job.context));
     let suite = &common::read_junit(&junit)[0];
-    for step in ["init", "join", "cni", "smoke"] {
+    let dns = suite.case("smoke/dns-kubernetes-default");
+    check(
+        dns.result == "skipped" && dns.text.contains("no DNS addon"),
+        || format!("dns check: {} {}", dns.result, dns.text),
+    )?;
+    for node_check in ["kernel", "cgroups", "runtime", "swap"] {
+        let n = suite
+            .cases
+            .iter()
+            .filter(|c| c.name.ends_with(&format!("/{node_check}")) && c.result == "passed")
+            .count();
+        check(n == 2, || {
+            format!("node check {node_check} passed on {n} of 2 nodes")
+        })?;
+    }
+    for step in ["init", "join", "nodes", "cni", "smoke"] {
         let c = suite.case(step);
         check(c.result == "passed", || {
             format!("{step} did not pass: {} {}", c.result, c.text)

@@ -9,6 +9,7 @@ mod exec;
 mod host;
 mod kubeadm;
 mod logs;
+mod nodechecks;
 mod smoke;
 
 use crate::cni::Catalog;
@@ -54,6 +55,7 @@ pub const ACTIONS: &[ActionInfo] = &[
     ActionInfo { name: "kubeadm-init", kind: StepKind::Test, stage: Some(Stage::Init), summary: "render the kubeadm config for the version and run kubeadm init on the first control plane" },
     ActionInfo { name: "kubeadm-join", kind: StepKind::Test, stage: Some(Stage::Join), summary: "join the other nodes, in parallel" },
     ActionInfo { name: "cni", kind: StepKind::Test, stage: Some(Stage::Cni), summary: "apply the CNI variant, then wait in order for: nodes registered, CNI applied, nodes and kube-system pods Ready" },
+    ActionInfo { name: "node-checks", kind: StepKind::Test, stage: Some(Stage::Smoke), summary: "tier 1: kernel features, cgroups, container runtime and swap on every node" },
     ActionInfo { name: "smoke", kind: StepKind::Test, stage: Some(Stage::Smoke), summary: "short cluster validation through the API: nodes, scheduling, pod and Service traffic, namespaces" },
     ActionInfo { name: "conformance", kind: StepKind::Test, stage: Some(Stage::Conformance), summary: "run e2e.test conformance with the scenario's mode, focus and skip" },
     ActionInfo { name: "export-logs", kind: StepKind::Teardown, stage: None, summary: "export node journals, pod logs, manifests and cluster objects (best effort, bounded)" },
@@ -74,6 +76,7 @@ pub fn lookup(name: &str) -> Option<Box<dyn Action>> {
         "kubeadm-init" => Some(Box::new(kubeadm::KubeadmInit)),
         "kubeadm-join" => Some(Box::new(kubeadm::KubeadmJoin)),
         "cni" => Some(Box::new(cni::Cni)),
+        "node-checks" => Some(Box::new(nodechecks::NodeChecks)),
         "smoke" => Some(Box::new(smoke::Smoke)),
         "conformance" => Some(Box::new(conformance::Conformance)),
         "export-logs" => Some(Box::new(logs::ExportLogs)),

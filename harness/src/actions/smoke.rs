@@ -14,6 +14,9 @@ impl Action for Smoke {
             "run an agnhost pod on every node".into(),
             "connect pod to pod across nodes".into(),
             "connect to a Service ClusterIP".into(),
+            "resolve kubernetes.default when a DNS addon runs".into(),
+            "write through a hostPath volume, delete the pod, read it back from a new pod on the same node".into(),
+            "call the API with the default ServiceAccount token (200), and list kube-system secrets with it (403)".into(),
             "check pods landed in the namespace they were created for".into(),
         ]
     }

@@ -126,6 +126,18 @@ impl RunSummary {
             for (stage, c) in &j.coverage {
                 out.push(format!("  {}: {}", stage.as_str(), c));
             }
+            let counts: Vec<String> = j
+                .steps
+                .iter()
+                .flat_map(|s| &s.properties)
+                .filter_map(|(k, v)| {
+                    k.strip_prefix("conformance.")
+                        .map(|k| format!("{} {v}", k.replace('-', " ")))
+                })
+                .collect();
+            if !counts.is_empty() {
+                out.push(format!("  conformance specs: {}", counts.join(", ")));
+            }
         }
         out
     }

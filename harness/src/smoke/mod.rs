@@ -317,7 +317,75 @@ impl Smoke {
             self.record("service-clusterip", t, outcome);
         }
 
-        // 5. Pods land in the namespace they were created for, and nowhere else.
+        // 5. Cluster DNS, where a DNS addon runs.
+        let t = Instant::now();
+        let svcs: Api<Service> = Api::namespaced(self.client.clone(), "kube-system");
+        match svcs.get_opt("kube-dns").await {
+            Ok(Some(_)) => {
+                let from = &nodes[0];
+                let o = match self
+                    .shell_pod(
+                        &pods,
+                        "dns",
+                        from,
+                        "nslookup kubernetes.default.svc.cluster.local",
+                    )
+                    .await
+                {
+                    Ok(()) => StepOutcome::Passed,
+                    Err(e) => failure(format!(
+                        "kubernetes.default did not resolve from a pod on {from}: {e}"
+                    )),
+                };
+                self.record("dns-kubernetes-default", t, o);
+            }
+            Ok(None) => self.skip(
+                "dns-kubernetes-default",
+                "skipped: no DNS addon is installed (no kube-dns Service in kube-system)".into(),
+            ),
+            Err(e) => {
+                self.record(
+                    "dns-kubernetes-default",
+                    t,
+                    failure(format!("failed to look up the kube-dns Service: {e}")),
+                );
+            }
+        }
+
+        // 6. Data on a volume survives its pod being deleted and re-created on the same node.
+        let t = Instant::now();
+        let node = &nodes[nodes.len() - 1];
+        let stamp = format!("{}-{}", self.run_id, t.elapsed().as_nanos());
+        let o = match self.volume_survives(&pods, node, &stamp).await {
+            Ok(()) => StepOutcome::Passed,
+            Err(e) => failure(e),
+        };
+        self.record("volume-survives-pod-recreate", t, o);
+
+        // 7. A ServiceAccount token works against the API; 8. RBAC denies what it should.
+        let api = "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT";
+        let curl = "curl -sS -o /dev/null -w '%{http_code}' --cacert /var/run/secrets/kubernetes.io/serviceaccount/ca.crt \
+                    -H \"Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)\"";
+        let t = Instant::now();
+        let script = format!("code=$({curl} {api}/api); echo \"HTTP $code\"; [ \"$code\" = 200 ]");
+        let o = match self.shell_pod(&pods, "sa-token", &nodes[0], &script).await {
+            Ok(()) => StepOutcome::Passed,
+            Err(e) => failure(format!(
+                "the default ServiceAccount token did not authenticate GET /api: {e}"
+            )),
+        };
+        self.record("serviceaccount-token", t, o);
+        let t = Instant::now();
+        let script = format!("code=$({curl} {api}/api/v1/namespaces/kube-system/secrets); echo \"HTTP $code\"; [ \"$code\" = 403 ]");
+        let o = match self.shell_pod(&pods, "rbac-deny", &nodes[0], &script).await {
+            Ok(()) => StepOutcome::Passed,
+            Err(e) => failure(format!(
+                "listing kube-system secrets as the default ServiceAccount was not forbidden: {e}"
+            )),
+        };
+        self.record("rbac-denies-secrets", t, o);
+
+        // 9. Pods land in the namespace they were created for, and nowhere else.
         let t = Instant::now();
         let sel = ListParams::default().labels(&format!("{LABEL_SMOKE}={}", self.run_id));
         let outcome = match (
@@ -356,6 +424,106 @@ impl Smoke {
         };
         self.record("pods-in-their-namespace", t, outcome);
         self.failed()
+    }
+
+    /// A run-to-completion pod on `node` running `script` in `sh -c`; Ok when it succeeded,
+    /// otherwise its phase and logs.
+    async fn shell_pod(
+        &self,
+        pods: &Api<Pod>,
+        name: &str,
+        node: &str,
+        script: &str,
+    ) -> Result<(), String> {
+        self.shell_pod_with(pods, name, node, script, None).await
+    }
+
+    async fn shell_pod_with(
+        &self,
+        pods: &Api<Pod>,
+        name: &str,
+        node: &str,
+        script: &str,
+        host_dir: Option<&str>,
+    ) -> Result<(), String> {
+        let mut p = pod(
+            name,
+            &self.namespace,
+            node,
+            &self.run_id,
+            "smoke-client",
+            &[],
+            "Never",
+        );
+        if let Some(spec) = p.spec.as_mut() {
+            spec.containers[0].command = Some(vec!["sh".into(), "-c".into(), script.into()]);
+            if let Some(dir) = host_dir {
+                let v: k8s_openapi::api::core::v1::Volume =
+                    serde_json::from_value(serde_json::json!({
+                        "name": "data", "hostPath": { "path": dir, "type": "DirectoryOrCreate" }
+                    }))
+                    .expect("static volume shape");
+                spec.volumes = Some(vec![v]);
+                spec.containers[0].volume_mounts =
+                    Some(vec![serde_json::from_value(serde_json::json!({
+                        "name": "data", "mountPath": "/data"
+                    }))
+                    .expect("static mount shape")]);
+            }
+        }
+        pods.create(&PostParams::default(), &p)
+            .await
+            .map_err(|e| format!("failed to create {name}: {e}"))?;
+        let got = wait_for(pods.clone(), name, finished, POD_WAIT, &self.cancel).await?;
+        let phase = got
+            .as_ref()
+            .and_then(|p| p.status.as_ref())
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        let logs = pods
+            .logs(name, &LogParams::default())
+            .await
+            .unwrap_or_default();
+        if phase == "Succeeded" {
+            Ok(())
+        } else {
+            Err(format!("{name} {phase}: {}", logs.trim()))
+        }
+    }
+
+    /// Writes a stamp through a hostPath volume, deletes the pod, and reads it back from a
+    /// new pod on the same node.
+    async fn volume_survives(
+        &self,
+        pods: &Api<Pod>,
+        node: &str,
+        stamp: &str,
+    ) -> Result<(), String> {
+        let dir = format!("/var/lib/shakedown-smoke/{}", self.namespace);
+        self.shell_pod_with(
+            pods,
+            "vol-writer",
+            node,
+            &format!("echo {stamp} > /data/stamp"),
+            Some(&dir),
+        )
+        .await?;
+        pods.delete("vol-writer", &DeleteParams::default())
+            .await
+            .map_err(|e| format!("failed to delete vol-writer: {e}"))?;
+        let gone = |p: Option<&Pod>| p.is_none();
+        wait_for(pods.clone(), "vol-writer", gone, POD_WAIT, &self.cancel).await?;
+        self.shell_pod_with(
+            pods,
+            "vol-reader",
+            node,
+            &format!("grep -qx {stamp} /data/stamp"),
+            Some(&dir),
+        )
+        .await
+        .map_err(|e| {
+            format!("the data written before the pod was deleted was not there afterwards: {e}")
+        })
     }
 
     /// A run-to-completion pod on `node` that connects to `target`; Ok when it succeeded.

@@ -1,0 +1,123 @@
+//! `shakedown bench bring-up`: how long a 1 control plane + 1 worker cluster takes to come
+//! up here with cached images, against the 90 s target. A benchmark that prints figures
+//! and ratios, never a timed test.
+
+use crate::actions::{RunContext, RunSettings};
+use crate::cli::{load_scenario, CliError};
+use crate::engine::event::StepOutcome;
+use crate::engine::{self, RunOptions, Stop};
+use crate::exit::ExitKind;
+use crate::{matrix, paths, plan, reporter};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const TARGET: Duration = Duration::from_secs(90);
+
+/// Steps that make a cluster "up": nodes, init, join, CNI until all Ready.
+const UP: &[&str] = &["cluster-up", "kubeadm-init", "kubeadm-join", "cni"];
+const KEEP: &[&str] = &[
+    "host-setup",
+    "image-build",
+    "cluster-up",
+    "kubeadm-init",
+    "kubeadm-join",
+    "cni",
+    "cluster-down",
+];
+
+pub async fn bring_up(root: &Path, scenario_name: &str, runs: u32) -> Result<ExitKind, CliError> {
+    let (s, catalog) = load_scenario(root, scenario_name)?;
+    let jobs: Vec<_> = matrix::expand(&s)
+        .into_iter()
+        .filter(|j| j.cni == "bridge" && j.topology.control_planes == 1 && j.topology.workers == 1)
+        .take(1)
+        .collect();
+    if jobs.is_empty() {
+        return Err(CliError::Usage(format!(
+            "scenario {scenario_name} has no 1+1 bridge job to time"
+        )));
+    }
+    let mut p = plan::build(&s, jobs);
+    for j in &mut p.jobs {
+        j.steps.retain(|st| KEEP.contains(&st.action.as_str()));
+    }
+    let s = Arc::new(s);
+    let catalog = Arc::new(catalog);
+    let mut totals = Vec::new();
+    for i in 1..=runs.max(1) {
+        let run_id = paths::new_run_id();
+        let artifacts = std::env::temp_dir().join(format!("shakedown-bench-{run_id}"));
+        let cx = RunContext {
+            settings: RunSettings {
+                run_id,
+                root: root.to_path_buf(),
+                artifacts: artifacts.clone(),
+                cache_dir: paths::cache_dir(),
+                ..Default::default()
+            },
+            scenario: s.clone(),
+            catalog: catalog.clone(),
+        };
+        let reporters: Vec<Box<dyn reporter::Reporter>> =
+            vec![Box::new(reporter::progress::BuildLog::new(&artifacts))];
+        let summary = engine::run(
+            &p,
+            cx,
+            RunOptions {
+                dry_run: false,
+                parallel: 1,
+            },
+            Stop::default(),
+            reporters,
+        )
+        .await;
+        let steps = &summary.jobs[0].steps;
+        if let Some(f) = steps
+            .iter()
+            .find(|st| matches!(st.outcome, StepOutcome::Failed { .. }))
+        {
+            eprintln!(
+                "run {i}: step {} failed; see {}",
+                f.step,
+                artifacts.display()
+            );
+            return Ok(summary.exit);
+        }
+        let plan_steps = &p.jobs[0].steps;
+        let up: Duration = steps
+            .iter()
+            .zip(plan_steps)
+            .filter(|(_, ps)| UP.contains(&ps.action.as_str()))
+            .map(|(st, _)| st.duration)
+            .sum();
+        let parts: Vec<String> = steps
+            .iter()
+            .zip(plan_steps)
+            .filter(|(_, ps)| UP.contains(&ps.action.as_str()))
+            .map(|(st, _)| format!("{} {:.1}s", st.step, st.duration.as_secs_f64()))
+            .collect();
+        println!(
+            "run {i}: cluster up in {:.1}s ({})",
+            up.as_secs_f64(),
+            parts.join(", ")
+        );
+        totals.push(up);
+        let _ = std::fs::remove_dir_all(&artifacts);
+    }
+    totals.sort();
+    let median = totals[totals.len() / 2];
+    println!(
+        "bring-up median {:.1}s over {} run(s); target {}s; ratio {:.2} ({})",
+        median.as_secs_f64(),
+        totals.len(),
+        TARGET.as_secs(),
+        median.as_secs_f64() / TARGET.as_secs_f64(),
+        if median <= TARGET {
+            "within target"
+        } else {
+            "over target"
+        }
+    );
+    Ok(ExitKind::Passed)
+}
