@@ -5,12 +5,14 @@
 //! deadlines and emits events ([`engine`]), and reporters consume the events ([`reporter`]).
 
 pub mod actions;
+pub mod ci;
 pub mod cli;
 pub mod cni;
 pub mod config;
 pub mod conformance;
 pub mod engine;
 pub mod exit;
+pub mod history;
 pub mod images;
 pub mod kube;
 pub mod kubeadm;
