@@ -2,10 +2,12 @@
 //! [`ExitKind`]; see README.md for the table.
 
 use crate::actions::{RunContext, RunSettings};
+use crate::ci;
 use crate::cni::Catalog;
 use crate::config::ConfigErrors;
 use crate::engine::{self, process, RunOptions, Stop};
 use crate::exit::ExitKind;
+use crate::history::{self, notify::Notifier, History, HistoryError, Trigger};
 use crate::reporter::{self, Reporter};
 use crate::scenario::{self, LoadedScenario};
 use crate::{matrix, paths, plan};
@@ -43,7 +45,17 @@ pub enum Command {
         cni: Option<String>,
     },
     /// Run a scenario: bring up clusters for every matrix job, test them, write artifacts.
+    /// `scenario new` creates a scenario for a new release branch.
     Scenario(ScenarioArgs),
+    /// CI jobs generated from scenarios/.
+    Ci {
+        #[command(subcommand)]
+        command: CiCommand,
+    },
+    /// Pass/fail streaks, the slowest steps and flaky steps from the run history.
+    History(HistoryArgs),
+    /// Go/no-go for a release branch's whole matrix, from the run history (exit 1 on no-go).
+    Signoff(SignoffArgs),
     /// Prepare this machine (Debian packages, dockerd).
     Host {
         #[command(subcommand)]
@@ -104,10 +116,78 @@ pub enum HostCommand {
     Setup,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum CiCommand {
+    /// Write ci/ from scenarios/: a Prow periodic postsubmit and a non-blocking presubmit per
+    /// scenario (with TestGrid annotations), and GitHub Actions workflows.
+    Generate(CiGenerateArgs),
+}
+
 #[derive(Debug, clap::Args)]
+pub struct CiGenerateArgs {
+    /// Write nothing: exit 1 naming every file in ci/ that differs from what generation
+    /// writes (hand-edited, stale, missing or no longer generated).
+    #[arg(long)]
+    pub check: bool,
+    /// org/repo of this project: what the jobs check out and the presubmits belong to.
+    #[arg(long, env = "SHAKEDOWN_CI_REPO", default_value = ci::DEFAULT_REPO, value_parser = ci::parse_repo)]
+    pub repo: String,
+    /// Container image the jobs run in (Debian with Rust; host-setup installs the rest).
+    #[arg(long, env = "SHAKEDOWN_CI_IMAGE", default_value = ci::DEFAULT_IMAGE)]
+    pub image: String,
+    /// Folder to write (default: ci/ under the repository root).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// A job (release-1.20/docker/bridge) or the start of one up to a `/` (release-1.20);
+    /// default every job.
+    pub job: Option<String>,
+    /// Run history file (default: history.sqlite beside $ARTIFACTS, else
+    /// artifacts/history.sqlite).
+    #[arg(long, env = "SHAKEDOWN_HISTORY")]
+    pub history: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SignoffArgs {
+    /// The release branch (scenario) to sign off, e.g. release-1.20.
+    pub branch: String,
+    /// Every job must have run within this many hours.
+    #[arg(long, default_value_t = 24)]
+    pub hours: u64,
+    /// The version to sign off (default: the scenario's version or marker).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Run history file (default: history.sqlite beside $ARTIFACTS, else
+    /// artifacts/history.sqlite).
+    #[arg(long, env = "SHAKEDOWN_HISTORY")]
+    pub history: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScenarioCommand {
+    /// Create scenarios/<branch>.yaml from an existing scenario, adjusted to the new branch's
+    /// Kubernetes release (see README.md); then `shakedown ci generate` adds its jobs.
+    New {
+        /// The new branch, release-<major>.<minor> (or master).
+        branch: String,
+        /// The scenario to start from, e.g. release-1.20.
+        #[arg(long)]
+        from: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ScenarioArgs {
+    #[command(subcommand)]
+    pub command: Option<ScenarioCommand>,
     /// Scenario name (a file in scenarios/) or path to a scenario file.
-    pub scenario: String,
+    #[arg(required = true)]
+    pub scenario: Option<String>,
     /// Only run jobs on this provider.
     #[arg(long)]
     pub provider: Option<String>,
@@ -142,6 +222,14 @@ pub struct ScenarioArgs {
     /// Override the scenario's conformance mode (certified, non-disruptive, conformance-lite).
     #[arg(long, value_enum)]
     pub conformance_mode: Option<ConformanceModeArg>,
+    /// Run history file to record the run in (default: history.sqlite beside the artifacts
+    /// folder).
+    #[arg(long, env = "SHAKEDOWN_HISTORY")]
+    pub history: Option<PathBuf>,
+    /// What started the run. Periodic and manual runs count for streaks, notifications and
+    /// sign-off; presubmit runs are recorded but do not.
+    #[arg(long, value_enum, default_value_t = Trigger::Manual)]
+    pub trigger: Trigger,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -237,7 +325,16 @@ pub async fn run(cli: Cli) -> ExitKind {
             provider,
             cni,
         } => show_plan(&root, &scenario, provider.as_deref(), cni.as_deref()),
+        Command::Scenario(ScenarioArgs {
+            command: Some(ScenarioCommand::New { branch, from }),
+            ..
+        }) => new_scenario(&root, &branch, &from),
         Command::Scenario(args) => run_scenario(&root, args).await,
+        Command::Ci {
+            command: CiCommand::Generate(args),
+        } => ci_generate(&root, args),
+        Command::History(args) => show_history(args),
+        Command::Signoff(args) => signoff(&root, args),
         Command::Host {
             command: HostCommand::Setup,
         } => host_setup(&root).await,
@@ -436,8 +533,11 @@ fn show_plan(
 }
 
 async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKind, CliError> {
-    let (mut s, catalog, mut p) =
-        planned(root, &a.scenario, a.provider.as_deref(), a.cni.as_deref())?;
+    let name = a
+        .scenario
+        .clone()
+        .ok_or_else(|| CliError::Usage("a scenario name is required".into()))?;
+    let (mut s, catalog, mut p) = planned(root, &name, a.provider.as_deref(), a.cni.as_deref())?;
     if let Some(m) = a.conformance_mode {
         s.scenario.conformance.mode = Some(m.into());
     }
@@ -461,6 +561,22 @@ async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKind, CliError
         source: Box::new(e),
     })?;
 
+    let history_file = a
+        .history
+        .clone()
+        .unwrap_or_else(|| paths::default_history(Some(&artifacts)));
+    let mut recorder = reporter::history::HistoryRecorder::new(history_file.clone(), a.trigger);
+    if let Some(spec) = &s.scenario.ci.notify {
+        let env = |k: &str| std::env::var(k).ok();
+        let n = Notifier::from_spec(
+            spec,
+            artifacts.join("notifications"),
+            history::notify::run_url_from_env(env),
+            env,
+        );
+        recorder = recorder.with_notifier(n, artifacts.clone());
+    }
+
     let stop = Stop::default();
     let signals = spawn_signal_handler(stop.clone());
     let reporters: Vec<Box<dyn Reporter>> = vec![
@@ -469,6 +585,7 @@ async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKind, CliError
         Box::new(reporter::junit::Junit::new(&artifacts)),
         Box::new(reporter::testgrid::Testgrid::new(&artifacts)),
         Box::new(reporter::json::JsonSummary::new(&artifacts)),
+        Box::new(recorder),
     ];
     let cx = RunContext {
         settings: RunSettings {
@@ -510,7 +627,188 @@ async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKind, CliError
         println!("{d}");
     }
     println!("artifacts: {}", artifacts.display());
+    println!(
+        "history: {} ({} run)",
+        history_file.display(),
+        if summary.dry_run {
+            "recorded as a dry"
+        } else {
+            a.trigger.as_str()
+        }
+    );
     Ok(summary.exit)
+}
+
+fn shown(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root).unwrap_or(p).display().to_string()
+}
+
+fn new_scenario(root: &Path, branch: &str, from: &str) -> Result<ExitKind, CliError> {
+    let (src, catalog) = load_scenario(root, from)?;
+    let target = root.join("scenarios").join(format!("{branch}.yaml"));
+    let derived = scenario::new::derive(&src, branch, &catalog)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if target.exists() {
+        return Err(CliError::Usage(format!(
+            "{} already exists; edit it, or remove it first",
+            target.display()
+        )));
+    }
+    let cmd = format!("shakedown scenario new {branch} --from {from}");
+    let text = scenario::new::render(&derived, &cmd, &shown(root, &src.path)).map_err(|e| {
+        CliError::Infra {
+            what: format!("encode the new scenario {}", target.display()),
+            source: Box::new(e),
+        }
+    })?;
+    // The new file must validate before it exists.
+    scenario::load_str(&target, &text, &catalog, scenario::today())?;
+    std::fs::write(&target, &text).map_err(|e| CliError::Infra {
+        what: format!("write {}", target.display()),
+        source: Box::new(e),
+    })?;
+    println!("created {}", shown(root, &target));
+    for n in &derived.notes {
+        println!("  {n}");
+    }
+    println!("next: review it, then run `shakedown ci generate` to add its CI jobs");
+    Ok(ExitKind::Passed)
+}
+
+/// Every scenario in scenarios/, validated; all problems at once.
+fn load_all(root: &Path) -> Result<Vec<LoadedScenario>, CliError> {
+    let catalog = load_catalog(root)?;
+    let dir = root.join("scenarios");
+    let files = scenario::files_in(&dir).map_err(|e| CliError::Infra {
+        what: format!("read {}", dir.display()),
+        source: Box::new(e),
+    })?;
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for f in files {
+        match scenario::load(&f, &catalog, scenario::today()) {
+            Ok(s) => out.push(s),
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigErrors(errors).into())
+    }
+}
+
+fn ci_generate(root: &Path, a: CiGenerateArgs) -> Result<ExitKind, CliError> {
+    let scenarios = load_all(root)?;
+    let settings = ci::Settings {
+        repo: a.repo,
+        image: a.image,
+    };
+    let out = a.out.unwrap_or_else(|| root.join("ci"));
+    let infra = |what: &str, e: ci::CiError| CliError::Infra {
+        what: what.to_string(),
+        source: Box::new(e),
+    };
+    let files =
+        ci::generate(&scenarios, root, &settings).map_err(|e| infra("generate the CI jobs", e))?;
+    if a.check {
+        let findings = ci::check(&out, &files).map_err(|e| infra("check the CI jobs", e))?;
+        if findings.is_empty() {
+            println!(
+                "{} is up to date ({} generated files)",
+                shown(root, &out),
+                files.len()
+            );
+            return Ok(ExitKind::Passed);
+        }
+        for f in &findings {
+            let line = f.to_string();
+            let root_s = format!("{}/", root.display());
+            eprintln!("{}", line.strip_prefix(&root_s).unwrap_or(&line));
+        }
+        eprintln!(
+            "{} file(s) differ from what `{}` writes: change the scenarios, not ci/, and run it",
+            findings.len(),
+            settings.command()
+        );
+        return Ok(ExitKind::TestFailure);
+    }
+    let changes = ci::write(&out, &files).map_err(|e| infra("write the CI jobs", e))?;
+    for c in changes {
+        match c {
+            ci::Change::Written(p) => println!("wrote {}", shown(root, &p)),
+            ci::Change::Unchanged(p) => println!("unchanged {}", shown(root, &p)),
+            ci::Change::Removed(p) => {
+                println!("removed {} (no scenario generates it)", shown(root, &p))
+            }
+            ci::Change::Foreign(p) => eprintln!(
+                "warning: {} is not generated and has no generated header; left alone \
+                 (`--check` reports it)",
+                shown(root, &p)
+            ),
+        }
+    }
+    Ok(ExitKind::Passed)
+}
+
+fn history_error(e: HistoryError) -> CliError {
+    match e {
+        HistoryError::Missing { .. } => CliError::Usage(e.to_string()),
+        e => CliError::Infra {
+            what: "read the run history".into(),
+            source: Box::new(e),
+        },
+    }
+}
+
+fn history_path(explicit: Option<PathBuf>) -> PathBuf {
+    explicit.unwrap_or_else(|| {
+        paths::default_history(std::env::var_os("ARTIFACTS").map(PathBuf::from).as_deref())
+    })
+}
+
+fn show_history(a: HistoryArgs) -> Result<ExitKind, CliError> {
+    let h = History::open_existing(&history_path(a.history)).map_err(history_error)?;
+    if let Some(job) = &a.job {
+        let known = h.job_names().map_err(history_error)?;
+        if !known.iter().any(|j| history::selects(Some(job), j)) {
+            return Err(CliError::Usage(format!(
+                "no recorded runs of {job:?} in {}; recorded jobs: {}",
+                h.path().display(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+    }
+    print!(
+        "{}",
+        history::report(&h, a.job.as_deref()).map_err(history_error)?
+    );
+    Ok(ExitKind::Passed)
+}
+
+fn signoff(root: &Path, a: SignoffArgs) -> Result<ExitKind, CliError> {
+    let (s, _) = load_scenario(root, &a.branch)?;
+    let h = History::open_existing(&history_path(a.history)).map_err(history_error)?;
+    let result = history::signoff::signoff(
+        &h,
+        &s,
+        &history::signoff::Options {
+            version: a.version,
+            within: Duration::from_secs(a.hours * 3600),
+            now: std::time::SystemTime::now(),
+        },
+    )
+    .map_err(history_error)?;
+    print!("{}", result.render());
+    Ok(if result.go() {
+        ExitKind::Passed
+    } else {
+        ExitKind::TestFailure
+    })
 }
 
 /// First SIGINT/SIGTERM: stop, clean up. Second: abort cleanup too.

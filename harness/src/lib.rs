@@ -6,12 +6,14 @@
 
 pub mod actions;
 pub mod bench;
+pub mod ci;
 pub mod cli;
 pub mod cni;
 pub mod config;
 pub mod conformance;
 pub mod engine;
 pub mod exit;
+pub mod history;
 pub mod images;
 pub mod kube;
 pub mod kubeadm;

@@ -47,3 +47,12 @@ pub fn new_run_id() -> String {
     let salt = (now.unix_timestamp_nanos() as u64 ^ (std::process::id() as u64) << 16) & 0xffff;
     format!("{stamp}-{salt:04x}")
 }
+
+/// The run history beside the artifacts folders: the parent of one run's artifacts (or of
+/// `$ARTIFACTS`), else `artifacts/history.sqlite`.
+pub fn default_history(artifacts: Option<&Path>) -> PathBuf {
+    match artifacts.and_then(Path::parent) {
+        Some(p) if !p.as_os_str().is_empty() => p.join(crate::history::FILE_NAME),
+        _ => Path::new("artifacts").join(crate::history::FILE_NAME),
+    }
+}

@@ -1,6 +1,7 @@
 //! Reporters consume the engine's event stream independently: a failing reporter is
 //! recorded, never stops the others, and never stops the run.
 
+pub mod history;
 pub mod json;
 pub mod junit;
 pub mod progress;
@@ -20,6 +21,8 @@ pub enum ReportError {
     },
     #[error("failed to encode {what}: {message}")]
     Encode { what: &'static str, message: String },
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryError),
 }
 
 pub trait Reporter: Send {

@@ -1,6 +1,7 @@
 //! Release-branch scenarios: loading and validation.
 
 mod model;
+pub mod new;
 
 pub use model::*;
 
@@ -384,16 +385,133 @@ fn validate(
         }
     }
 
-    // CI.
-    if let Some(p) = &s.ci.periodic {
-        if let Err(e) = humantime::parse_duration(&p.interval) {
-            err(
+    validate_ci(s, &mut err);
+    (version, errs)
+}
+
+/// The `ci` block: everything `shakedown ci generate` and the notifier rely on.
+fn validate_ci(s: &Scenario, err: &mut impl FnMut(&str, String)) {
+    let ci = &s.ci;
+    if let Some(p) = &ci.periodic {
+        match humantime::parse_duration(&p.interval) {
+            Err(e) => err(
                 "ci.periodic.interval",
                 format!("{:?} is not a duration: {e}", p.interval),
+            ),
+            Ok(d) => {
+                if let Err(e) = crate::ci::github::cron(d, &s.branch) {
+                    err("ci.periodic.interval", e);
+                }
+            }
+        }
+    }
+    if let Some(re) = ci
+        .presubmit
+        .as_ref()
+        .and_then(|p| p.run_if_changed.as_ref())
+    {
+        if let Err(e) = regex::Regex::new(re) {
+            err(
+                "ci.presubmit.run_if_changed",
+                format!("{re:?} is not a regular expression: {e}"),
             );
         }
     }
-    (version, errs)
+    if (ci.periodic.is_some() || ci.presubmit.is_some()) && ci.testgrid.is_none() {
+        err(
+            "ci",
+            "ci.testgrid is required with ci.periodic or ci.presubmit: every job needs a \
+             dashboard, an alert address and an owner"
+                .into(),
+        );
+    }
+    if let Some(t) = &ci.testgrid {
+        if t.dashboards.is_empty() {
+            err(
+                "ci.testgrid.dashboards",
+                "at least one dashboard is required".into(),
+            );
+        }
+        for (i, d) in t.dashboards.iter().enumerate() {
+            if d.trim().is_empty() || d.contains([',', ' ']) {
+                err(
+                    &format!("ci.testgrid.dashboards[{i}]"),
+                    format!("{d:?} is not a dashboard name (no spaces or commas)"),
+                );
+            }
+        }
+        let email = t.alert_email.split_once('@');
+        if !email.is_some_and(|(u, h)| !u.is_empty() && h.contains('.'))
+            || t.alert_email.contains([' ', ','])
+        {
+            err(
+                "ci.testgrid.alert_email",
+                format!("{:?} is not one email address", t.alert_email),
+            );
+        }
+        for (field, v) in [
+            ("num_failures_to_alert", Some(t.num_failures_to_alert)),
+            (
+                "alert_stale_results_hours",
+                Some(t.alert_stale_results_hours),
+            ),
+            ("num_columns_recent", t.num_columns_recent),
+        ] {
+            if v == Some(0) {
+                err(&format!("ci.testgrid.{field}"), "must be at least 1".into());
+            }
+        }
+        let owner_ok = ["sig-", "wg-"].iter().any(|p| {
+            t.owner.strip_prefix(p).is_some_and(|rest| {
+                !rest.is_empty()
+                    && rest
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            })
+        });
+        if !owner_ok {
+            err(
+                "ci.testgrid.owner",
+                format!(
+                    "{:?} is not a SIG or working group such as sig-cluster-lifecycle \
+                     (job descriptions read \"OWNER: sig-...\")",
+                    t.owner
+                ),
+            );
+        }
+    }
+    if let Some(n) = &ci.notify {
+        if n.failure_streak == 0 {
+            err(
+                "ci.notify.failure_streak",
+                "must be at least 1 (the failed runs in a row that trigger a notification)".into(),
+            );
+        }
+        if n.webhook.is_some() && n.webhook_env.is_some() {
+            err(
+                "ci.notify.webhook_env",
+                "set either `webhook` or `webhook_env`, not both".into(),
+            );
+        }
+        if let Some(url) = &n.webhook {
+            if let Err(e) = crate::history::notify::check_url(url) {
+                err("ci.notify.webhook", e);
+            }
+        }
+        if let Some(var) = &n.webhook_env {
+            let mut chars = var.chars();
+            let ok = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                err(
+                    "ci.notify.webhook_env",
+                    format!("{var:?} is not an environment variable name"),
+                );
+            }
+        }
+    }
 }
 
 fn is_ipv4_cidr(s: &str) -> bool {

@@ -13,7 +13,7 @@ use std::time::Duration;
 pub struct Scenario {
     /// Release branch this scenario tests, e.g. `release-1.20`; also the scenario's name.
     pub branch: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     /// Where the Kubernetes under test comes from.
     pub kubernetes: KubernetesSpec,
@@ -30,10 +30,14 @@ pub struct Scenario {
     /// Ordered steps every matrix job runs.
     pub steps: Vec<StepSpec>,
     /// Deadline for the whole run; `always` steps still run after it passes.
-    #[serde(default, with = "humantime_serde::option")]
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub run_deadline: Option<Duration>,
     /// The CI jobs this scenario feeds.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "CiSpec::is_empty")]
     pub ci: CiSpec,
 }
 
@@ -42,17 +46,17 @@ pub struct Scenario {
 #[serde(deny_unknown_fields)]
 pub struct KubernetesSpec {
     /// A fixed version, e.g. `v1.20.2`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// A release marker, e.g. `stable-1.20` or `latest`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub marker: Option<String>,
     pub source: SourceKind,
     /// For `source: binaries`: the folder holding kubeadm, kubelet, kubectl, ...
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binaries: Option<PathBuf>,
     /// For `source: debian-source`: the Debian source package version to build.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debian_version: Option<String>,
 }
 
@@ -98,7 +102,7 @@ impl std::fmt::Display for ProviderKind {
 #[serde(deny_unknown_fields)]
 pub struct TopologySpec {
     /// Appended to the job name when set; leave unset for the single default shape.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub control_planes: i64,
     pub workers: i64,
@@ -108,10 +112,10 @@ pub struct TopologySpec {
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
     /// kubeadm config API group version; derived from the Kubernetes version when unset.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeadm_api: Option<String>,
     /// Taint kubeadm puts on control-plane nodes; derived from the version when unset.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_plane_taint: Option<String>,
     #[serde(default = "yes")]
     pub rbac: bool,
@@ -123,6 +127,9 @@ pub struct ClusterSpec {
 
 fn yes() -> bool {
     true
+}
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 fn default_pod_subnet() -> String {
     "10.244.0.0/16".into()
@@ -166,20 +173,24 @@ pub enum ConformanceMode {
 #[serde(deny_unknown_fields)]
 pub struct ConformanceSpec {
     pub tier: Tier,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<ConformanceMode>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub focus: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flake_attempts: Option<u32>,
-    #[serde(default, with = "humantime_serde::option")]
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub spec_deadline: Option<Duration>,
     /// A disabled tier must say why and until when.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<Disabled>,
 }
 
@@ -200,32 +211,55 @@ pub struct StepSpec {
     /// Hard deadline; the step's process groups get SIGTERM, then SIGKILL after `grace`.
     #[serde(with = "humantime_serde")]
     pub deadline: Duration,
-    #[serde(default, with = "humantime_serde::option")]
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub grace: Option<Duration>,
     /// Report the step as slow every this often while it runs.
-    #[serde(default, with = "humantime_serde::option")]
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub slow_after: Option<Duration>,
     /// Runs even after an earlier failure or an interruption (log export, teardown).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub always: bool,
     /// A failure is reported but neither skips later steps nor fails the run.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub non_blocking: bool,
     /// For `action: exec`: the command and its arguments; a relative program path is
     /// resolved against the repository root.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CiSpec {
-    #[serde(default)]
+    /// A periodic postsubmit job that runs the scenario against its branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub periodic: Option<PeriodicSpec>,
-    #[serde(default)]
+    /// A non-blocking presubmit job that always reports a status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presubmit: Option<PresubmitSpec>,
-    #[serde(default)]
+    /// TestGrid dashboards and alerting for both jobs; required when either job is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub testgrid: Option<TestgridSpec>,
+    /// Who hears about a red postsubmit, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifySpec>,
+}
+
+impl CiSpec {
+    pub fn is_empty(&self) -> bool {
+        self.periodic.is_none()
+            && self.presubmit.is_none()
+            && self.testgrid.is_none()
+            && self.notify.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -239,7 +273,7 @@ pub struct PeriodicSpec {
 #[serde(deny_unknown_fields)]
 pub struct PresubmitSpec {
     /// Only run when files matching this regex change; unset runs on every change.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_if_changed: Option<String>,
 }
 
@@ -250,6 +284,26 @@ pub struct TestgridSpec {
     pub alert_email: String,
     pub num_failures_to_alert: u32,
     pub alert_stale_results_hours: u32,
+    /// Columns TestGrid summarises a tab's recent state from; presubmits always get at
+    /// least 20. Default 10 for the periodic job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_columns_recent: Option<u32>,
     /// Owning SIG, e.g. `sig-cluster-lifecycle`.
     pub owner: String,
+}
+
+/// Notification when a postsubmit job keeps failing, and again when it recovers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySpec {
+    /// Consecutive failed runs of one job that trigger one notification for the streak.
+    pub failure_streak: u32,
+    /// Webhook that receives a JSON POST (Slack incoming-webhook compatible: a `text` field).
+    /// Webhook URLs are secrets: prefer `webhook_env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// Environment variable holding the webhook URL; default `SHAKEDOWN_NOTIFY_WEBHOOK`.
+    /// Used when `webhook` is unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_env: Option<String>,
 }
