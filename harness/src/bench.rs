@@ -44,7 +44,8 @@ pub async fn bring_up(root: &Path, scenario_name: &str, runs: u32) -> Result<Exi
     }
     let s = Arc::new(s);
     let catalog = Arc::new(catalog);
-    let mut totals = Vec::new();
+    let mut totals: Vec<Duration> = Vec::new();
+    let mut nodes_totals: Vec<Duration> = Vec::new();
     for i in 1..=runs.max(1) {
         let run_id = paths::new_run_id();
         let artifacts = std::env::temp_dir().join(format!("shakedown-bench-{run_id}"));
@@ -97,27 +98,51 @@ pub async fn bring_up(root: &Path, scenario_name: &str, runs: u32) -> Result<Exi
             .filter(|(_, ps)| UP.contains(&ps.action.as_str()))
             .map(|(st, _)| format!("{} {:.1}s", st.step, st.duration.as_secs_f64()))
             .collect();
+        // Until the nodes were Ready: everything before cni, plus cni's own figure.
+        let cni_step = steps
+            .iter()
+            .zip(plan_steps)
+            .find(|(_, ps)| ps.action == "cni")
+            .map(|(st, _)| st);
+        let cni_total = cni_step.map(|st| st.duration).unwrap_or_default();
+        let nodes_ready_in_cni = cni_step
+            .and_then(|st| {
+                st.properties
+                    .iter()
+                    .find(|(k, _)| k == "cni.nodes-ready-seconds")
+            })
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+            .map(Duration::from_secs_f64)
+            .unwrap_or(cni_total);
+        let nodes_up = up - cni_total + nodes_ready_in_cni;
         println!(
-            "run {i}: cluster up in {:.1}s ({})",
+            "run {i}: nodes Ready after {:.1}s; every kube-system pod Ready after {:.1}s ({})",
+            nodes_up.as_secs_f64(),
             up.as_secs_f64(),
             parts.join(", ")
         );
+        nodes_totals.push(nodes_up);
         totals.push(up);
         let _ = std::fs::remove_dir_all(&artifacts);
     }
-    totals.sort();
-    let median = totals[totals.len() / 2];
-    println!(
-        "bring-up median {:.1}s over {} run(s); target {}s; ratio {:.2} ({})",
-        median.as_secs_f64(),
-        totals.len(),
-        TARGET.as_secs(),
-        median.as_secs_f64() / TARGET.as_secs_f64(),
-        if median <= TARGET {
-            "within target"
-        } else {
-            "over target"
-        }
-    );
+    for (what, mut v) in [
+        ("nodes Ready", nodes_totals),
+        ("nodes and kube-system pods Ready", totals),
+    ] {
+        v.sort();
+        let median = v[v.len() / 2];
+        println!(
+            "{what}: median {:.1}s over {} run(s); target {}s; ratio {:.2} ({})",
+            median.as_secs_f64(),
+            v.len(),
+            TARGET.as_secs(),
+            median.as_secs_f64() / TARGET.as_secs_f64(),
+            if median <= TARGET {
+                "within target"
+            } else {
+                "over target"
+            }
+        );
+    }
     Ok(ExitKind::Passed)
 }

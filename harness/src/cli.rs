@@ -915,7 +915,7 @@ async fn image_build(
         })
     };
     let note = |s: String| {
-        bar.println(format!("{s}"));
+        bar.println(&s);
         bar.set_message(s);
     };
     let result = images::build(&req, &runner, &note).await;

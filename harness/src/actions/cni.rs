@@ -191,8 +191,35 @@ impl Action for Cni {
         }
 
         cx.note("condition 3/3: every node and kube-system pod Ready");
-        if let Err(last) = poll(&cx.cancel, POLL, || all_ready(&nodes, &pods)).await {
-            let d = diagnose_nodes(c, &cx.log).await;
+        // When the nodes alone turned Ready is worth knowing: control-plane pods can take
+        // much longer (their startup probes), and benchmarks report both.
+        let started = std::time::Instant::now();
+        let nodes_ready_after = std::sync::Mutex::new(None::<Duration>);
+        let check = || async {
+            let items = list_nodes(&nodes).await?;
+            if items.iter().all(|n| readiness::node_ready(n).is_ok()) {
+                let mut t = nodes_ready_after.lock().unwrap_or_else(|e| e.into_inner());
+                t.get_or_insert_with(|| started.elapsed());
+            }
+            all_ready(&nodes, &pods).await
+        };
+        let result = poll(&cx.cancel, POLL, check).await;
+        let after = *nodes_ready_after.lock().unwrap_or_else(|e| e.into_inner());
+        let failure = match result {
+            Ok(()) => None,
+            Err(last) => Some((last, diagnose_nodes(c, &cx.log).await)),
+        };
+        if let Some(t) = after {
+            cx.properties.push((
+                "cni.nodes-ready-seconds".into(),
+                format!("{:.1}", t.as_secs_f64()),
+            ));
+        }
+        cx.properties.push((
+            "cni.all-ready-seconds".into(),
+            format!("{:.1}", started.elapsed().as_secs_f64()),
+        ));
+        if let Some((last, d)) = failure {
             let first = last.lines().next().unwrap_or_default().to_string();
             cx.log.line(&format!("# not Ready:\n{last}"));
             return Err(StepError::new(format!(
