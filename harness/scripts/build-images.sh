@@ -122,6 +122,19 @@ import_tree() {
 # key FILES...: a short digest of the given files plus the script itself.
 key() { cat "$@" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16; }
 
+# stale TAG KEY: true when TAG is missing or was built from other inputs.
+stale() {
+  [ "$(docker image inspect --format '{{ index .Config.Labels "io.shakedown.input" }}' "$1" 2>/dev/null || true)" != "$2" ]
+}
+
+# tree_from_rootfs NAME ROOTFS BINARY DEST: the image tree NAME is ROOTFS plus BINARY at DEST.
+tree_from_rootfs() {
+  local t="$trees/$1"
+  mkdir -p "$t"
+  run rsync -a --delete --exclude=/.shakedown-complete "$2/" "$t/" || die "failed to copy the $1 rootfs into $t"
+  run install -m 0755 "$3" "$t$4"
+}
+
 # debian_rootfs NAME PACKAGES: a debootstrap minbase rootfs with PACKAGES (comma list),
 # cached in $WORK/rootfs/NAME-$DEBIAN_SUITE and reused while the package list is the same.
 # Prints its path.
@@ -154,7 +167,7 @@ for c in kube-apiserver kube-controller-manager kube-scheduler; do
   require_static "$BIN_DIR/$c"
   k=$(key "$BIN_DIR/$c")
   tag="$IMAGE_REPO/$c:$KUBE_VERSION"
-  if [ "$(docker image inspect --format '{{ index .Config.Labels "io.shakedown.input" }}' "$tag" 2>/dev/null || true)" != "$k" ]; then
+  if stale "$tag" "$k"; then
     t=$(new_tree "$c")
     mkdir -p "$t/usr/local/bin"
     run install -m 0755 "$BIN_DIR/$c" "$t/usr/local/bin/$c"
@@ -195,13 +208,9 @@ require_static "$BIN_DIR/agnhost"
 agnhost_rootfs=$(debian_rootfs agnhost curl,netcat-openbsd,dnsutils,iproute2,iperf,ca-certificates)
 k=$(key "$BIN_DIR/agnhost" "$agnhost_rootfs/.shakedown-complete")
 tag="$IMAGE_REPO/agnhost:$AGNHOST_TAG"
-if [ "$(docker image inspect --format '{{ index .Config.Labels "io.shakedown.input" }}' "$tag" 2>/dev/null || true)" != "$k" ]; then
-  t="$trees/agnhost"
-  mkdir -p "$t"
-  run rsync -a --delete --exclude=/.shakedown-complete "$agnhost_rootfs/" "$t/" \
-    || die "failed to copy the agnhost rootfs into $t"
-  run install -m 0755 "$BIN_DIR/agnhost" "$t/agnhost"
-  ln -sf agnhost "$t/agnhost-2"
+if stale "$tag" "$k"; then
+  tree_from_rootfs agnhost "$agnhost_rootfs" "$BIN_DIR/agnhost" /agnhost
+  ln -sf agnhost "$trees/agnhost/agnhost-2"
 fi
 import_tree "$trees/agnhost" "$tag" "$k" \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
@@ -240,12 +249,8 @@ require_static "$BIN_DIR/kube-proxy"
 proxy_rootfs=$(debian_rootfs kube-proxy iptables,conntrack,ipset)
 k=$(key "$BIN_DIR/kube-proxy" "$proxy_rootfs/.shakedown-complete")
 tag="$IMAGE_REPO/kube-proxy:$KUBE_VERSION"
-if [ "$(docker image inspect --format '{{ index .Config.Labels "io.shakedown.input" }}' "$tag" 2>/dev/null || true)" != "$k" ]; then
-  t="$trees/kube-proxy"
-  mkdir -p "$t"
-  run rsync -a --delete --exclude=/.shakedown-complete "$proxy_rootfs/" "$t/" \
-    || die "failed to copy the kube-proxy rootfs into $t"
-  run install -m 0755 "$BIN_DIR/kube-proxy" "$t/usr/local/bin/kube-proxy"
+if stale "$tag" "$k"; then
+  tree_from_rootfs kube-proxy "$proxy_rootfs" "$BIN_DIR/kube-proxy" /usr/local/bin/kube-proxy
 fi
 import_tree "$trees/kube-proxy" "$tag" "$k" \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \

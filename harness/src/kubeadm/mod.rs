@@ -86,6 +86,18 @@ fn kubelet_args(node: &NodeParams) -> Vec<(&'static str, String)> {
     vec![("node-ip", node.ip.clone())]
 }
 
+/// The `nodeRegistration` block init and join configurations share.
+fn node_registration(out: &mut String, p: &ClusterParams, node: &NodeParams) {
+    let _ = writeln!(
+        out,
+        "nodeRegistration:\n  name: {}\n  criSocket: {}",
+        node.name,
+        cri_socket(&p.version)
+    );
+    let v1beta4 = p.api == "kubeadm.k8s.io/v1beta4";
+    extra_args(out, "  ", "kubeletExtraArgs", &kubelet_args(node), v1beta4);
+}
+
 /// Kubelet settings every node container needs: cgroupfs (the node runs no systemd cgroup
 /// delegation), no swap check, and no disk-pressure evictions caused by the host's disk.
 const KUBELET_CONFIGURATION: &str = "\
@@ -115,7 +127,6 @@ pub fn init_config(p: &ClusterParams, node: &NodeParams) -> Result<String, Rende
         return Ok(master_configuration(p, node));
     }
     let v1beta4 = p.api == "kubeadm.k8s.io/v1beta4";
-    let socket = cri_socket(&p.version);
     let mut out = String::new();
     let _ = writeln!(out, "apiVersion: {}\nkind: InitConfiguration", p.api);
     let _ = writeln!(
@@ -128,18 +139,7 @@ pub fn init_config(p: &ClusterParams, node: &NodeParams) -> Result<String, Rende
         "localAPIEndpoint:\n  advertiseAddress: {}\n  bindPort: 6443",
         node.ip
     );
-    let _ = writeln!(
-        out,
-        "nodeRegistration:\n  name: {}\n  criSocket: {socket}",
-        node.name
-    );
-    extra_args(
-        &mut out,
-        "  ",
-        "kubeletExtraArgs",
-        &kubelet_args(node),
-        v1beta4,
-    );
+    node_registration(&mut out, p, node);
     let _ = writeln!(
         out,
         "---\napiVersion: {}\nkind: ClusterConfiguration",
@@ -233,8 +233,6 @@ pub fn join_config(p: &ClusterParams, node: &NodeParams) -> Result<Option<String
     if p.api == "kubeadm.k8s.io/v1alpha1" {
         return Ok(None);
     }
-    let v1beta4 = p.api == "kubeadm.k8s.io/v1beta4";
-    let socket = cri_socket(&p.version);
     let mut out = String::new();
     let _ = writeln!(out, "apiVersion: {}\nkind: JoinConfiguration", p.api);
     let _ = writeln!(
@@ -242,18 +240,7 @@ pub fn join_config(p: &ClusterParams, node: &NodeParams) -> Result<Option<String
         "discovery:\n  bootstrapToken:\n    apiServerEndpoint: \"{}\"\n    token: \"{}\"\n    unsafeSkipCAVerification: true",
         p.control_plane_endpoint, p.token
     );
-    let _ = writeln!(
-        out,
-        "nodeRegistration:\n  name: {}\n  criSocket: {socket}",
-        node.name
-    );
-    extra_args(
-        &mut out,
-        "  ",
-        "kubeletExtraArgs",
-        &kubelet_args(node),
-        v1beta4,
-    );
+    node_registration(&mut out, p, node);
     Ok(Some(out))
 }
 
