@@ -1,8 +1,13 @@
 //! CNI variants as data: `cni-variants/<name>/variant.yaml` says which Kubernetes versions a
 //! variant supports, which manifests and images each release range uses, and how to tell it
-//! is ready.
+//! is ready. Third-party manifests live in `cni-variants/<name>/<version>/`, vendored from
+//! the projects' releases.
 
+pub mod apis;
+pub mod apply;
 pub mod bridge;
+pub mod lint;
+pub mod manifest;
 
 use crate::config::{self, ConfigErrors, Located};
 use crate::kube::KubeVersion;
@@ -210,13 +215,47 @@ fn check_variant(v: &Variant, dir: &Path, loc: &Located) -> Vec<config::ConfigEr
             }
         }
         for (j, m) in r.manifests.iter().enumerate() {
+            let field = format!("releases[{i}].manifests[{j}]");
             if !dir.join(m).is_file() {
                 errors.push(loc.error(
-                    &format!("releases[{i}].manifests[{j}]"),
+                    &field,
                     format!("manifest {} does not exist", dir.join(m).display()),
                 ));
             }
+            let mut parts = m.components();
+            let in_version_folder = matches!(
+                (parts.next(), parts.next()),
+                (Some(std::path::Component::Normal(first)), Some(_)) if first == r.version.as_str()
+            );
+            if !in_version_folder {
+                errors.push(loc.error(
+                    &field,
+                    format!(
+                        "manifest {} must be in the release's own folder: {}/<file>",
+                        m.display(),
+                        r.version
+                    ),
+                ));
+            }
         }
+        if v.apply == ApplyMethod::Manifests && r.manifests.is_empty() {
+            errors.push(loc.error(
+                &format!("releases[{i}].manifests"),
+                "a variant applied from manifests needs at least one manifest per release",
+            ));
+        }
+        if v.third_party && r.images.is_empty() {
+            errors.push(loc.error(
+                &format!("releases[{i}].images"),
+                "a third-party release must list its images, so missing ones fail before apply",
+            ));
+        }
+    }
+    if v.apply == ApplyMethod::Manifests && v.ready.daemonset.is_none() {
+        errors.push(loc.error(
+            "ready.daemonset",
+            "a variant applied from manifests needs the DaemonSet that says it is ready",
+        ));
     }
     errors
 }
