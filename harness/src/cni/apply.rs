@@ -167,6 +167,22 @@ async fn discover(client: &kube::Client) -> Result<Discovery, ApplyError> {
         .map_err(ApplyError::Discovery)
 }
 
+/// `e` and its causes, each once: a rejected request ends with the server's own words
+/// rather than kube's debug dump of them.
+pub fn describe(e: &ApplyError) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(k) = s.downcast_ref::<kube::Error>() {
+            msg.push_str(&format!(": {}", reason(k)));
+            break;
+        }
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}
+
 /// The server's own words for a failed request.
 pub fn reason(e: &kube::Error) -> String {
     match e {

@@ -2,17 +2,18 @@
 //! `kind: List`) becomes a [`DynamicObject`] with its group, version and kind, and keeps its
 //! location so a finding can name the line of any field.
 //!
-//! Document boundaries come from the YAML parser's events (yaml-rust2, which marked-yaml is
-//! built on); each document is then read twice: by serde_yaml for the object and by
-//! marked-yaml (through [`Located`]) for positions.
+//! Documents are split at YAML's document markers (`---` or `...` at the start of a line,
+//! which the YAML spec forbids inside any scalar); each document is then read by serde_yaml
+//! for the object and, for positions, by marked-yaml through [`Located`]. marked-yaml is
+//! stricter than the Go parser Kubernetes uses (it rejects the quoted-scalar indentation of
+//! Calico's CRD descriptions, for example), so a document it cannot read is still applied
+//! and linted, with findings at the document's first line.
 
 use crate::config::Located;
 use kube::api::{DynamicObject, GroupVersionKind, TypeMeta};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::Marker;
 
 /// One Kubernetes object from a manifest file.
 #[derive(Debug, Clone)]
@@ -138,41 +139,40 @@ pub fn load_all(paths: &[PathBuf]) -> Result<Vec<ManifestObject>, ManifestError>
     Ok(out)
 }
 
-/// Collects the line each document starts on.
-struct DocumentStarts(Vec<usize>);
-
-impl MarkedEventReceiver for DocumentStarts {
-    fn on_event(&mut self, ev: Event, mark: Marker) {
-        if ev == Event::DocumentStart {
-            self.0.push(mark.line());
-        }
-    }
+/// Whether `line` is a document marker: `---` or `...` at column 0, alone or followed by
+/// whitespace (`--- # comment`, `--- !tag`).
+fn is_marker(line: &str) -> bool {
+    let line = line.trim_end_matches(['\n', '\r']);
+    ["---", "..."].iter().any(|m| {
+        line.strip_prefix(m)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+    })
 }
 
-/// The 1-based first line of every document of `text`.
-fn document_starts(file: &Path, text: &str) -> Result<Vec<usize>, ManifestError> {
-    let mut starts = DocumentStarts(Vec::new());
-    Parser::new_from_str(text)
-        .load(&mut starts, true)
-        .map_err(|e| ManifestError::Syntax {
-            file: file.to_path_buf(),
-            line: e.marker().line(),
-            message: e.info().to_string(),
-        })?;
-    Ok(starts.0)
+/// The documents of `text`: (index of its first line, its text). A `---` line belongs to the
+/// document it opens, where it is valid YAML; a `...` line ends the one before.
+fn documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs: Vec<(usize, String)> = vec![(0, String::new())];
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if is_marker(line) {
+            if line.starts_with("...") {
+                docs.push((i + 1, String::new()));
+                continue;
+            }
+            docs.push((i, String::new()));
+        }
+        if let Some((_, doc)) = docs.last_mut() {
+            doc.push_str(line);
+        }
+    }
+    docs
 }
 
 /// Parses the objects of a multi-document manifest named `file`. Empty documents are
 /// skipped; a `kind: List` contributes its items.
 pub fn parse(file: &Path, text: &str) -> Result<Vec<ManifestObject>, ManifestError> {
-    let starts = document_starts(file, text)?;
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut out = Vec::new();
-    for (i, &start) in starts.iter().enumerate() {
-        let end = starts.get(i + 1).copied().unwrap_or(lines.len() + 1);
-        let first = start.saturating_sub(1).min(lines.len());
-        let last = end.saturating_sub(1).clamp(first, lines.len());
-        let doc: String = lines[first..last].concat();
+    for (first, doc) in documents(text) {
         let value: serde_yaml::Value =
             serde_yaml::from_str(&doc).map_err(|e| ManifestError::Syntax {
                 file: file.to_path_buf(),
@@ -182,6 +182,16 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<ManifestObject>, ManifestErr
         if value.is_null() {
             continue;
         }
+        // The line of the document's first content, past its marker and comments.
+        let start = first
+            + 1
+            + doc
+                .lines()
+                .position(|l| {
+                    let t = l.trim_start();
+                    !(t.is_empty() || t.starts_with('#') || is_marker(l))
+                })
+                .unwrap_or(0);
         let json = serde_json::to_value(&value).map_err(|e| ManifestError::NotAnObject {
             file: file.to_path_buf(),
             line: start,
@@ -324,7 +334,10 @@ metadata:
     fn lines_are_lines_of_the_file() {
         let objs = parse(Path::new("calico.yaml"), MULTI).unwrap();
         assert_eq!(objs[0].line, 2, "first document starts after the comment");
-        assert_eq!(objs[1].line, 9, "a document starts at its ---");
+        assert_eq!(
+            objs[1].line, 10,
+            "an object starts at its first line after the ---"
+        );
         assert_eq!(objs[1].line_of("spec.template.spec.tolerations"), 19);
         assert_eq!(objs[1].line_of("metadata.name"), 13);
         assert_eq!(
@@ -382,10 +395,76 @@ items:
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "x.yaml:3: not a Kubernetes object: apiVersion and kind are required"
+            "x.yaml:4: not a Kubernetes object: apiVersion and kind are required"
         );
         let e = parse(Path::new("x.yaml"), "- a\n- b\n").unwrap_err();
         assert!(e.to_string().contains("not a mapping"), "{e}");
+    }
+
+    #[test]
+    fn markers_split_documents_only_at_the_start_of_a_line() {
+        let text = "\
+a: 1
+--- # first
+b: '--- not a marker'
+c: |
+  ---
+...
+d: 2
+---
+";
+        let docs: Vec<(usize, String)> = documents(text)
+            .into_iter()
+            .filter(|(_, d)| !d.is_empty())
+            .collect();
+        assert_eq!(docs.len(), 4, "{docs:?}");
+        assert_eq!(docs[0], (0, "a: 1\n".to_string()));
+        assert_eq!(docs[1].0, 1);
+        assert!(
+            docs[1].1.contains("  ---\n"),
+            "indented --- stays in its block scalar"
+        );
+        assert_eq!(docs[2], (6, "d: 2\n".to_string()), "... ends a document");
+        assert_eq!(docs[3], (7, "---\n".to_string()));
+        let objs = parse(Path::new("x.yaml"), text).unwrap_err();
+        assert!(
+            objs.to_string()
+                .starts_with("x.yaml:1: not a Kubernetes object"),
+            "documents are parsed one by one: {objs}"
+        );
+    }
+
+    #[test]
+    fn documents_marked_yaml_rejects_still_parse() {
+        // Calico's CRDs continue quoted scalars at the key's own indentation; Kubernetes
+        // (go-yaml) and serde_yaml accept it, marked-yaml does not.
+        let text = "\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: x.crd.projectcalico.org
+spec:
+  versions:
+    - schema:
+        openAPIV3Schema:
+          properties:
+            apiVersion:
+              description: 'APIVersion defines the versioned schema of this representation
+              of an object.'
+              type: string
+";
+        let objs = parse(Path::new("crd.yaml"), text).unwrap();
+        assert_eq!(objs[0].name(), "x.crd.projectcalico.org");
+        assert_eq!(
+            objs[0]
+                .get("spec.versions")
+                .and_then(
+                    |v| v[0]["schema"]["openAPIV3Schema"]["properties"]["apiVersion"]
+                        ["description"]
+                        .as_str()
+                ),
+            Some("APIVersion defines the versioned schema of this representation of an object.")
+        );
     }
 
     #[test]
