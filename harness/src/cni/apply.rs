@@ -1,6 +1,10 @@
 //! Putting a variant's manifests on a cluster: every object is resolved to a served resource
 //! through API discovery and sent as a server-side apply (field manager `shakedown`), or as a
 //! server-side dry run of the same request. No kubectl is involved.
+//!
+//! Release branches reach back before both features: server-side apply is on by default
+//! from Kubernetes 1.16, server-side dry run from 1.13. Older API servers get a create, or a
+//! merge patch when the object exists, and no dry run (the offline lint still runs).
 
 use super::manifest::ManifestObject;
 use super::Readiness;
@@ -9,7 +13,7 @@ use crate::readiness::{self, poll};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
 use kube::discovery::{ApiCapabilities, Discovery, Scope};
 use std::path::{Path, PathBuf};
@@ -17,6 +21,34 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const FIELD_MANAGER: &str = "shakedown";
+
+/// First minor release with server-side apply on by default (beta).
+pub const SERVER_SIDE_APPLY_SINCE: u32 = 16;
+/// First minor release with server-side dry run on by default (beta).
+pub const DRY_RUN_SINCE: u32 = 13;
+
+/// How objects are sent to an API server of version `v`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    ServerSideApply,
+    /// Create, or merge patch an object that exists.
+    CreateOrMerge,
+}
+
+impl Method {
+    pub fn for_version(v: &KubeVersion) -> Method {
+        if v.major > 1 || v.minor >= SERVER_SIDE_APPLY_SINCE {
+            Method::ServerSideApply
+        } else {
+            Method::CreateOrMerge
+        }
+    }
+}
+
+/// Whether an API server of version `v` can dry-run requests.
+pub fn supports_dry_run(v: &KubeVersion) -> bool {
+    v.major > 1 || v.minor >= DRY_RUN_SINCE
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -34,6 +66,8 @@ pub enum ApplyError {
         #[source]
         source: crate::kube::version::VersionError,
     },
+    #[error("failed to dry-run: the API server is Kubernetes {version}, and server-side dry run needs 1.{DRY_RUN_SINCE} or later")]
+    DryRunUnsupported { version: KubeVersion },
     #[error("failed to discover the resources the API server serves")]
     Discovery(#[source] kube::Error),
     #[error("failed to apply {object}: {api_version} {kind} is not served by this cluster")]
@@ -148,16 +182,43 @@ fn params(dry_run: bool) -> PatchParams {
     }
 }
 
-async fn send(client: &kube::Client, r: &Resolved<'_>, dry_run: bool) -> Result<(), kube::Error> {
+async fn send(
+    client: &kube::Client,
+    r: &Resolved<'_>,
+    method: Method,
+    dry_run: bool,
+) -> Result<(), kube::Error> {
     let api: Api<DynamicObject> = match &r.namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &r.resource),
         None => Api::all_with(client.clone(), &r.resource),
     };
     let mut body = r.object.obj.clone();
     body.metadata.namespace = r.namespace.clone();
-    api.patch(r.object.name(), &params(dry_run), &Patch::Apply(&body))
-        .await
-        .map(|_| ())
+    let name = r.object.name();
+    match method {
+        Method::ServerSideApply => api
+            .patch(name, &params(dry_run), &Patch::Apply(&body))
+            .await
+            .map(|_| ()),
+        Method::CreateOrMerge => {
+            let pp = PostParams {
+                dry_run,
+                field_manager: Some(FIELD_MANAGER.to_string()),
+            };
+            match api.create(&pp, &body).await {
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    let patch = PatchParams {
+                        dry_run,
+                        ..Default::default()
+                    };
+                    api.patch(name, &patch, &Patch::Merge(&body))
+                        .await
+                        .map(|_| ())
+                }
+                other => other.map(|_| ()),
+            }
+        }
+    }
 }
 
 async fn discover(client: &kube::Client) -> Result<Discovery, ApplyError> {
@@ -198,6 +259,7 @@ pub async fn apply(
     objects: &[ManifestObject],
     cancel: &CancellationToken,
 ) -> Result<usize, ApplyError> {
+    let method = Method::for_version(&server_version(client).await?);
     let mut discovery = discover(client).await?;
     let mut applied = 0;
     for o in apply_order(objects) {
@@ -217,7 +279,7 @@ pub async fn apply(
             api_version: o.api_version(),
             kind: o.kind().to_string(),
         })?;
-        send(client, &r, false)
+        send(client, &r, method, false)
             .await
             .map_err(|source| ApplyError::Apply {
                 object: o.describe(),
@@ -246,6 +308,11 @@ pub async fn dry_run<'a>(
     client: &kube::Client,
     objects: &'a [ManifestObject],
 ) -> Result<Vec<Rejection<'a>>, ApplyError> {
+    let version = server_version(client).await?;
+    if !supports_dry_run(&version) {
+        return Err(ApplyError::DryRunUnsupported { version });
+    }
+    let method = Method::for_version(&version);
     let discovery = discover(client).await?;
     let mut out = Vec::new();
     for o in apply_order(objects) {
@@ -265,7 +332,7 @@ pub async fn dry_run<'a>(
                 unchecked: false,
             }),
             Ok(r) => {
-                if let Err(e) = send(client, &r, true).await {
+                if let Err(e) = send(client, &r, method, true).await {
                     out.push(Rejection {
                         object: o,
                         reason: reason(&e),
@@ -512,6 +579,17 @@ metadata: {name: calico-system}
         assert!(!defined_by_crd(ds, &objs));
         let pool = resolve(&objs[3], &table).unwrap_err();
         assert!(defined_by_crd(pool, &objs));
+    }
+
+    #[test]
+    fn old_api_servers_get_create_or_merge_and_no_dry_run() {
+        let v = |s: &str| s.parse::<KubeVersion>().unwrap();
+        assert_eq!(Method::for_version(&v("1.6")), Method::CreateOrMerge);
+        assert_eq!(Method::for_version(&v("v1.15.12")), Method::CreateOrMerge);
+        assert_eq!(Method::for_version(&v("1.16")), Method::ServerSideApply);
+        assert_eq!(Method::for_version(&v("v1.20.2")), Method::ServerSideApply);
+        assert!(!supports_dry_run(&v("1.12")));
+        assert!(supports_dry_run(&v("1.13")));
     }
 
     #[test]

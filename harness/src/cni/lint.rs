@@ -491,13 +491,31 @@ pub fn lint_variant(
     Ok((report, objects))
 }
 
-/// Findings from a server-side dry run of `objects`.
+/// Findings from a server-side dry run of `objects`. An API server too old to dry-run
+/// gives one warning: only the offline checks ran.
 pub async fn dry_run_findings(
     client: &kube::Client,
     objects: &[ManifestObject],
 ) -> Result<Vec<Finding>, ApplyError> {
-    Ok(apply::dry_run(client, objects)
-        .await?
+    let rejected = match apply::dry_run(client, objects).await {
+        Err(e @ ApplyError::DryRunUnsupported { .. }) => {
+            return Ok(objects
+                .first()
+                .map(|o| Finding {
+                    severity: Severity::Warning,
+                    check: Check::DryRun,
+                    file: o.file.clone(),
+                    line: 0,
+                    object: String::new(),
+                    field: String::new(),
+                    message: format!("{e}; only the offline checks ran"),
+                })
+                .into_iter()
+                .collect())
+        }
+        other => other?,
+    };
+    Ok(rejected
         .into_iter()
         .map(|r| {
             let severity = if r.unchecked {

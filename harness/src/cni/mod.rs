@@ -271,6 +271,42 @@ mod tests {
         }
     }
 
+    fn check(dir: &Path, yaml: &str) -> Vec<String> {
+        let file = dir.join("variant.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let (v, loc) = config::load_file::<Variant>(&file).unwrap();
+        check_variant(&v, dir, &loc)
+            .into_iter()
+            .map(|e| format!("{}:{}: {}", e.line, e.field, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn manifests_live_in_their_release_folder_and_need_a_daemonset_to_wait_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("flannel");
+        std::fs::create_dir_all(dir.join("v0.13.0")).unwrap();
+        std::fs::write(dir.join("v0.13.0/kube-flannel.yaml"), "").unwrap();
+        std::fs::write(dir.join("kube-flannel.yaml"), "").unwrap();
+        let base = "name: flannel\nthird_party: true\napply: manifests\npod_cidr: {uses_node_cidrs: true}\n";
+        let good = format!(
+            "{base}ready: {{daemonset: {{namespace: kube-system, name: kube-flannel-ds}}, node_condition: Ready}}\nreleases:\n  - kubernetes: {{min: \"1.17\"}}\n    version: v0.13.0\n    manifests: [v0.13.0/kube-flannel.yaml]\n    images: [quay.io/coreos/flannel:v0.13.0]\n"
+        );
+        assert_eq!(check(&dir, &good), Vec::<String>::new());
+        let bad = format!(
+            "{base}ready: {{node_condition: Ready}}\nreleases:\n  - kubernetes: {{min: \"1.17\"}}\n    version: v0.13.0\n    manifests: [kube-flannel.yaml]\n  - kubernetes: {{min: \"1.6\", max: \"1.7\"}}\n    version: v0.7.0\n    images: [quay.io/coreos/flannel:v0.7.0]\n"
+        );
+        assert_eq!(
+            check(&dir, &bad),
+            vec![
+                "9:releases[0].manifests[0]: manifest kube-flannel.yaml must be in the release's own folder: v0.13.0/<file>",
+                "7:releases[0].images: a third-party release must list its images, so missing ones fail before apply",
+                "10:releases[1].manifests: a variant applied from manifests needs at least one manifest per release",
+                "5:ready.daemonset: a variant applied from manifests needs the DaemonSet that says it is ready",
+            ]
+        );
+    }
+
     #[test]
     fn ranges_compare_minor_lines() {
         let r = range("1.6", Some("1.7"));
