@@ -77,6 +77,11 @@ pub enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// CNI variants.
+    Cni {
+        #[command(subcommand)]
+        command: CniCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +113,30 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CniCommand {
+    /// Check manifests against one Kubernetes release: every DaemonSet tolerates its
+    /// control-plane taint, a DaemonSet's ServiceAccount exists and is bound to a ClusterRole,
+    /// every built-in apiVersion/kind is served, every image is pinned (and, for a variant,
+    /// listed in variant.yaml). With --kubeconfig, also a server-side dry run of every object.
+    /// Exit 0: no errors (warnings allowed); 1: errors found; 2: bad arguments, unknown
+    /// variant or no release for that version; 3: the cluster could not be reached.
+    Lint(LintArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LintArgs {
+    /// The Kubernetes release to check against, e.g. 1.6 or v1.20.2.
+    #[arg(long)]
+    pub kubernetes: String,
+    /// Also dry-run every object on the cluster this kubeconfig points at (its current context).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// CNI variant names (cni-variants/<name>) or manifest files.
+    #[arg(required = true)]
+    pub targets: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -360,6 +389,9 @@ pub async fn run(cli: Cli) -> ExitKind {
         Command::Bench {
             command: BenchCommand::BringUp { scenario, runs },
         } => crate::bench::bring_up(&root, &scenario, runs).await,
+        Command::Cni {
+            command: CniCommand::Lint(args),
+        } => cni_lint(&root, args).await,
     };
     match result {
         Ok(k) => k,
@@ -835,6 +867,109 @@ fn spawn_signal_handler(stop: Stop) -> tokio::task::JoinHandle<()> {
             }
             stop.stop(format!("interrupted by {name}"), true);
         }
+    })
+}
+
+/// What one `cni lint` target names: a variant's release, or manifest files.
+struct LintTarget {
+    label: String,
+    report: crate::cni::lint::Report,
+    objects: Vec<crate::cni::manifest::ManifestObject>,
+}
+
+fn lint_target(
+    root: &Path,
+    target: &str,
+    version: &crate::kube::KubeVersion,
+    catalog: &mut Option<Catalog>,
+) -> Result<LintTarget, CliError> {
+    use crate::cni::lint;
+    let path = Path::new(target);
+    if path.is_file() {
+        let (report, objects) = lint::lint_files(&[path.to_path_buf()], version);
+        return Ok(LintTarget {
+            label: target.to_string(),
+            report,
+            objects,
+        });
+    }
+    if catalog.is_none() {
+        *catalog = Some(load_catalog(root)?);
+    }
+    let catalog = catalog
+        .as_ref()
+        .ok_or_else(|| CliError::Usage("no catalog".into()))?;
+    let (variant, dir) = match (catalog.get(target), catalog.dir(target)) {
+        (Some(v), Some(d)) => (v, d),
+        _ => {
+            return Err(CliError::Usage(format!(
+                "{target:?} is neither a CNI variant nor a file; known variants: {}",
+                catalog.names().join(", ")
+            )))
+        }
+    };
+    let (report, objects) =
+        lint::lint_variant(variant, dir, version).map_err(|e| CliError::Usage(e.to_string()))?;
+    let release = &variant.releases
+        [lint::release_index(variant, version).map_err(|e| CliError::Usage(e.to_string()))?];
+    Ok(LintTarget {
+        label: format!("{} {}", variant.name, release.version),
+        report,
+        objects,
+    })
+}
+
+async fn cni_lint(root: &Path, a: LintArgs) -> Result<ExitKind, CliError> {
+    use crate::cni::{apply, lint};
+    let version: crate::kube::KubeVersion = a
+        .kubernetes
+        .parse()
+        .map_err(|e: crate::kube::version::VersionError| CliError::Usage(e.to_string()))?;
+    let client = match &a.kubeconfig {
+        Some(k) => Some(apply::client(k).await.map_err(|e| CliError::Infra {
+            what: "reach the cluster for the dry run".into(),
+            source: Box::new(e),
+        })?),
+        None => None,
+    };
+    let mut catalog = None;
+    let mut errors = 0;
+    for t in &a.targets {
+        let LintTarget {
+            label,
+            mut report,
+            objects,
+        } = lint_target(root, t, &version, &mut catalog)?;
+        if let Some(client) = &client {
+            let found = lint::dry_run_findings(client, &objects)
+                .await
+                .map_err(|e| CliError::Infra {
+                    what: format!("dry-run {label}"),
+                    source: Box::new(e),
+                })?;
+            report.findings.extend(found);
+        }
+        let report = report.sorted();
+        for f in &report.findings {
+            println!("{f}");
+        }
+        println!(
+            "{label} for Kubernetes {version}: {} objects, {} error(s), {} warning(s){}",
+            report.objects,
+            report.errors(),
+            report.warnings(),
+            if client.is_some() {
+                ", dry-run on the cluster"
+            } else {
+                ""
+            }
+        );
+        errors += report.errors();
+    }
+    Ok(if errors > 0 {
+        ExitKind::TestFailure
+    } else {
+        ExitKind::Passed
     })
 }
 

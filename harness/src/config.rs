@@ -54,14 +54,45 @@ impl ConfigErrors {
 pub struct Located {
     pub file: PathBuf,
     root: Node,
+    /// Lines of `file` before the parsed text (for one document of a multi-document file).
+    line_offset: usize,
 }
 
 impl Located {
+    /// Parses one YAML document (a mapping) that starts on line `line_offset + 1` of `file`,
+    /// so that every location it reports is a line of `file`.
+    pub fn parse(file: &Path, text: &str, line_offset: usize) -> Result<Located, ConfigError> {
+        let opts = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true);
+        match marked_yaml::parse_yaml_with_options(0, text, opts) {
+            Ok(root) => Ok(Located {
+                file: file.to_path_buf(),
+                root,
+                line_offset,
+            }),
+            Err(e) => {
+                let (mark, message) = load_error_parts(&e);
+                Err(ConfigError {
+                    file: file.to_path_buf(),
+                    line: mark.map(|m| m.line()).unwrap_or(1) + line_offset,
+                    column: mark.map(|m| m.column()).unwrap_or(1),
+                    field: String::new(),
+                    message,
+                })
+            }
+        }
+    }
+
+    /// Line and column of `field`: the deepest part of the path that exists.
+    pub fn position(&self, field: &str) -> (usize, usize) {
+        let mark = locate(&self.root, field).or_else(|| self.root.span().start().copied());
+        let (line, column) = mark.map(|m| (m.line(), m.column())).unwrap_or((1, 1));
+        (line + self.line_offset, column)
+    }
+
     /// An error at `field` (a dotted path such as `steps[1].name`). The location is the
     /// deepest part of the path that exists in the document.
     pub fn error(&self, field: &str, message: impl Into<String>) -> ConfigError {
-        let mark = locate(&self.root, field).or_else(|| self.root.span().start().copied());
-        let (line, column) = mark.map(|m| (m.line(), m.column())).unwrap_or((1, 1));
+        let (line, column) = self.position(field);
         ConfigError {
             file: self.file.clone(),
             line,
@@ -91,21 +122,7 @@ pub fn load_str<T: DeserializeOwned>(
     path: &Path,
     text: &str,
 ) -> Result<(T, Located), ConfigErrors> {
-    let opts = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true);
-    let root = marked_yaml::parse_yaml_with_options(0, text, opts).map_err(|e| {
-        let (mark, message) = load_error_parts(&e);
-        ConfigErrors::single(ConfigError {
-            file: path.to_path_buf(),
-            line: mark.map(|m| m.line()).unwrap_or(1),
-            column: mark.map(|m| m.column()).unwrap_or(1),
-            field: String::new(),
-            message,
-        })
-    })?;
-    let located = Located {
-        file: path.to_path_buf(),
-        root,
-    };
+    let located = Located::parse(path, text, 0).map_err(ConfigErrors::single)?;
     match marked_yaml::from_node::<T>(&located.root) {
         Ok(v) => Ok((v, located)),
         Err(e) => {

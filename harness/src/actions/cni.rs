@@ -1,12 +1,15 @@
 //! `cni`: apply the job's CNI variant, then wait, in order, for three conditions, each named
 //! in the failure when it does not hold:
 //!   1. every node registered;
-//!   2. the CNI applied;
+//!   2. the CNI applied: for a variant applied from manifests, first the lint for the
+//!      cluster's Kubernetes version and the images check (both fail in seconds), then a
+//!      server-side apply and the variant's DaemonSet rolled out;
 //!   3. every node Ready and every kube-system pod Ready.
 
 use super::cluster::{client, cluster, diagnose_nodes, in_node, write_cmd};
 use super::{Action, StepContext, StepError};
-use crate::cni::{bridge, ApplyMethod, Variant};
+use crate::cni::{apply, bridge, lint, manifest::ManifestObject, ApplyMethod, Release, Variant};
+use crate::kube::KubeVersion;
 use crate::provider::docker::{self, Cluster};
 use crate::readiness::{self, canonical_image, poll};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -99,17 +102,68 @@ async fn apply_bridge(cx: &StepContext<'_>, c: &Cluster, api: &Api<Node>) -> Res
     Ok(())
 }
 
+/// The Kubernetes version the variant is checked against: the scenario's, or the one the API
+/// server reports when the scenario follows a marker such as `latest`.
+async fn cluster_version(
+    cx: &StepContext<'_>,
+    kube: &kube::Client,
+) -> Result<KubeVersion, StepError> {
+    match cx.run.scenario.version {
+        Some(v) => Ok(v),
+        None => apply::server_version(kube)
+            .await
+            .map_err(|e| StepError::infra(apply::describe(&e))),
+    }
+}
+
+/// The lint, before anything is applied: a variant that cannot work on this release fails
+/// here in seconds, naming file, line, object and field.
+fn lint_gate(
+    cx: &StepContext<'_>,
+    v: &Variant,
+    version: &KubeVersion,
+) -> Result<(usize, Vec<ManifestObject>), StepError> {
+    let dir = cx
+        .run
+        .catalog
+        .dir(&v.name)
+        .ok_or_else(|| StepError::new(format!("failed to find CNI variant {}", v.name)))?;
+    let (report, objects) =
+        lint::lint_variant(v, dir, version).map_err(|e| StepError::new(e.to_string()))?;
+    for f in &report.findings {
+        cx.log.line(&f.to_string());
+    }
+    let errors: Vec<&lint::Finding> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == lint::Severity::Error)
+        .collect();
+    if let Some(first) = errors.first() {
+        return Err(StepError::new(format!(
+            "CNI variant {} fails the lint for Kubernetes {version} with {} error(s); first: {first}",
+            v.name,
+            errors.len()
+        ))
+        .with_diagnosis(first.message.clone()));
+    }
+    cx.note(format!(
+        "lint of {} for Kubernetes {version}: {} objects, {} warning(s)",
+        v.name,
+        report.objects,
+        report.warnings()
+    ));
+    let release = lint::release_index(v, version).map_err(|e| StepError::new(e.to_string()))?;
+    Ok((release, objects))
+}
+
 /// Third-party variants: their images must already be on every node, since no registry is
 /// reachable. Fails in seconds, naming the image and how to preload it.
-async fn check_images(cx: &StepContext<'_>, c: &Cluster, v: &Variant) -> Result<(), StepError> {
-    let version = cx.run.scenario.version;
-    let release = v.release_for(version.as_ref()).ok_or_else(|| {
-        StepError::new(format!(
-            "CNI variant {} has no release for Kubernetes {}",
-            v.name,
-            cx.run.scenario.version_label()
-        ))
-    })?;
+async fn check_images(
+    cx: &StepContext<'_>,
+    c: &Cluster,
+    v: &Variant,
+    release: &Release,
+) -> Result<(), StepError> {
     for n in &c.nodes {
         let listed = in_node(cx, &n.name, &["ctr", "-n", "k8s.io", "images", "ls", "-q"]).await?;
         let have: Vec<&str> = listed.lines().collect();
@@ -127,17 +181,51 @@ async fn check_images(cx: &StepContext<'_>, c: &Cluster, v: &Variant) -> Result<
             }
         }
     }
-    if release.manifests.is_empty() {
-        return Err(StepError::infra(format!(
-            "failed to apply {} {}: no manifests are shipped for this release",
-            v.name, release.version
-        )));
-    }
-    Err(StepError::infra(format!(
-        "failed to apply {} {}: applying manifests through the API server is not available yet",
-        v.name, release.version
-    )))
+    Ok(())
 }
+
+/// Lint, images, server-side apply, then the variant's DaemonSet rolled out.
+async fn apply_manifests(
+    cx: &StepContext<'_>,
+    c: &Cluster,
+    v: &Variant,
+    kube: &kube::Client,
+) -> Result<(), StepError> {
+    let version = cluster_version(cx, kube).await?;
+    let (i, objects) = lint_gate(cx, v, &version)?;
+    let release = &v.releases[i];
+    check_images(cx, c, v, release).await?;
+    let applied = apply::apply(kube, &objects, &cx.cancel)
+        .await
+        .map_err(|e| StepError::new(apply::describe(&e)))?;
+    cx.note(format!(
+        "{} {}: {applied} objects applied (server-side apply, field manager {})",
+        v.name,
+        release.version,
+        apply::FIELD_MANAGER
+    ));
+    if let Some(ds) = &v.ready.daemonset {
+        cx.note(format!(
+            "waiting for daemonset {}/{} to roll out",
+            ds.namespace, ds.name
+        ));
+    }
+    // Bounded by the step deadline (through cx.cancel) and by READY_WAIT.
+    if let Err(why) = apply::wait_ready(kube, &v.ready, &cx.cancel, READY_WAIT).await {
+        let d = diagnose_nodes(c, &cx.log).await;
+        cx.log.line(&format!("# {} not ready:\n{why}", v.name));
+        let first = why.lines().next().unwrap_or_default().to_string();
+        return Err(StepError::new(format!(
+            "condition 2/3 ({} {} applied and rolled out) not met: {first}",
+            v.name, release.version
+        ))
+        .with_diagnosis(format!("{why}\n{d}")));
+    }
+    Ok(())
+}
+
+/// The longest the step waits for a variant's DaemonSet; the step deadline may end it sooner.
+const READY_WAIT: Duration = Duration::from_secs(600);
 
 #[async_trait::async_trait]
 impl Action for Cni {
@@ -149,7 +237,7 @@ impl Action for Cni {
             }
             Ok(ApplyMethod::Nothing) => "apply nothing (nodes must stay NotReady)".to_string(),
             Ok(ApplyMethod::Manifests) => format!(
-                "check {}'s images are on the nodes, then apply its manifests",
+                "lint {}'s manifests for the cluster's Kubernetes version, check its images are on the nodes, server-side apply the manifests, then wait for its DaemonSet",
                 cx.job.cni
             ),
             Err(e) => e.message,
@@ -166,7 +254,7 @@ impl Action for Cni {
         let v = variant(cx)?;
         let kube = client(c).await?;
         let nodes: Api<Node> = Api::all(kube.clone());
-        let pods: Api<Pod> = Api::namespaced(kube, "kube-system");
+        let pods: Api<Pod> = Api::namespaced(kube.clone(), "kube-system");
         let expected = c.node_names();
 
         cx.note("condition 1/3: every node registered");
@@ -187,7 +275,7 @@ impl Action for Cni {
         match v.apply {
             ApplyMethod::RenderedBridge => apply_bridge(cx, c, &nodes).await?,
             ApplyMethod::Nothing => cx.note("variant none: nothing applied"),
-            ApplyMethod::Manifests => check_images(cx, c, v).await?,
+            ApplyMethod::Manifests => apply_manifests(cx, c, v, &kube).await?,
         }
 
         cx.note("condition 3/3: every node and kube-system pod Ready");

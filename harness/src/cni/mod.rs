@@ -1,8 +1,13 @@
 //! CNI variants as data: `cni-variants/<name>/variant.yaml` says which Kubernetes versions a
 //! variant supports, which manifests and images each release range uses, and how to tell it
-//! is ready.
+//! is ready. Third-party manifests live in `cni-variants/<name>/<version>/`, vendored from
+//! the projects' releases.
 
+pub mod apis;
+pub mod apply;
 pub mod bridge;
+pub mod lint;
+pub mod manifest;
 
 use crate::config::{self, ConfigErrors, Located};
 use crate::kube::KubeVersion;
@@ -210,13 +215,47 @@ fn check_variant(v: &Variant, dir: &Path, loc: &Located) -> Vec<config::ConfigEr
             }
         }
         for (j, m) in r.manifests.iter().enumerate() {
+            let field = format!("releases[{i}].manifests[{j}]");
             if !dir.join(m).is_file() {
                 errors.push(loc.error(
-                    &format!("releases[{i}].manifests[{j}]"),
+                    &field,
                     format!("manifest {} does not exist", dir.join(m).display()),
                 ));
             }
+            let mut parts = m.components();
+            let in_version_folder = matches!(
+                (parts.next(), parts.next()),
+                (Some(std::path::Component::Normal(first)), Some(_)) if first == r.version.as_str()
+            );
+            if !in_version_folder {
+                errors.push(loc.error(
+                    &field,
+                    format!(
+                        "manifest {} must be in the release's own folder: {}/<file>",
+                        m.display(),
+                        r.version
+                    ),
+                ));
+            }
         }
+        if v.apply == ApplyMethod::Manifests && r.manifests.is_empty() {
+            errors.push(loc.error(
+                &format!("releases[{i}].manifests"),
+                "a variant applied from manifests needs at least one manifest per release",
+            ));
+        }
+        if v.third_party && r.images.is_empty() {
+            errors.push(loc.error(
+                &format!("releases[{i}].images"),
+                "a third-party release must list its images, so missing ones fail before apply",
+            ));
+        }
+    }
+    if v.apply == ApplyMethod::Manifests && v.ready.daemonset.is_none() {
+        errors.push(loc.error(
+            "ready.daemonset",
+            "a variant applied from manifests needs the DaemonSet that says it is ready",
+        ));
     }
     errors
 }
@@ -230,6 +269,42 @@ mod tests {
             min: min.into(),
             max: max.map(Into::into),
         }
+    }
+
+    fn check(dir: &Path, yaml: &str) -> Vec<String> {
+        let file = dir.join("variant.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let (v, loc) = config::load_file::<Variant>(&file).unwrap();
+        check_variant(&v, dir, &loc)
+            .into_iter()
+            .map(|e| format!("{}:{}: {}", e.line, e.field, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn manifests_live_in_their_release_folder_and_need_a_daemonset_to_wait_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("flannel");
+        std::fs::create_dir_all(dir.join("v0.13.0")).unwrap();
+        std::fs::write(dir.join("v0.13.0/kube-flannel.yaml"), "").unwrap();
+        std::fs::write(dir.join("kube-flannel.yaml"), "").unwrap();
+        let base = "name: flannel\nthird_party: true\napply: manifests\npod_cidr: {uses_node_cidrs: true}\n";
+        let good = format!(
+            "{base}ready: {{daemonset: {{namespace: kube-system, name: kube-flannel-ds}}, node_condition: Ready}}\nreleases:\n  - kubernetes: {{min: \"1.17\"}}\n    version: v0.13.0\n    manifests: [v0.13.0/kube-flannel.yaml]\n    images: [quay.io/coreos/flannel:v0.13.0]\n"
+        );
+        assert_eq!(check(&dir, &good), Vec::<String>::new());
+        let bad = format!(
+            "{base}ready: {{node_condition: Ready}}\nreleases:\n  - kubernetes: {{min: \"1.17\"}}\n    version: v0.13.0\n    manifests: [kube-flannel.yaml]\n  - kubernetes: {{min: \"1.6\", max: \"1.7\"}}\n    version: v0.7.0\n    images: [quay.io/coreos/flannel:v0.7.0]\n"
+        );
+        assert_eq!(
+            check(&dir, &bad),
+            vec![
+                "9:releases[0].manifests[0]: manifest kube-flannel.yaml must be in the release's own folder: v0.13.0/<file>",
+                "7:releases[0].images: a third-party release must list its images, so missing ones fail before apply",
+                "10:releases[1].manifests: a variant applied from manifests needs at least one manifest per release",
+                "5:ready.daemonset: a variant applied from manifests needs the DaemonSet that says it is ready",
+            ]
+        );
     }
 
     #[test]

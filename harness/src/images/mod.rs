@@ -152,7 +152,7 @@ pub async fn preflight(req: &BuildRequest, r: &Runner) -> Result<(), BuildError>
         _ => 4,
     };
     if let Ok(st) = nix::sys::statvfs::statvfs(&req.cache) {
-        // fsblkcnt_t and c_ulong are narrower than u64 on some targets.
+        // fsblkcnt_t and c_ulong are u64 here but narrower on other targets.
         #[allow(clippy::unnecessary_cast)]
         let free_gib = st.blocks_available() as u64 * st.fragment_size() as u64 / (1 << 30);
         if free_gib < need_gib {
