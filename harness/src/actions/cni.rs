@@ -184,7 +184,8 @@ async fn check_images(
     Ok(())
 }
 
-/// Lint, images, server-side apply, then the variant's DaemonSet rolled out.
+/// Lint, a server-side dry run, images, server-side apply, then the variant's DaemonSet
+/// rolled out.
 async fn apply_manifests(
     cx: &StepContext<'_>,
     c: &Cluster,
@@ -194,6 +195,38 @@ async fn apply_manifests(
     let version = cluster_version(cx, kube).await?;
     let (i, objects) = lint_gate(cx, v, &version)?;
     let release = &v.releases[i];
+    // What the real API server says of every object, before anything is persisted or the
+    // image check can stop the step.
+    if apply::supports_dry_run(&version) {
+        let rejected = apply::dry_run(kube, &objects)
+            .await
+            .map_err(|e| StepError::new(apply::describe(&e)))?;
+        let unchecked = rejected.iter().filter(|r| r.unchecked).count();
+        let refused: Vec<String> = rejected
+            .iter()
+            .filter(|r| !r.unchecked)
+            .map(|r| format!("{} {}: {}", r.object.kind(), r.object.name(), r.reason))
+            .collect();
+        let accepted = objects.len() - rejected.len();
+        cx.property("cni.dry-run-accepted", accepted);
+        cx.property("cni.dry-run-refused", refused.len());
+        cx.property("cni.dry-run-unchecked", unchecked);
+        cx.note(format!(
+            "server-side dry run of {} {}: {accepted} object(s) accepted, {} refused, {unchecked} not checkable (kinds from its own CRDs)",
+            v.name,
+            release.version,
+            refused.len()
+        ));
+        if !refused.is_empty() {
+            return Err(StepError::new(format!(
+                "the API server refused {} object(s) of {} {} in a dry run: {}",
+                refused.len(),
+                v.name,
+                release.version,
+                refused.join("; ")
+            )));
+        }
+    }
     check_images(cx, c, v, release).await?;
     let applied = apply::apply(kube, &objects, &cx.cancel)
         .await
@@ -298,15 +331,12 @@ impl Action for Cni {
             Err(last) => Some((last, diagnose_nodes(c, &cx.log).await)),
         };
         if let Some(t) = after {
-            cx.properties.push((
-                "cni.nodes-ready-seconds".into(),
-                format!("{:.1}", t.as_secs_f64()),
-            ));
+            cx.property("cni.nodes-ready-seconds", format!("{:.1}", t.as_secs_f64()));
         }
-        cx.properties.push((
-            "cni.all-ready-seconds".into(),
+        cx.property(
+            "cni.all-ready-seconds",
             format!("{:.1}", started.elapsed().as_secs_f64()),
-        ));
+        );
         if let Some((last, d)) = failure {
             let first = last.lines().next().unwrap_or_default().to_string();
             cx.log.line(&format!("# not Ready:\n{last}"));

@@ -330,7 +330,7 @@ impl Action for Conformance {
             ("conformance.flaky", flaky),
         ];
         for (k, v) in counts {
-            cx.properties.push((k.to_string(), v.to_string()));
+            cx.property(k, v);
         }
         cx.note(format!(
             "conformance: {} selected, {unsupported} unsupported here, {outside} outside this shard, {passed} passed, {failures} failed, {flaky} flaky; log {}",

@@ -193,8 +193,8 @@ pub struct StepContext<'a> {
     /// Cancelled at the step deadline or on interruption; commands stop on it.
     pub cancel: CancellationToken,
     pub state: &'a mut JobState,
-    /// Extra JUnit properties for this step's testcase.
-    pub properties: Vec<(String, String)>,
+    /// Extra JUnit properties for this step's testcase; add them with `property`.
+    pub(crate) properties: std::sync::Mutex<Vec<(String, String)>>,
     /// Checks inside this step, each reported as its own testcase.
     pub subtests: Vec<crate::engine::event::SubTest>,
     pub(crate) events: EventTx,
@@ -204,6 +204,15 @@ impl StepContext<'_> {
     /// Runs a command under this step's log, deadline and grace period.
     pub async fn cmd(&self, cmd: Cmd) -> Result<Output, CommandError> {
         process::run(&cmd, &self.log, &self.cancel, self.step.timeout.grace).await
+    }
+
+    /// Records a JUnit property of this step (a count, a measured time). Takes `&self`, so
+    /// an action can record while it still holds other borrows of its context.
+    pub fn property(&self, key: impl Into<String>, value: impl ToString) {
+        self.properties
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key.into(), value.to_string()));
     }
 
     /// A command runner bound to this step, for library code.

@@ -453,7 +453,7 @@ async fn run_step(
         log: log.clone(),
         cancel: token.clone(),
         state,
-        properties: Vec::new(),
+        properties: Default::default(),
         subtests: Vec::new(),
         events: events.clone(),
     };
@@ -508,7 +508,7 @@ async fn run_step(
             Err(StepError::new("the step did not stop within its grace period and was abandoned"))
         }
     };
-    let properties = std::mem::take(&mut cx.properties);
+    let properties = std::mem::take(&mut *cx.properties.lock().unwrap_or_else(|e| e.into_inner()));
     let subtests = std::mem::take(&mut cx.subtests);
     drop(cx);
     timer.abort();
