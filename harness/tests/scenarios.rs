@@ -381,6 +381,26 @@ fn cluster_offline(file: PathBuf, job_name: String) -> Result<(), Failed> {
         .iter()
         .find(|s| s.step == "cni")
         .ok_or("no cni step")?;
+    // Before the image check stops it, the real API server dry-runs every manifest object.
+    let prop = |k: &str| {
+        cni.properties
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    let accepted: usize = prop("cni.dry-run-accepted")
+        .ok_or("no server-side dry run ran")?
+        .parse()?;
+    let refused: usize = prop("cni.dry-run-refused")
+        .ok_or("no server-side dry run ran")?
+        .parse()?;
+    eprintln!(
+        "  server-side dry run: {accepted} accepted, {refused} refused, {} not checkable",
+        prop("cni.dry-run-unchecked").unwrap_or_default()
+    );
+    check(accepted > 0 && refused == 0, || {
+        format!("dry run: {accepted} accepted, {refused} refused")
+    })?;
     match &cni.outcome {
         StepOutcome::Failed { message, .. } => {
             check(
