@@ -617,6 +617,7 @@ async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKind, CliError
         Box::new(reporter::junit::Junit::new(&artifacts)),
         Box::new(reporter::testgrid::Testgrid::new(&artifacts)),
         Box::new(reporter::json::JsonSummary::new(&artifacts)),
+        Box::new(reporter::html::Html::new(&artifacts)),
         Box::new(recorder),
     ];
     let cx = RunContext {

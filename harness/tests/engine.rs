@@ -167,6 +167,19 @@ async fn failure_is_diagnosed_later_steps_skip_and_always_steps_run() {
     assert_eq!(later.result, "skipped");
     assert_eq!(later.text, "skipped: step check failed");
     assert_eq!(suite.case("cleanup").result, "passed");
+
+    // The person-facing page says the same, escaped.
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains("<td class=failed>failed</td>"), "{html}");
+    assert!(
+        html.contains("node cp1 NotReady: NetworkPluginNotReady"),
+        "{html}"
+    );
+    assert!(html.contains("skipped: step check failed"), "{html}");
+    assert!(
+        html.contains("<a href=\"jobs/docker-bridge/02-check.log\">"),
+        "{html}"
+    );
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! recorded, never stops the others, and never stops the run.
 
 pub mod history;
+pub mod html;
 pub mod json;
 pub mod junit;
 pub mod progress;

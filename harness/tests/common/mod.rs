@@ -28,6 +28,7 @@ pub fn file_reporters(artifacts: &Path) -> Vec<Box<dyn Reporter>> {
         Box::new(reporter::junit::Junit::new(artifacts)),
         Box::new(reporter::testgrid::Testgrid::new(artifacts)),
         Box::new(reporter::json::JsonSummary::new(artifacts)),
+        Box::new(reporter::html::Html::new(artifacts)),
     ]
 }
 
