@@ -53,8 +53,10 @@ fi
 
 # dockerd: start it when no daemon answers.
 if ! docker info >/dev/null 2>&1; then
-  log "dockerd (background, log /var/log/shakedown-dockerd.log)"
-  nohup /usr/sbin/dockerd >/var/log/shakedown-dockerd.log 2>&1 &
+  log "setsid -f dockerd (log /var/log/shakedown-dockerd.log)"
+  # A session of its own: the harness kills whatever a step leaves in its process group,
+  # and dockerd must outlive this script.
+  setsid -f /usr/sbin/dockerd </dev/null >/var/log/shakedown-dockerd.log 2>&1
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && break
     sleep 0.5
