@@ -26,7 +26,45 @@ use shakedown::engine::Stop;
 use shakedown::{matrix, scenario};
 use std::path::PathBuf;
 
+/// Ctrl-C or SIGTERM during a cluster trial stops its run the way it stops a scenario run:
+/// the running step is terminated, cleanup steps still run, nothing is left behind.
+static STOP: std::sync::OnceLock<Stop> = std::sync::OnceLock::new();
+static RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn handle_signals() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            loop {
+                let name = tokio::select! {
+                    _ = int.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                };
+                if RUNNING.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    std::process::exit(130);
+                }
+                eprintln!("{name}: stopping the cluster trial; its cleanup steps still run");
+                STOP.get_or_init(Stop::default)
+                    .stop(format!("interrupted by {name}"), true);
+            }
+        });
+    });
+}
+
 fn main() {
+    handle_signals();
     let args = Arguments::from_args();
     let catalog = common::catalog();
     let mut trials = Vec::new();
@@ -254,6 +292,7 @@ fn real_run(
         scenario: std::sync::Arc::new(s),
         catalog: std::sync::Arc::new(catalog),
     };
+    RUNNING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let summary = rt.block_on(shakedown::engine::run(
         &p,
         cx,
@@ -261,9 +300,10 @@ fn real_run(
             dry_run: false,
             parallel: 1,
         },
-        Stop::default(),
+        STOP.get_or_init(Stop::default).clone(),
         common::file_reporters(artifacts),
     ));
+    RUNNING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     eprintln!(
         "{job_name}: {:?} in {:.0}s; artifacts in {}",
         summary.exit,
