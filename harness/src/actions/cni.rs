@@ -326,10 +326,6 @@ impl Action for Cni {
         };
         let result = poll(&cx.cancel, POLL, check).await;
         let after = *nodes_ready_after.lock().unwrap_or_else(|e| e.into_inner());
-        let failure = match result {
-            Ok(()) => None,
-            Err(last) => Some((last, diagnose_nodes(c, &cx.log).await)),
-        };
         if let Some(t) = after {
             cx.property("cni.nodes-ready-seconds", format!("{:.1}", t.as_secs_f64()));
         }
@@ -337,7 +333,8 @@ impl Action for Cni {
             "cni.all-ready-seconds",
             format!("{:.1}", started.elapsed().as_secs_f64()),
         );
-        if let Some((last, d)) = failure {
+        if let Err(last) = result {
+            let d = diagnose_nodes(c, &cx.log).await;
             let first = last.lines().next().unwrap_or_default().to_string();
             cx.log.line(&format!("# not Ready:\n{last}"));
             return Err(StepError::new(format!(
