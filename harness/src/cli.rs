@@ -847,18 +847,11 @@ fn signoff(root: &Path, a: SignoffArgs) -> Result<ExitKind, CliError> {
 /// First SIGINT/SIGTERM: stop, clean up. Second: abort cleanup too.
 fn spawn_signal_handler(stop: Stop) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
+        let Ok(mut signals) = engine::StopSignals::new() else {
             return;
         };
         loop {
-            let name = tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            };
+            let name = signals.next().await;
             if stop.is_stopped() {
                 eprintln!("\n{name} again: aborting cleanup steps");
             } else {

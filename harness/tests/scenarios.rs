@@ -40,18 +40,11 @@ fn handle_signals() {
             return;
         };
         rt.block_on(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
+            let Ok(mut signals) = shakedown::engine::StopSignals::new() else {
                 return;
             };
             loop {
-                let name = tokio::select! {
-                    _ = int.recv() => "SIGINT",
-                    _ = term.recv() => "SIGTERM",
-                };
+                let name = signals.next().await;
                 if RUNNING.load(std::sync::atomic::Ordering::SeqCst) == 0 {
                     std::process::exit(130);
                 }

@@ -72,6 +72,44 @@ pub enum Coverage {
     NotPlanned,
 }
 
+impl Coverage {
+    /// A short machine label: passed, failed, dry-run, skipped, disabled, not-planned.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Coverage::Passed => "passed",
+            Coverage::Failed => "failed",
+            Coverage::DryRun => "dry-run",
+            Coverage::Skipped(_) => "skipped",
+            Coverage::Disabled(_) => "disabled",
+            Coverage::NotPlanned => "not-planned",
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, as one stream: what stops a run.
+pub struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub fn new() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Waits for the next one and names it.
+    pub async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
 impl std::fmt::Display for Coverage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -191,17 +191,6 @@ pub fn show_time(t: i64) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
-fn coverage_label(c: &Coverage) -> &'static str {
-    match c {
-        Coverage::Passed => "passed",
-        Coverage::Failed => "failed",
-        Coverage::DryRun => "dry-run",
-        Coverage::Skipped(_) => "skipped",
-        Coverage::Disabled(_) => "disabled",
-        Coverage::NotPlanned => "not-planned",
-    }
-}
-
 fn exit_label(e: ExitKind) -> String {
     serde_json::to_value(e)
         .ok()
@@ -323,13 +312,7 @@ impl History {
             tx.execute(
                 "INSERT INTO job_runs (run_id, job, passed, conformance, conformance_detail) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    s.run_id,
-                    j.name,
-                    j.passed,
-                    coverage_label(&c),
-                    c.to_string()
-                ],
+                params![s.run_id, j.name, j.passed, &c.label(), c.to_string()],
             )
             .map_err(wrap)?;
             for st in &j.steps {

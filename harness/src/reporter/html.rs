@@ -4,7 +4,7 @@
 
 use super::{write_file, ReportError, Reporter};
 use crate::engine::event::{Event, StepOutcome};
-use crate::engine::{Coverage, RunSummary};
+use crate::engine::RunSummary;
 use html_escape::encode_text as esc;
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -28,17 +28,6 @@ pre{white-space:pre-wrap;margin:0;font-size:12px}summary{cursor:pointer}";
 
 fn class(o: &StepOutcome) -> &'static str {
     o.label()
-}
-
-fn coverage_class(c: &Coverage) -> &'static str {
-    match c {
-        Coverage::Passed => "passed",
-        Coverage::Failed => "failed",
-        Coverage::DryRun => "dry-run",
-        Coverage::Skipped(_) => "skipped",
-        Coverage::Disabled(_) => "disabled",
-        Coverage::NotPlanned => "not-planned",
-    }
 }
 
 fn detail(o: &StepOutcome) -> String {
@@ -110,12 +99,7 @@ pub fn render(s: &RunSummary) -> String {
             esc(&j.name)
         );
         for (_, c) in &j.coverage {
-            let _ = write!(
-                h,
-                "<td class={}>{}</td>",
-                coverage_class(c),
-                esc(&c.to_string())
-            );
+            let _ = write!(h, "<td class={}>{}</td>", c.label(), esc(&c.to_string()));
         }
         h.push_str("</tr>");
     }
