@@ -2,7 +2,7 @@
 
 use super::cluster::{client, cluster};
 use super::{Action, StepContext, StepError};
-use crate::conformance::{self, unsupported::Classifier, SpecState};
+use crate::conformance::{self, unsupported, unsupported::Classifier, SpecState};
 use crate::engine::event::{FailureKind, StepOutcome, SubTest};
 use crate::engine::process::{self, Cmd, StepLog};
 use crate::images::{KubeArtifacts, IMAGE_REPO};
@@ -18,6 +18,9 @@ const DEFAULT_SPEC_DEADLINE: Duration = Duration::from_secs(300);
 
 struct Env {
     e2e: PathBuf,
+    /// The kubectl built with the cluster: specs shell out to kubectl, and one from PATH may
+    /// be far outside the supported version skew.
+    kubectl: PathBuf,
     kubeconfig: PathBuf,
     repo_list: PathBuf,
     dir: PathBuf,
@@ -27,6 +30,7 @@ impl Env {
     fn base(&self, report_dir: &Path) -> Cmd {
         Cmd::new(self.e2e.display().to_string())
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .arg(format!("--kubectl-path={}", self.kubectl.display()))
             .arg("--provider=skeleton")
             .arg("--ginkgo.noColor")
             .arg("--disable-log-dump")
@@ -36,8 +40,11 @@ impl Env {
 }
 
 enum Outcome {
-    Passed { attempts: u32 },
-    Failed(String),
+    Passed {
+        attempts: u32,
+    },
+    /// The failure, and the output line showing a name failing to resolve, if any.
+    Failed(String, Option<String>),
 }
 
 /// One spec, its own process group, log and deadline; retried up to `attempts` times.
@@ -50,11 +57,14 @@ async fn run_spec(
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Outcome {
     let mut last = String::new();
+    let mut evidence = None;
     for attempt in 1..=attempts.max(1) {
         let dir = env.dir.join("specs").join(format!("{i:03}-{attempt}"));
         let log = match StepLog::create(&dir.join("output.log")) {
             Ok(l) => l,
-            Err(e) => return Outcome::Failed(format!("failed to create {}: {e}", dir.display())),
+            Err(e) => {
+                return Outcome::Failed(format!("failed to create {}: {e}", dir.display()), None)
+            }
         };
         let token = cancel.child_token();
         let timer = {
@@ -90,11 +100,14 @@ async fn run_spec(
                 last = format!("e2e.test exited 0 but reported {other:?} for the spec")
             }
         }
+        evidence = std::fs::read_to_string(dir.join("output.log"))
+            .ok()
+            .and_then(|o| unsupported::dns_evidence(&o));
         if cancel.is_cancelled() {
             break;
         }
     }
-    Outcome::Failed(last)
+    Outcome::Failed(last, evidence)
 }
 
 fn failed(message: String) -> StepOutcome {
@@ -141,6 +154,7 @@ impl Action for Conformance {
         let spec = cx.run.scenario.scenario.conformance.clone();
         let env = Env {
             e2e: art.bin_dir.join("e2e.test"),
+            kubectl: art.bin_dir.join("kubectl"),
             kubeconfig: c.kubeconfig.clone().ok_or_else(|| {
                 StepError::infra("failed to find a kubeconfig: kubeadm init has not run")
             })?,
@@ -264,7 +278,10 @@ impl Action for Conformance {
                 let verdict = match &r.1 {
                     Outcome::Passed { attempts: 1 } => "passed".to_string(),
                     Outcome::Passed { attempts } => format!("passed on attempt {attempts} (flaky)"),
-                    Outcome::Failed(_) => "FAILED".to_string(),
+                    Outcome::Failed(_, Some(_)) if !dns => {
+                        "unsupported here (name resolution failed: no cluster DNS)".to_string()
+                    }
+                    Outcome::Failed(..) => "FAILED".to_string(),
                 };
                 cx.note(format!("[{done}/{total}] {verdict}: {}", runnable[r.0]));
                 results.push(r);
@@ -272,7 +289,7 @@ impl Action for Conformance {
         }
 
         // 4. Report: every selected spec as a testcase, counts as properties, e2e.log.
-        let (mut passed, mut failures, mut flaky) = (0, 0, 0);
+        let (mut passed, mut failures, mut flaky, mut unsupported_at_run_time) = (0, 0, 0, 0);
         results.sort_by_key(|r| r.0);
         let mut e2e_log = String::new();
         for (i, outcome, took) in results {
@@ -299,7 +316,16 @@ impl Action for Conformance {
                     }
                     StepOutcome::Passed
                 }
-                Outcome::Failed(m) => {
+                Outcome::Failed(_, Some(line)) if !dns => {
+                    unsupported_at_run_time += 1;
+                    StepOutcome::Skipped {
+                        reason: format!(
+                            "unsupported here (found at run time): {}; evidence: {line}",
+                            unsupported::NEEDS_DNS
+                        ),
+                    }
+                }
+                Outcome::Failed(m, _) => {
                     failures += 1;
                     failed(m)
                 }
@@ -324,6 +350,10 @@ impl Action for Conformance {
         let counts = [
             ("conformance.selected", selected.len()),
             ("conformance.unsupported", unsupported),
+            (
+                "conformance.unsupported-at-run-time",
+                unsupported_at_run_time,
+            ),
             ("conformance.outside-shard", outside),
             ("conformance.passed", passed),
             ("conformance.failed", failures),
@@ -333,7 +363,7 @@ impl Action for Conformance {
             cx.property(k, v);
         }
         cx.note(format!(
-            "conformance: {} selected, {unsupported} unsupported here, {outside} outside this shard, {passed} passed, {failures} failed, {flaky} flaky; log {}",
+            "conformance: {} selected, {unsupported} unsupported here ({unsupported_at_run_time} more found at run time), {outside} outside this shard, {passed} passed, {failures} failed, {flaky} flaky; log {}",
             selected.len(),
             log_path.display()
         ));

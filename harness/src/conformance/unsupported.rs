@@ -23,6 +23,23 @@ const EXPECTED_UNPULLABLE: &[&str] = &[
     "gcAuthenticatedRegistry",
 ];
 
+/// The first line of a spec's output that shows a name failing to resolve. Without a DNS
+/// addon such a failure is this machine's limit, not the cluster's: the spec is reported as
+/// unsupported here, with this line as the evidence.
+pub fn dns_evidence(output: &str) -> Option<String> {
+    const SIGNS: &[&str] = &[
+        "Name or service not known",
+        "Temporary failure in name resolution",
+        "bad address",
+        "could not resolve host",
+        "no such host",
+    ];
+    output
+        .lines()
+        .find(|l| SIGNS.iter().any(|s| l.contains(s)))
+        .map(|l| l.trim().to_string())
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Classifier {
     /// codename → source file (relative to the tree).
@@ -205,6 +222,20 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn name_resolution_failures_are_evidence_of_missing_dns() {
+        let out = "+ nc -zv -t -w 2 nodeport-test 80\nnc: getaddrinfo for host \"nodeport-test\" port 80: Name or service not known\n";
+        assert_eq!(
+            dns_evidence(out).as_deref(),
+            Some("nc: getaddrinfo for host \"nodeport-test\" port 80: Name or service not known")
+        );
+        assert_eq!(
+            dns_evidence("wget: bad address 'svc'"),
+            Some("wget: bad address 'svc'".into())
+        );
+        assert_eq!(dns_evidence("connection refused\ntimed out"), None);
     }
 
     #[test]
