@@ -45,6 +45,8 @@ enum Outcome {
     },
     /// The failure, and the output line showing a name failing to resolve, if any.
     Failed(String, Option<String>),
+    /// The run was stopped before this spec started.
+    NotRun,
 }
 
 /// One spec, its own process group, log and deadline; retried up to `attempts` times.
@@ -56,6 +58,9 @@ async fn run_spec(
     deadline: Duration,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Outcome {
+    if cancel.is_cancelled() {
+        return Outcome::NotRun;
+    }
     let mut last = String::new();
     let mut evidence = None;
     for attempt in 1..=attempts.max(1) {
@@ -282,6 +287,7 @@ impl Action for Conformance {
                         "unsupported here (name resolution failed: no cluster DNS)".to_string()
                     }
                     Outcome::Failed(..) => "FAILED".to_string(),
+                    Outcome::NotRun => "not run (the run was stopped)".to_string(),
                 };
                 cx.note(format!("[{done}/{total}] {verdict}: {}", runnable[r.0]));
                 results.push(r);
@@ -289,7 +295,8 @@ impl Action for Conformance {
         }
 
         // 4. Report: every selected spec as a testcase, counts as properties, e2e.log.
-        let (mut passed, mut failures, mut flaky, mut unsupported_at_run_time) = (0, 0, 0, 0);
+        let (mut passed, mut failures, mut flaky, mut unsupported_at_run_time, mut not_run) =
+            (0, 0, 0, 0, 0);
         results.sort_by_key(|r| r.0);
         let mut e2e_log = String::new();
         for (i, outcome, took) in results {
@@ -329,6 +336,12 @@ impl Action for Conformance {
                     failures += 1;
                     failed(m)
                 }
+                Outcome::NotRun => {
+                    not_run += 1;
+                    StepOutcome::Skipped {
+                        reason: "skipped: the run was stopped before this spec started".into(),
+                    }
+                }
             };
             subtests.push((name, o, took));
         }
@@ -358,12 +371,13 @@ impl Action for Conformance {
             ("conformance.passed", passed),
             ("conformance.failed", failures),
             ("conformance.flaky", flaky),
+            ("conformance.not-run", not_run),
         ];
         for (k, v) in counts {
             cx.property(k, v);
         }
         cx.note(format!(
-            "conformance: {} selected, {unsupported} unsupported here ({unsupported_at_run_time} more found at run time), {outside} outside this shard, {passed} passed, {failures} failed, {flaky} flaky; log {}",
+            "conformance: {} selected, {unsupported} unsupported here ({unsupported_at_run_time} more found at run time), {outside} outside this shard, {passed} passed, {failures} failed, {flaky} flaky, {not_run} not run; log {}",
             selected.len(),
             log_path.display()
         ));
