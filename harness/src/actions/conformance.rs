@@ -299,21 +299,22 @@ impl Action for Conformance {
             (0, 0, 0, 0, 0);
         results.sort_by_key(|r| r.0);
         let mut e2e_log = String::new();
+        // Every attempt's folder, listed once: NNN-attempt.
+        let mut attempts: Vec<(String, PathBuf)> = std::fs::read_dir(env.dir.join("specs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .collect();
+        attempts.sort();
         for (i, outcome, took) in results {
             let name = runnable[i].clone();
-            for entry in std::fs::read_dir(env.dir.join("specs"))
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let fname = entry.file_name().to_string_lossy().into_owned();
-                if fname.starts_with(&format!("{i:03}-")) {
-                    e2e_log.push_str(&format!("===== {name} ({fname})\n"));
-                    e2e_log.push_str(
-                        &std::fs::read_to_string(entry.path().join("output.log"))
-                            .unwrap_or_default(),
-                    );
-                }
+            let prefix = format!("{i:03}-");
+            for (fname, path) in attempts.iter().filter(|(f, _)| f.starts_with(&prefix)) {
+                e2e_log.push_str(&format!("===== {name} ({fname})\n"));
+                e2e_log.push_str(
+                    &std::fs::read_to_string(path.join("output.log")).unwrap_or_default(),
+                );
             }
             let o = match outcome {
                 Outcome::Passed { attempts } => {

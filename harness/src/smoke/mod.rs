@@ -471,24 +471,7 @@ impl Smoke {
                     .expect("static mount shape")]);
             }
         }
-        pods.create(&PostParams::default(), &p)
-            .await
-            .map_err(|e| format!("failed to create {name}: {e}"))?;
-        let got = wait_for(pods.clone(), name, finished, POD_WAIT, &self.cancel).await?;
-        let phase = got
-            .as_ref()
-            .and_then(|p| p.status.as_ref())
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_default();
-        let logs = pods
-            .logs(name, &LogParams::default())
-            .await
-            .unwrap_or_default();
-        if phase == "Succeeded" {
-            Ok(())
-        } else {
-            Err(format!("{name} {phase}: {}", logs.trim()))
-        }
+        self.run_to_completion(pods, p).await
     }
 
     /// Writes a stamp through a hostPath volume, deletes the pod, and reads it back from a
@@ -539,35 +522,39 @@ impl Smoke {
             target.to_string(),
             "--timeout=5s".to_string(),
         ];
-        pods.create(
-            &PostParams::default(),
-            &pod(
-                name,
-                &self.namespace,
-                node,
-                &self.run_id,
-                "smoke-client",
-                &args,
-                "Never",
-            ),
-        )
-        .await
-        .map_err(|e| format!("failed to create {name}: {e}"))?;
-        let p = wait_for(pods.clone(), name, finished, POD_WAIT, &self.cancel).await?;
-        let phase = p
+        let p = pod(
+            name,
+            &self.namespace,
+            node,
+            &self.run_id,
+            "smoke-client",
+            &args,
+            "Never",
+        );
+        self.run_to_completion(pods, p).await
+    }
+
+    /// Creates a run-to-completion pod and waits for it; Ok when it succeeded, otherwise its
+    /// phase and logs.
+    async fn run_to_completion(&self, pods: &Api<Pod>, p: Pod) -> Result<(), String> {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        pods.create(&PostParams::default(), &p)
+            .await
+            .map_err(|e| format!("failed to create {name}: {e}"))?;
+        let got = wait_for(pods.clone(), &name, finished, POD_WAIT, &self.cancel).await?;
+        let phase = got
             .as_ref()
             .and_then(|p| p.status.as_ref())
             .and_then(|s| s.phase.clone())
             .unwrap_or_default();
         if phase == "Succeeded" {
-            Ok(())
-        } else {
-            let logs = pods
-                .logs(name, &LogParams::default())
-                .await
-                .unwrap_or_default();
-            Err(format!("{name} {phase}: {}", logs.trim()))
+            return Ok(());
         }
+        let logs = pods
+            .logs(&name, &LogParams::default())
+            .await
+            .unwrap_or_default();
+        Err(format!("{name} {phase}: {}", logs.trim()))
     }
 
     /// Pods cannot be created until the namespace's `default` ServiceAccount (and, before
