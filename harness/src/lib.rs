@@ -12,6 +12,7 @@ pub mod cni;
 pub mod config;
 pub mod conformance;
 pub mod engine;
+pub mod error;
 pub mod exit;
 pub mod history;
 pub mod images;

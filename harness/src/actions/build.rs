@@ -60,15 +60,9 @@ impl Action for ImageBuild {
         let req = request(cx)?;
         let r = cx.runner();
         let note = |s: String| cx.note(s);
-        let art = images::build(&req, &r, &note).await.map_err(|e| {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            StepError::infra(msg)
-        })?;
+        let art = images::build(&req, &r, &note)
+            .await
+            .map_err(|e| StepError::infra(crate::error::chain(&e)))?;
         cx.note(format!(
             "node image {}, images {}",
             art.node_image,

@@ -313,16 +313,6 @@ pub fn due(
     Ok(out)
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(&format!(": {c}"));
-        src = c.source();
-    }
-    s
-}
-
 /// POSTs `body` as JSON, within [`TIMEOUT`].
 pub fn post(url: &str, body: &serde_json::Value) -> Result<(), NotifyError> {
     let loopback = url
@@ -378,17 +368,17 @@ pub fn send(h: &History, n: &Notifier, msgs: &[Message]) -> Result<Vec<Attempt>,
         let (channel, error) = match &n.webhook {
             Some(url) => {
                 if let Err(e) = &md {
-                    tracing::warn!("{}", chain(e));
+                    tracing::warn!("{}", crate::error::chain(e));
                 }
                 let sent = post(url, &m.json());
                 (
                     format!("webhook {}", redact(url)),
-                    sent.err().map(|e| chain(&e)),
+                    sent.err().map(|e| crate::error::chain(&e)),
                 )
             }
             None => (
                 format!("markdown {}", md_path.display()),
-                md.as_ref().err().map(|e| chain(e)),
+                md.as_ref().err().map(|e| crate::error::chain(e)),
             ),
         };
         match &error {

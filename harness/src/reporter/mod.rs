@@ -41,12 +41,7 @@ pub async fn drive(
     while let Some(ev) = rx.recv().await {
         for r in reporters.iter_mut() {
             if let Err(e) = r.on_event(&ev) {
-                let mut msg = format!("{} reporter: {e}", r.name());
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    msg.push_str(&format!(": {s}"));
-                    src = s.source();
-                }
+                let msg = format!("{} reporter: {}", r.name(), crate::error::chain(&e));
                 tracing::error!("{msg}");
                 errors.push(msg);
             }
