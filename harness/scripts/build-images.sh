@@ -35,6 +35,9 @@
 # Idempotent: an image whose inputs did not change (label io.shakedown.input) is not
 # imported again, and images.tar is not rewritten when no image changed.
 set -euo pipefail
+SCRIPT_NAME="build images"
+# shellcheck source=image-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/image-lib.sh"
 : "${BIN_DIR:?BIN_DIR must be set}" "${KUBE_VERSION:?KUBE_VERSION must be set}" "${WORK:?WORK must be set}"
 IMAGE_REPO=${IMAGE_REPO:-shakedown.local}
 ETCD_TAG=${ETCD_TAG:-3.4.23-shakedown}
@@ -47,10 +50,6 @@ E2E_PAUSE_TAGS=${E2E_PAUSE_TAGS:-3.2}
 DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
-log() { printf '+ %s\n' "$*" >&2; }
-run() { log "$@"; "$@"; }
-die() { printf 'build images: %s\n' "$*" >&2; exit 1; }
-
 [ "$(id -u)" = 0 ] || die "failed to build images: must run as root (debootstrap needs it)"
 command -v docker >/dev/null || die "failed to find docker"
 command -v debootstrap >/dev/null || die "failed to find debootstrap (apt-get install debootstrap)"
@@ -60,22 +59,11 @@ done
 [ -x "$ETCD_BIN" ] || die "failed to find $ETCD_BIN (apt-get install etcd-server)"
 [ -x "$BUSYBOX_BIN" ] || die "failed to find $BUSYBOX_BIN (apt-get install busybox-static)"
 
-WORK=$(mkdir -p "$WORK" && cd "$WORK" && pwd)
-trees="$WORK/images"
-mkdir -p "$trees" "$WORK/rootfs" "$WORK/debootstrap-cache"
+work_dirs
 
 is_static() { ! ldd "$1" >/dev/null 2>&1 || ldd "$1" 2>&1 | grep -q 'statically linked'; }
 require_static() {
   is_static "$1" || die "failed to use $1: it is dynamically linked (build it with CGO_ENABLED=0 / gcc -static)"
-}
-
-# new_tree NAME: an empty image tree with /tmp, printed.
-new_tree() {
-  local t="$trees/$1"
-  rm -rf "$t"
-  mkdir -p "$t/tmp"
-  chmod 1777 "$t/tmp"
-  printf '%s\n' "$t"
 }
 
 # add_busybox TREE: busybox in /bin and a symlink per applet (the upstream image's layout).
@@ -90,77 +78,6 @@ add_busybox() {
   [ -f "$t/etc/group" ] || printf 'root:x:0:\nnogroup:x:65534:\n' >"$t/etc/group"
   mkdir -p "$t/root"
 }
-
-built=()
-changed=0
-# import_tree TREE TAG INPUT-KEY [--change ...]: docker import TREE as TAG unless an
-# image with the same input key is already tagged TAG.
-import_tree() {
-  local tree=$1 tag=$2 key=$3
-  shift 3
-  built+=("$tag")
-  local have
-  have=$(docker image inspect --format '{{ index .Config.Labels "io.shakedown.input" }}' "$tag" 2>/dev/null || true)
-  if [ "$have" = "$key" ]; then
-    echo "up to date: $tag" >&2
-    return 0
-  fi
-  local old
-  old=$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
-  log "tar -C $tree -c . | docker import $* - $tag"
-  tar -C "$tree" --numeric-owner -c . | docker import "$@" \
-    --change 'LABEL io.shakedown.managed=true' \
-    --change "LABEL io.shakedown.input=$key" \
-    - "$tag" >/dev/null || die "failed to docker import $tag"
-  changed=1
-  # The previous build of this tag is now untagged: drop it unless something still uses it.
-  if [ -n "$old" ] && [ "$(docker image inspect --format '{{len .RepoTags}}' "$old" 2>/dev/null)" = 0 ]; then
-    docker rmi "$old" >/dev/null 2>&1 || true
-  fi
-}
-
-# key FILES...: a short digest of the given files plus the script itself.
-key() { cat "$@" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16; }
-
-# stale TAG KEY: true when TAG is missing or was built from other inputs.
-stale() {
-  [ "$(docker image inspect --format '{{ index .Config.Labels "io.shakedown.input" }}' "$1" 2>/dev/null || true)" != "$2" ]
-}
-
-# tree_from_rootfs NAME ROOTFS BINARY DEST: the image tree NAME is ROOTFS plus BINARY at DEST.
-tree_from_rootfs() {
-  local t="$trees/$1"
-  mkdir -p "$t"
-  run rsync -a --delete --exclude=/.shakedown-complete "$2/" "$t/" || die "failed to copy the $1 rootfs into $t"
-  run install -m 0755 "$3" "$t$4"
-}
-
-# debian_rootfs NAME PACKAGES: a debootstrap minbase rootfs with PACKAGES (comma list),
-# cached in $WORK/rootfs/NAME-$DEBIAN_SUITE and reused while the package list is the same.
-# Prints its path.
-debian_rootfs() {
-  local name=$1 packages=$2
-  local rootfs="$WORK/rootfs/$name-$DEBIAN_SUITE"
-  local stamp="$DEBIAN_SUITE $packages"
-  if [ -f "$rootfs/.shakedown-complete" ] && [ "$(cat "$rootfs/.shakedown-complete")" = "$stamp" ]; then
-    echo "reusing rootfs $rootfs" >&2
-  else
-    local partial="$rootfs.partial"
-    run rm -rf "$partial" "$rootfs" >&2
-    log debootstrap --variant=minbase --cache-dir="$WORK/debootstrap-cache" --include="$packages" "$DEBIAN_SUITE" "$partial" "$DEBIAN_MIRROR"
-    debootstrap --variant=minbase --cache-dir="$WORK/debootstrap-cache" --include="$packages" \
-      "$DEBIAN_SUITE" "$partial" "$DEBIAN_MIRROR" >"$WORK/rootfs/$name-debootstrap.log" 2>&1 \
-      || die "failed to debootstrap the $name rootfs (log: $WORK/rootfs/$name-debootstrap.log)"
-    # Not needed at run time; keeps the image small.
-    log rm -rf "$partial/var/cache/apt/archives/*.deb" "$partial/var/lib/apt/lists/*" "$partial/usr/share/{doc,man,info,locale}"
-    rm -rf "$partial/var/cache/apt/archives/"*.deb "$partial/var/lib/apt/lists/"* \
-      "$partial/usr/share/doc" "$partial/usr/share/man" "$partial/usr/share/info" "$partial/usr/share/locale"
-    printf '%s\n' "$stamp" >"$partial/.shakedown-complete"
-    run mv "$partial" "$rootfs" >&2
-  fi
-  printf '%s\n' "$rootfs"
-}
-
 
 # --- control plane: static binaries FROM scratch --------------------------------------
 for c in kube-apiserver kube-controller-manager kube-scheduler; do

@@ -270,7 +270,11 @@ pub async fn build(
     // Stage 2: component images, saved into one tarball.
     let work = req.cache.join("work");
     let images_script = scripts.join("build-images.sh");
-    let k = key(&[&read(&images_script)?, bin_key.as_bytes()]);
+    let k = key(&[
+        &read(&images_script)?,
+        &read(&scripts.join("image-lib.sh"))?,
+        bin_key.as_bytes(),
+    ]);
     let images_dir = req.cache.join("images").join(&k);
     let images_tar = images_dir.join("images.tar");
     if images_dir.join(".done").is_file() && images_tar.is_file() {
@@ -359,6 +363,49 @@ pub async fn build(
         node_image,
         source_tree,
     })
+}
+
+/// The conformance image built here, and its saved tarball for loading into nodes.
+#[derive(Debug, Clone)]
+pub struct ConformanceImage {
+    pub tag: String,
+    pub tar: PathBuf,
+}
+
+/// Builds the conformance image from these e2e binaries, the cluster's kubectl and the
+/// source tree's entry script (`harness/scripts/build-conformance-image.sh`). The script
+/// is idempotent: an image whose inputs did not change is neither imported nor saved again.
+pub async fn conformance_image(
+    root: &Path,
+    cache: &Path,
+    version: KubeVersion,
+    e2e_dir: &Path,
+    kubectl: &Path,
+    source_tree: &Path,
+    r: &Runner,
+) -> Result<ConformanceImage, BuildError> {
+    let tag = format!("{IMAGE_REPO}/conformance:{version}");
+    let tar = cache.join("conformance").join(format!("{version}.tar"));
+    r.run(
+        Cmd::new("bash")
+            .arg(
+                root.join("harness/scripts/build-conformance-image.sh")
+                    .display()
+                    .to_string(),
+            )
+            .env("E2E_DIR", e2e_dir.display().to_string())
+            .env("KUBECTL", kubectl.display().to_string())
+            .env("SOURCE_TREE", source_tree.display().to_string())
+            .env("TAG", &tag)
+            .env("OUT_TAR", tar.display().to_string())
+            .env("WORK", cache.join("work").display().to_string()),
+    )
+    .await
+    .map_err(|source| BuildError::Stage {
+        stage: "conformance image",
+        source,
+    })?;
+    Ok(ConformanceImage { tag, tar })
 }
 
 #[cfg(test)]
