@@ -106,12 +106,8 @@ pub async fn bring_up(root: &Path, scenario_name: &str, runs: u32) -> Result<Exi
             .map(|(st, _)| st);
         let cni_total = cni_step.map(|st| st.duration).unwrap_or_default();
         let nodes_ready_in_cni = cni_step
-            .and_then(|st| {
-                st.properties
-                    .iter()
-                    .find(|(k, _)| k == "cni.nodes-ready-seconds")
-            })
-            .and_then(|(_, v)| v.parse::<f64>().ok())
+            .and_then(|st| st.property("cni.nodes-ready-seconds"))
+            .and_then(|v| v.parse::<f64>().ok())
             .map(Duration::from_secs_f64)
             .unwrap_or(cni_total);
         let nodes_up = up - cni_total + nodes_ready_in_cni;

@@ -46,7 +46,7 @@ pub enum Command {
     },
     /// Run a scenario: bring up clusters for every matrix job, test them, write artifacts.
     /// `scenario new` creates a scenario for a new release branch.
-    Scenario(ScenarioArgs),
+    Scenario(Box<ScenarioArgs>),
     /// CI jobs generated from scenarios/.
     Ci {
         #[command(subcommand)]
@@ -251,6 +251,18 @@ pub struct ScenarioArgs {
     /// Override the scenario's conformance mode (certified, non-disruptive, conformance-lite).
     #[arg(long, value_enum)]
     pub conformance_mode: Option<ConformanceModeArg>,
+    /// Where e2e.test runs: on this machine, one process per spec (host), or as the
+    /// conformance image in a Pod (in-cluster, as sonobuoy and hydrophone run it).
+    #[arg(long, value_enum)]
+    pub conformance_runner: Option<ConformanceRunnerArg>,
+    /// The conformance image for --conformance-runner in-cluster (default: built here from
+    /// the same e2e.test), e.g. registry.k8s.io/conformance:v1.20.2.
+    #[arg(long)]
+    pub conformance_image: Option<String>,
+    /// e2e.test and ginkgo from this folder or test tarball
+    /// (kubernetes-test-linux-amd64.tar.gz) instead of the cluster's own build.
+    #[arg(long)]
+    pub e2e_binaries: Option<PathBuf>,
     /// Run history file to record the run in (default: history.sqlite beside the artifacts
     /// folder).
     #[arg(long, env = "SHAKEDOWN_HISTORY")]
@@ -266,6 +278,21 @@ pub enum ConformanceModeArg {
     Certified,
     NonDisruptive,
     ConformanceLite,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ConformanceRunnerArg {
+    Host,
+    InCluster,
+}
+
+impl From<ConformanceRunnerArg> for crate::scenario::ConformanceRunner {
+    fn from(r: ConformanceRunnerArg) -> Self {
+        match r {
+            ConformanceRunnerArg::Host => Self::Host,
+            ConformanceRunnerArg::InCluster => Self::InCluster,
+        }
+    }
 }
 
 impl From<ConformanceModeArg> for crate::scenario::ConformanceMode {
@@ -335,13 +362,7 @@ impl CliError {
 }
 
 fn report(e: &CliError) {
-    let mut msg = format!("error: {e}");
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    eprintln!("{msg}");
+    eprintln!("error: {}", crate::error::chain(e));
 }
 
 pub async fn run(cli: Cli) -> ExitKind {
@@ -354,11 +375,10 @@ pub async fn run(cli: Cli) -> ExitKind {
             provider,
             cni,
         } => show_plan(&root, &scenario, provider.as_deref(), cni.as_deref()),
-        Command::Scenario(ScenarioArgs {
-            command: Some(ScenarioCommand::New { branch, from }),
-            ..
-        }) => new_scenario(&root, &branch, &from),
-        Command::Scenario(args) => run_scenario(&root, args).await,
+        Command::Scenario(args) => match &args.command {
+            Some(ScenarioCommand::New { branch, from }) => new_scenario(&root, branch, from),
+            None => run_scenario(&root, *args).await,
+        },
         Command::Ci {
             command: CiCommand::Generate(args),
         } => ci_generate(&root, args),
@@ -572,6 +592,17 @@ async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKind, CliError
     let (mut s, catalog, mut p) = planned(root, &name, a.provider.as_deref(), a.cni.as_deref())?;
     if let Some(m) = a.conformance_mode {
         s.scenario.conformance.mode = Some(m.into());
+    }
+    if let Some(r) = a.conformance_runner {
+        s.scenario.conformance.runner = Some(r.into());
+    }
+    if let Some(i) = &a.conformance_image {
+        s.scenario.conformance.image = Some(i.clone());
+        s.scenario.conformance.runner = Some(crate::scenario::ConformanceRunner::InCluster);
+    }
+    if let Some(b) = &a.e2e_binaries {
+        // Relative to where the user is, as any command-line path.
+        s.scenario.conformance.e2e_binaries = Some(std::path::absolute(b).unwrap_or(b.clone()));
     }
     if let Some(d) = a.deadline {
         p.run_deadline = Some(d);

@@ -4,6 +4,10 @@
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::wait::await_condition;
+use kube::Api;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
     meta.name.as_deref().unwrap_or("<unnamed>")
@@ -127,6 +131,37 @@ pub fn daemonset_rolled_out(ds: &DaemonSet) -> Result<(), String> {
             "daemonset {name}: {ready}/{want} ready, {updated}/{want} updated"
         ))
     }
+}
+
+/// Waits for a single object's condition, bounded by a timeout and the step's cancellation.
+pub async fn wait_for<K, C>(
+    api: Api<K>,
+    name: &str,
+    cond: C,
+    limit: Duration,
+    cancel: &CancellationToken,
+) -> Result<Option<K>, String>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    C: kube::runtime::wait::Condition<K>,
+{
+    tokio::select! {
+        r = tokio::time::timeout(limit, await_condition(api, name, cond)) => match r {
+            Ok(Ok(obj)) => Ok(obj),
+            Ok(Err(e)) => Err(format!("failed to watch {name}: {e}")),
+            Err(_) => Err(format!("{name} did not get there within {limit:?}")),
+        },
+        _ = cancel.cancelled() => Err(format!("stopped while waiting for {name}")),
+    }
+}
+
+/// A pod whose containers have all ended, for `wait_for`.
+pub fn pod_finished(p: Option<&Pod>) -> bool {
+    matches!(
+        p.and_then(|p| p.status.as_ref())
+            .and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    )
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@
 //! a download (1.6, master), and providers other than docker.
 //! `cluster-offline::<job>` runs the weave and calico jobs anyway and asserts the honest
 //! outcome here: the cni step fails within seconds naming the missing image.
+//! `in-cluster::release-1.20/docker/bridge` runs conformance the sonobuoy/hydrophone way: the
+//! conformance image (built here, from e2e.test packed into a test tarball first) as a Pod,
+//! results read back through the pod log.
 //! `regression::kubeadm-1.6.0-no-cni` never configures a CNI and asserts the run fails at
 //! the readiness step within its deadline, naming NetworkPluginNotReady.
 //!
@@ -97,6 +100,17 @@ fn main() {
             );
         }
     }
+    let in_cluster_skip = docker.clone().err();
+    if let Some(w) = &in_cluster_skip {
+        skipped.push(format!("{IN_CLUSTER_TRIAL}: {w}"));
+    }
+    trials.push(
+        Trial::ignorable_test(IN_CLUSTER_TRIAL, move || match in_cluster_skip {
+            Some(w) => Ok(Completion::ignored_with(w)),
+            None => in_cluster().map(|()| Completion::Completed),
+        })
+        .with_kind("cluster"),
+    );
     let regression_skip = docker.clone().err();
     if let Some(w) = &regression_skip {
         skipped.push(format!("regression::kubeadm-1.6.0-no-cni: {w}"));
@@ -263,11 +277,15 @@ fn real_run(
     job_name: &str,
     artifacts: &std::path::Path,
     shard: Option<(u32, u32)>,
+    e2e_binaries: Option<PathBuf>,
 ) -> Result<shakedown::engine::RunSummary, Failed> {
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Runtime::new()?;
     let catalog = common::catalog();
-    let s = scenario::load(file, &catalog, scenario::today()).map_err(|e| e.to_string())?;
+    let mut s = scenario::load(file, &catalog, scenario::today()).map_err(|e| e.to_string())?;
+    if e2e_binaries.is_some() {
+        s.scenario.conformance.e2e_binaries = e2e_binaries;
+    }
     let jobs: Vec<_> = matrix::expand(&s)
         .into_iter()
         .filter(|j| j.name == job_name)
@@ -338,7 +356,7 @@ fn ci_shard() -> Option<(u32, u32)> {
 
 fn cluster(file: PathBuf, job_name: String) -> Result<(), Failed> {
     let dir = trial_dir(&job_name);
-    let summary = real_run(&file, &job_name, &dir, ci_shard())?;
+    let summary = real_run(&file, &job_name, &dir, ci_shard(), None)?;
     let job = &summary.jobs[0];
     let junit = dir.join(format!("junit_{}.xml", job.context));
     let suite = &common::read_junit(&junit)[0];
@@ -408,19 +426,14 @@ fn cluster(file: PathBuf, job_name: String) -> Result<(), Failed> {
 
 fn cluster_offline(file: PathBuf, job_name: String) -> Result<(), Failed> {
     let dir = trial_dir(&job_name);
-    let summary = real_run(&file, &job_name, &dir, Some((1, 1000)))?;
+    let summary = real_run(&file, &job_name, &dir, Some((1, 1000)), None)?;
     let cni = summary.jobs[0]
         .steps
         .iter()
         .find(|s| s.step == "cni")
         .ok_or("no cni step")?;
     // Before the image check stops it, the real API server dry-runs every manifest object.
-    let prop = |k: &str| {
-        cni.properties
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-    };
+    let prop = |k: &str| cni.property(k);
     let accepted: usize = prop("cni.dry-run-accepted")
         .ok_or("no server-side dry run ran")?
         .parse()?;
@@ -462,7 +475,7 @@ fn cluster_offline(file: PathBuf, job_name: String) -> Result<(), Failed> {
 fn no_cni_regression() -> Result<(), Failed> {
     let file = common::root().join("fixtures/scenarios/cluster/no-cni.yaml");
     let dir = trial_dir("regression-no-cni");
-    let summary = real_run(&file, "no-cni/docker/none", &dir, None)?;
+    let summary = real_run(&file, "no-cni/docker/none", &dir, None, None)?;
     let steps = &summary.jobs[0].steps;
     let cni = steps
         .iter()
@@ -508,6 +521,121 @@ fn no_cni_regression() -> Result<(), Failed> {
         format!(
             "expected the test-failure exit code 1, got {}",
             summary.exit_code
+        )
+    })
+}
+
+const IN_CLUSTER_TRIAL: &str = "in-cluster::release-1.20/docker/bridge";
+/// CI's slice of the in-cluster run: about a dozen lite specs, in one pod.
+const IN_CLUSTER_SHARD: (u32, u32) = (1, 20);
+
+/// The folder `shakedown image build` reports for the release-1.20 binaries (cached: the
+/// cluster trials build them anyway).
+fn built_binaries() -> Result<PathBuf, Failed> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shakedown"))
+        .args(["image", "build", "--kubernetes", "v1.20.2"])
+        .current_dir(common::root())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    check(out.status.success(), || {
+        format!(
+            "shakedown image build failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("binaries:"))
+        .map(|d| PathBuf::from(d.trim()))
+        .ok_or_else(|| format!("no `binaries:` line in: {text}").into())
+}
+
+/// A test tarball in the release's layout (kubernetes/test/bin/{e2e.test,ginkgo}).
+fn pack_test_tarball(bin: &std::path::Path, at: &std::path::Path) -> Result<(), Failed> {
+    let gz = flate2::write::GzEncoder::new(std::fs::File::create(at)?, flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for b in ["e2e.test", "ginkgo"] {
+        tar.append_path_with_name(bin.join(b), format!("kubernetes/test/bin/{b}"))?;
+    }
+    tar.into_inner()?.finish()?;
+    Ok(())
+}
+
+fn in_cluster() -> Result<(), Failed> {
+    let file = common::root().join("fixtures/scenarios/cluster/release-1.20-in-cluster.yaml");
+    let job_name = "release-1.20-in-cluster/docker/bridge";
+    let dir = trial_dir(job_name);
+    std::fs::create_dir_all(&dir)?;
+    let tarball = dir.join("kubernetes-test-linux-amd64.tar.gz");
+    pack_test_tarball(&built_binaries()?, &tarball)?;
+    let summary = real_run(
+        &file,
+        job_name,
+        &dir,
+        Some(IN_CLUSTER_SHARD),
+        Some(tarball.clone()),
+    )?;
+    // Its content is in the cache now; it would only bloat the artifacts.
+    let _ = std::fs::remove_file(&tarball);
+    let job = &summary.jobs[0];
+    let conf = job
+        .steps
+        .iter()
+        .find(|s| s.step == "conformance")
+        .ok_or("no conformance step")?;
+    let prop = |k: &str| conf.property(k).unwrap_or_default();
+    eprintln!(
+        "  in-cluster conformance: selected {}, unsupported {}, outside shard {}, passed {}, failed {}, not run {}",
+        prop("conformance.selected"),
+        prop("conformance.unsupported"),
+        prop("conformance.outside-shard"),
+        prop("conformance.passed"),
+        prop("conformance.failed"),
+        prop("conformance.not-run"),
+    );
+    check(prop("conformance.runner") == "InCluster", || {
+        format!("runner {:?}", prop("conformance.runner"))
+    })?;
+    check(
+        prop("conformance.e2e-source").contains("test tarball"),
+        || format!("e2e.test came from {:?}", prop("conformance.e2e-source")),
+    )?;
+    let selected: usize = prop("conformance.selected").parse()?;
+    check(selected > 200, || {
+        format!("the in-cluster dry run listed only {selected} specs")
+    })?;
+    let passed: usize = prop("conformance.passed").parse()?;
+    check(passed > 0, || "no spec passed in-cluster".into())?;
+    // Every passed spec is a testcase of its own.
+    let junit = dir.join(format!("junit_{}.xml", job.context));
+    let suite = &common::read_junit(&junit)[0];
+    let spec_cases = suite
+        .cases
+        .iter()
+        .filter(|c| c.name.contains(" conformance/") && c.result == "passed")
+        .count();
+    check(spec_cases == passed, || {
+        format!("{spec_cases} passed spec testcases, {passed} passed")
+    })?;
+    // What the pod printed is kept: ginkgo's own summary is in the pod's e2e.log.
+    let pod_dir = dir.join(format!(
+        "jobs/{}/conformance/in-cluster/e2e-conformance",
+        job.context
+    ));
+    let log = std::fs::read_to_string(pod_dir.join("e2e.log"))?;
+    check(log.contains(&format!("Ran {passed} of")), || {
+        format!(
+            "ginkgo's summary in {} does not say it ran {passed} specs",
+            pod_dir.display()
+        )
+    })?;
+    check(pod_dir.join("junit_01.xml").is_file(), || {
+        "junit_01.xml was not handed back".into()
+    })?;
+    check(summary.exit_code == 0, || {
+        format!(
+            "run failed with exit {}: {}",
+            summary.exit_code,
+            summary.coverage_lines().join("; ")
         )
     })
 }

@@ -2,6 +2,8 @@
 //! listed with a dry run, classified (which cannot pass on this machine, and why), then run
 //! one process per spec so every spec has its own deadline and nothing can hang the run.
 
+pub mod incluster;
+pub mod source;
 pub mod unsupported;
 
 use crate::scenario::{ConformanceMode, ConformanceSpec};
@@ -132,6 +134,33 @@ pub fn junit_specs(xml: &str) -> Vec<(String, SpecState)> {
     out
 }
 
+/// Each testcase's `time` from a ginkgo JUnit report.
+pub fn junit_times(xml: &str) -> Vec<(String, std::time::Duration)> {
+    use quick_xml::events::Event;
+    let mut r = quick_xml::Reader::from_str(xml);
+    let mut out = Vec::new();
+    loop {
+        match r.read_event() {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) if e.name().as_ref() == b"testcase" => {
+                let attr = |k: &[u8]| {
+                    e.attributes()
+                        .flatten()
+                        .find(|a| a.key.as_ref() == k)
+                        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+                };
+                if let (Some(name), Some(t)) = (attr(b"name"), attr(b"time")) {
+                    if let Ok(secs) = t.parse::<f64>() {
+                        out.push((name, std::time::Duration::from_secs_f64(secs.max(0.0))));
+                    }
+                }
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    out
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpecState {
     Passed,
@@ -158,6 +187,9 @@ mod tests {
             flake_attempts: None,
             spec_deadline: None,
             disabled: None,
+            runner: None,
+            image: None,
+            e2e_binaries: None,
         }
     }
 
@@ -228,6 +260,10 @@ mod tests {
             SpecState::Failed("timed out waiting for the condition".into())
         );
         assert_eq!(s[2].1, SpecState::Skipped);
+        let t = junit_times(xml);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t[0].1, std::time::Duration::from_millis(2100));
+        assert_eq!(t[1].1, std::time::Duration::from_secs(300));
     }
 
     #[test]

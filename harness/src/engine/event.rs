@@ -94,6 +94,16 @@ pub struct StepResult {
     pub subtests: Vec<SubTest>,
 }
 
+impl StepResult {
+    /// The value of a property the action reported, if it reported it.
+    pub fn property(&self, key: &str) -> Option<&str> {
+        self.properties
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// One check inside a step, reported as its own testcase `<job> <step>/<name>`.
 #[derive(Debug, Clone, Serialize)]
 pub struct SubTest {

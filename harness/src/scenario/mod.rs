@@ -321,6 +321,24 @@ fn validate(
             "a mode only applies to tier `conformance`".into(),
         );
     }
+    if c.image.is_some() && c.runner != Some(ConformanceRunner::InCluster) {
+        err(
+            "conformance.image",
+            "an image only applies to `runner: in-cluster`".into(),
+        );
+    }
+    if c.runner == Some(ConformanceRunner::InCluster) && c.spec_deadline.is_some() {
+        err(
+            "conformance.spec_deadline",
+            "`runner: in-cluster` runs every spec in one pod under the step's deadline; a per-spec deadline needs `runner: host`".into(),
+        );
+    }
+    if c.runner == Some(ConformanceRunner::InCluster) && c.flake_attempts.is_some_and(|n| n > 1) {
+        err(
+            "conformance.flake_attempts",
+            "the conformance image's entry script passes no retry flag to ginkgo, so `runner: in-cluster` runs each spec once; flake attempts need `runner: host`".into(),
+        );
+    }
     if let Some(d) = &c.disabled {
         if d.reason.trim().is_empty() {
             err(

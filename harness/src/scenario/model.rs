@@ -169,6 +169,17 @@ pub enum ConformanceMode {
     Certified,
 }
 
+/// Where e2e.test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConformanceRunner {
+    /// On this machine, one e2e.test process per spec, each with its own deadline.
+    #[default]
+    Host,
+    /// The conformance image as a Pod in the cluster, as sonobuoy and hydrophone run it.
+    InCluster,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConformanceSpec {
@@ -192,6 +203,19 @@ pub struct ConformanceSpec {
     /// A disabled tier must say why and until when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<Disabled>,
+    /// `host` (default) or `in-cluster`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<ConformanceRunner>,
+    /// For `runner: in-cluster`: the conformance image to run, e.g.
+    /// `registry.k8s.io/conformance:v1.20.2`. Unset: built here from the same e2e.test and
+    /// loaded into the nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// e2e.test (and ginkgo) from this folder or test tarball
+    /// (`kubernetes-test-linux-amd64.tar.gz`) instead of the cluster's own build; relative
+    /// to the repository root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2e_binaries: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

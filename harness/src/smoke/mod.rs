@@ -4,10 +4,10 @@
 
 use crate::engine::event::{FailureKind, StepOutcome, SubTest};
 use crate::images::{AGNHOST_TAG, IMAGE_REPO};
-use crate::readiness;
+use crate::readiness::{self, pod_finished, wait_for};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::wait::conditions;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -70,36 +70,6 @@ fn failure(message: String) -> StepOutcome {
         diagnosis: None,
         log_tail: String::new(),
     }
-}
-
-/// Waits for a single object's condition, bounded by a timeout and the step's cancellation.
-async fn wait_for<K, C>(
-    api: Api<K>,
-    name: &str,
-    cond: C,
-    limit: Duration,
-    cancel: &CancellationToken,
-) -> Result<Option<K>, String>
-where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
-    C: kube::runtime::wait::Condition<K>,
-{
-    tokio::select! {
-        r = tokio::time::timeout(limit, await_condition(api, name, cond)) => match r {
-            Ok(Ok(obj)) => Ok(obj),
-            Ok(Err(e)) => Err(format!("failed to watch {name}: {e}")),
-            Err(_) => Err(format!("{name} did not get there within {limit:?}")),
-        },
-        _ = cancel.cancelled() => Err(format!("stopped while waiting for {name}")),
-    }
-}
-
-fn finished(p: Option<&Pod>) -> bool {
-    matches!(
-        p.and_then(|p| p.status.as_ref())
-            .and_then(|s| s.phase.as_deref()),
-        Some("Succeeded") | Some("Failed")
-    )
 }
 
 impl Smoke {
@@ -541,7 +511,7 @@ impl Smoke {
         pods.create(&PostParams::default(), &p)
             .await
             .map_err(|e| format!("failed to create {name}: {e}"))?;
-        let got = wait_for(pods.clone(), &name, finished, POD_WAIT, &self.cancel).await?;
+        let got = wait_for(pods.clone(), &name, pod_finished, POD_WAIT, &self.cancel).await?;
         let phase = got
             .as_ref()
             .and_then(|p| p.status.as_ref())

@@ -1,0 +1,213 @@
+//! The host runner: one e2e.test process per spec on this machine, each in its own process
+//! group with its own log, deadline and flake attempts, so nothing can hang the run.
+
+use super::{Outcome, Ran, Setup, SpecRunner, DEFAULT_SPEC_DEADLINE};
+use crate::actions::{StepContext, StepError};
+use crate::conformance::{self, unsupported, Selection, SpecState};
+use crate::engine::process::{self, Cmd, StepLog};
+use futures::StreamExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub struct Host {
+    setup: Setup,
+    repo_list: PathBuf,
+}
+
+impl Host {
+    pub fn new(setup: Setup) -> Result<Host, StepError> {
+        let repo_list = setup.dir.join("repo-list.yaml");
+        std::fs::write(&repo_list, &setup.repo_list).map_err(|e| {
+            StepError::infra(format!("failed to write {}: {e}", repo_list.display()))
+        })?;
+        Ok(Host { setup, repo_list })
+    }
+
+    fn base(&self, report_dir: &Path) -> Cmd {
+        let s = &self.setup;
+        Cmd::new(s.e2e.e2e().display().to_string())
+            .arg(format!("--kubeconfig={}", s.kubeconfig.display()))
+            .arg(format!("--kubectl-path={}", s.kubectl.display()))
+            .arg("--provider=skeleton")
+            .arg("--ginkgo.noColor")
+            .arg("--disable-log-dump")
+            .arg(format!("--report-dir={}", report_dir.display()))
+            .env("KUBE_TEST_REPO_LIST", self.repo_list.display().to_string())
+    }
+
+    /// One spec, its own process group, log and deadline; retried up to `attempts` times.
+    async fn run_spec(
+        &self,
+        i: usize,
+        name: &str,
+        attempts: u32,
+        deadline: Duration,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Outcome {
+        if cancel.is_cancelled() {
+            return Outcome::NotRun("skipped: the run was stopped before this spec started".into());
+        }
+        let mut last = String::new();
+        let mut evidence = None;
+        for attempt in 1..=attempts.max(1) {
+            let dir = self
+                .setup
+                .dir
+                .join("specs")
+                .join(format!("{i:03}-{attempt}"));
+            let log = match StepLog::create(&dir.join("output.log")) {
+                Ok(l) => l,
+                Err(e) => {
+                    return Outcome::Failed(
+                        format!("failed to create {}: {e}", dir.display()),
+                        None,
+                    )
+                }
+            };
+            let token = cancel.child_token();
+            let timer = {
+                let t = token.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(deadline).await;
+                    t.cancel();
+                })
+            };
+            let cmd = self.base(&dir).arg(format!(
+                "--ginkgo.focus={}",
+                conformance::focus_exactly(name)
+            ));
+            let res = process::run(&cmd, &log, &token, Duration::from_secs(10)).await;
+            timer.abort();
+            let junit = std::fs::read_to_string(dir.join("junit_01.xml")).unwrap_or_default();
+            let state = conformance::junit_specs(&junit)
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| s);
+            match (res, state) {
+                (Ok(_), Some(SpecState::Passed)) => return Outcome::Passed { attempts: attempt },
+                (_, Some(SpecState::Failed(m))) => last = m,
+                (Err(process::CommandError::Stopped { .. }), _) if !cancel.is_cancelled() => {
+                    last = format!(
+                        "spec deadline of {} exceeded; killed (its pods and output are in {})",
+                        humantime::format_duration(deadline),
+                        dir.display()
+                    );
+                }
+                (Err(e), _) => last = e.to_string().lines().next().unwrap_or_default().to_string(),
+                (Ok(_), other) => {
+                    last = format!("e2e.test exited 0 but reported {other:?} for the spec")
+                }
+            }
+            evidence = std::fs::read_to_string(dir.join("output.log"))
+                .ok()
+                .and_then(|o| unsupported::dns_evidence(&o));
+            if cancel.is_cancelled() {
+                break;
+            }
+        }
+        Outcome::Failed(last, evidence)
+    }
+
+    /// Every attempt's output, in spec order, as one e2e.log.
+    fn e2e_log(&self, runnable: &[String]) -> String {
+        let mut attempts: Vec<(String, PathBuf)> = std::fs::read_dir(self.setup.dir.join("specs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .collect();
+        attempts.sort();
+        let mut log = String::new();
+        for (fname, path) in attempts {
+            let name = fname
+                .split_once('-')
+                .and_then(|(i, _)| i.parse::<usize>().ok())
+                .and_then(|i| runnable.get(i))
+                .map(String::as_str)
+                .unwrap_or("?");
+            log.push_str(&format!("===== {name} ({fname})\n"));
+            log.push_str(&std::fs::read_to_string(path.join("output.log")).unwrap_or_default());
+        }
+        log
+    }
+}
+
+#[async_trait::async_trait]
+impl SpecRunner for Host {
+    async fn list(
+        &mut self,
+        cx: &StepContext<'_>,
+        sel: &Selection,
+    ) -> Result<Vec<String>, StepError> {
+        let dry = self.setup.dir.join("dry-run");
+        let mut cmd = self
+            .base(&dry)
+            .arg("--ginkgo.dryRun")
+            .arg(format!("--ginkgo.focus={}", sel.focus));
+        if let Some(s) = &sel.skip {
+            cmd = cmd.arg(format!("--ginkgo.skip={s}"));
+        }
+        cx.cmd(cmd).await?;
+        let listed = std::fs::read_to_string(dry.join("junit_01.xml"))
+            .map_err(|e| StepError::infra(format!("failed to read the dry run's report: {e}")))?;
+        Ok(conformance::junit_specs(&listed)
+            .into_iter()
+            .filter(|(_, s)| *s != SpecState::Skipped)
+            .map(|(n, _)| n)
+            .collect())
+    }
+
+    /// Parallel specs first, then `[Serial]` ones alone.
+    async fn run(&mut self, cx: &StepContext<'_>, runnable: &[String]) -> Ran {
+        let spec = &self.setup.spec;
+        let deadline = spec.spec_deadline.unwrap_or(DEFAULT_SPEC_DEADLINE);
+        let attempts = spec.flake_attempts.unwrap_or(1);
+        let (serial, parallel): (Vec<(usize, String)>, Vec<(usize, String)>) = runnable
+            .iter()
+            .cloned()
+            .enumerate()
+            .partition(|(_, n)| n.contains("[Serial]"));
+        let cancel = cx.cancel.clone();
+        let this = &*self;
+        let mut results: Vec<(usize, Outcome, Duration)> = Vec::new();
+        let total = runnable.len();
+        for (group, width) in [
+            (parallel, spec.parallel.unwrap_or(1).max(1) as usize),
+            (serial, 1),
+        ] {
+            let mut stream = futures::stream::iter(group)
+                .map(|(i, name)| {
+                    let cancel = cancel.clone();
+                    async move {
+                        let t = Instant::now();
+                        let o = this.run_spec(i, &name, attempts, deadline, &cancel).await;
+                        (i, o, t.elapsed())
+                    }
+                })
+                .buffer_unordered(width);
+            while let Some(r) = stream.next().await {
+                let verdict = match &r.1 {
+                    Outcome::Passed { attempts: 1 } => "passed".to_string(),
+                    Outcome::Passed { attempts } => {
+                        format!("passed on attempt {attempts} (flaky)")
+                    }
+                    Outcome::Failed(_, Some(_)) => {
+                        "failed, name resolution failed (no cluster DNS?)".to_string()
+                    }
+                    Outcome::Failed(..) => "FAILED".to_string(),
+                    Outcome::NotRun(_) => "not run (the run was stopped)".to_string(),
+                };
+                results.push(r);
+                cx.note(format!(
+                    "[{}/{total}] {verdict}: {}",
+                    results.len(),
+                    runnable[results[results.len() - 1].0]
+                ));
+            }
+        }
+        Ran {
+            results,
+            e2e_log: self.e2e_log(runnable),
+        }
+    }
+}
