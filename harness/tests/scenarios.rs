@@ -592,7 +592,7 @@ fn in_cluster() -> Result<(), Failed> {
         prop("conformance.failed"),
         prop("conformance.not-run"),
     );
-    check(prop("conformance.runner") == "InCluster", || {
+    check(prop("conformance.runner") == "in-cluster", || {
         format!("runner {:?}", prop("conformance.runner"))
     })?;
     check(

@@ -164,15 +164,21 @@ impl RunSummary {
             for (stage, c) in &j.coverage {
                 out.push(format!("  {}: {}", stage.as_str(), c));
             }
-            let counts: Vec<String> = j
-                .steps
-                .iter()
-                .flat_map(|s| &s.properties)
-                .filter_map(|(k, v)| {
-                    k.strip_prefix("conformance.")
-                        .map(|k| format!("{} {v}", k.replace('-', " ")))
-                })
-                .collect();
+            // Counts on one line; what ran them (runner, e2e.test source) on another.
+            let (mut counts, mut about) = (Vec::new(), Vec::new());
+            for (k, v) in j.steps.iter().flat_map(|s| &s.properties) {
+                if let Some(k) = k.strip_prefix("conformance.") {
+                    let text = format!("{} {v}", k.replace('-', " "));
+                    if v.parse::<u64>().is_ok() {
+                        counts.push(text);
+                    } else {
+                        about.push(text);
+                    }
+                }
+            }
+            if !about.is_empty() {
+                out.push(format!("  conformance: {}", about.join(", ")));
+            }
             if !counts.is_empty() {
                 out.push(format!("  conformance specs: {}", counts.join(", ")));
             }

@@ -180,6 +180,15 @@ pub enum ConformanceRunner {
     InCluster,
 }
 
+impl ConformanceRunner {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConformanceRunner::Host => "host",
+            ConformanceRunner::InCluster => "in-cluster",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConformanceSpec {

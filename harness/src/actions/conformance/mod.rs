@@ -156,7 +156,7 @@ impl Action for Conformance {
         }
         cx.note(format!("e2e.test from {}", e2e.origin));
         cx.property("conformance.e2e-source", &e2e.origin);
-        cx.property("conformance.runner", format!("{:?}", runner_of(&spec)));
+        cx.property("conformance.runner", runner_of(&spec).as_str());
         let setup = Setup {
             e2e,
             kubectl: art.bin_dir.join("kubectl"),
