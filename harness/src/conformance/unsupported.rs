@@ -5,13 +5,15 @@
 //!    or ExternalName (which resolves through DNS) is unsupported while no DNS addon runs.
 //! 2. **Images.** Kubernetes ships `test/conformance/testdata/conformance.yaml`, naming each
 //!    conformance spec's source file. A spec is unsupported when its file references an e2e
-//!    image (from `test/utils/image/manifest.go`) that was not built here. Images that tests
-//!    use *because* they cannot be pulled (invalid, private and authenticated registries) do
-//!    not count. The rule works per file, so it can over-exclude; every exclusion names the
-//!    images, and the counts are reported.
+//!    image (from `test/utils/image/manifest.go`) that was not built here, either directly
+//!    (`imageutils.Httpd`) or through an exported package-level variable of its own package
+//!    (`WebserverImage = imageutils.GetE2EImage(imageutils.Httpd)` in `test/e2e/apps`).
+//!    Images that tests use *because* they cannot be pulled (invalid, private and
+//!    authenticated registries) do not count. The rule works per file, so it can
+//!    over-exclude; every exclusion names the images, and the counts are reported.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const NEEDS_DNS: &str = "needs cluster DNS: no CoreDNS image can be built on this machine";
 
@@ -38,6 +40,36 @@ pub fn dns_evidence(output: &str) -> Option<String> {
         .lines()
         .find(|l| SIGNS.iter().any(|s| l.contains(s)))
         .map(|l| l.trim().to_string())
+}
+
+/// Exported package-level image variables of the Go package in `dir`
+/// (`WebserverImage = imageutils.GetE2EImage(imageutils.Httpd)`): a regex matching a use of
+/// the name, and the image constant. Lower-case names are locals, not package variables.
+fn image_vars(dir: &Path) -> Vec<(regex::Regex, String)> {
+    let def =
+        regex::Regex::new(r"(?m)^\s*([A-Z]\w*)\s*=\s*imageutils\.GetE2EImage\(imageutils\.(\w+)\)")
+            .expect("static regex");
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    let mut files: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.ends_with(".go") && !n.ends_with("_test.go")
+        })
+        .collect();
+    files.sort();
+    for f in files {
+        let src = std::fs::read_to_string(&f).unwrap_or_default();
+        for m in def.captures_iter(&src) {
+            let name = regex::Regex::new(&format!(r"\b{}\b", &m[1])).expect("an identifier");
+            out.push((name, m[2].to_string()));
+        }
+    }
+    out
 }
 
 #[derive(Debug, Default, Clone)]
@@ -87,9 +119,18 @@ impl Classifier {
             }
         }
         let uses = regex::Regex::new(r"imageutils\.(\w+)").expect("static regex");
+        let mut package_vars: HashMap<PathBuf, Vec<(regex::Regex, String)>> = HashMap::new();
         for e in entries {
             if !c.refs.contains_key(&e.file) {
                 let src = std::fs::read_to_string(tree.join(&e.file)).unwrap_or_default();
+                let dir = tree.join(&e.file).parent().map(Path::to_path_buf);
+                let vars = package_vars
+                    .entry(dir.clone().unwrap_or_default())
+                    .or_insert_with(|| dir.map(|d| image_vars(&d)).unwrap_or_default());
+                let via_vars = vars
+                    .iter()
+                    .filter(|(name, _)| name.is_match(&src))
+                    .map(|(_, k)| k.clone());
                 let set: BTreeSet<String> = uses
                     .captures_iter(&src)
                     // The pause image is named through a helper, not its constant.
@@ -100,6 +141,7 @@ impl Classifier {
                             m[1].to_string()
                         }
                     })
+                    .chain(via_vars)
                     .filter(|k| c.images.contains_key(k))
                     .collect();
                 c.refs.insert(e.file.clone(), set);
@@ -157,7 +199,9 @@ mod tests {
             "- testname: a\n  codename: '[sig-apps] Deployment works [Conformance]'\n  file: test/e2e/apps/deployment.go\n\
              - testname: b\n  codename: '[sig-storage] Secrets work [Conformance]'\n  file: test/e2e/common/secrets.go\n\
              - testname: c\n  codename: '[k8s.io] Runtime should not pull from invalid registry [Conformance]'\n  file: test/e2e/common/runtime.go\n\
-             - testname: d\n  codename: '[sig-network] Service endpoints latency [Conformance]'\n  file: test/e2e/network/service_latency.go\n",
+             - testname: d\n  codename: '[sig-network] Service endpoints latency [Conformance]'\n  file: test/e2e/network/service_latency.go\n\
+             - testname: e\n  codename: '[sig-apps] ReplicaSet adopts [Conformance]'\n  file: test/e2e/apps/replica_set.go\n\
+             - testname: f\n  codename: '[sig-apps] Job works [Conformance]'\n  file: test/e2e/apps/job.go\n",
         );
         w(
             "test/utils/image/manifest.go",
@@ -169,6 +213,18 @@ mod tests {
         w(
             "test/e2e/apps/deployment.go",
             "img := imageutils.GetE2EImage(imageutils.Httpd)\n_ = imageutils.Agnhost",
+        );
+        w(
+            "test/e2e/apps/types.go",
+            "var (\n\tWebserverImage = imageutils.GetE2EImage(imageutils.Httpd)\n\tAgnhostImage = imageutils.GetE2EImage(imageutils.Agnhost)\n)\nfunc f() { image = imageutils.GetE2EImage(imageutils.Httpd) }\n",
+        );
+        w(
+            "test/e2e/apps/replica_set.go",
+            "pod := newPod(WebserverImage)\n_ = imageutils.Agnhost",
+        );
+        w(
+            "test/e2e/apps/job.go",
+            "_ = AgnhostImage // WebserverImageName is another name\n",
         );
         w(
             "test/e2e/common/secrets.go",
@@ -198,6 +254,17 @@ mod tests {
             c.reason("[sig-storage] Secrets work [Conformance]", &have),
             None
         );
+        // Through a package-level variable of its own package.
+        let r = c
+            .reason("[sig-apps] ReplicaSet adopts [Conformance]", &have)
+            .unwrap();
+        assert!(
+            r.contains("httpd:2.4.38-alpine") && r.contains("replica_set.go"),
+            "{r}"
+        );
+        // A variable naming an image that is here, and a longer name that only starts the
+        // same, do not count.
+        assert_eq!(c.reason("[sig-apps] Job works [Conformance]", &have), None);
         assert_eq!(
             c.reason(
                 "[k8s.io] Runtime should not pull from invalid registry [Conformance]",
