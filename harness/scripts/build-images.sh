@@ -27,6 +27,8 @@
 #   ETCD_BIN       default /usr/bin/etcd (Debian etcd-server)
 #   BUSYBOX_BIN    default /bin/busybox (Debian busybox-static)
 #   E2E_PAUSE_TAGS extra tags of the pause image that e2e.test asks for (default 3.2)
+#   AGNHOST_TLS_DIR folder with localhost.crt and localhost.key for `agnhost porter` (the
+#                  source tree's test/images/agnhost/porter); unset: a self-signed pair
 #   DEBIAN_SUITE   default bookworm
 #   DEBIAN_MIRROR  default http://deb.debian.org/debian
 # Outputs:
@@ -47,6 +49,7 @@ BUSYBOX_TAG=${BUSYBOX_TAG:-1.29}
 ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
 BUSYBOX_BIN=${BUSYBOX_BIN:-/bin/busybox}
 E2E_PAUSE_TAGS=${E2E_PAUSE_TAGS:-3.2}
+AGNHOST_TLS_DIR=${AGNHOST_TLS_DIR:-}
 DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
@@ -121,13 +124,28 @@ import_tree "$t" "$IMAGE_REPO/busybox:$BUSYBOX_TAG" "$k" \
 
 # --- agnhost: upstream ships it on alpine with curl, nc, dig, ip, iperf and bash, and e2e
 # specs call those (lifecycle hooks run `sh -c curl ...`): the same tools from Debian.
+# `agnhost porter` serves its TLS ports with /localhost.crt and /localhost.key, which the
+# upstream image adds from test/images/agnhost/porter; without them those ports never
+# listen (the Proxy conformance spec proxies to them).
 require_static "$BIN_DIR/agnhost"
 agnhost_rootfs=$(debian_rootfs agnhost curl,netcat-openbsd,dnsutils,iproute2,iperf,ca-certificates)
-k=$(key "$BIN_DIR/agnhost" "$agnhost_rootfs/.shakedown-complete")
+tls="$WORK/agnhost-tls"
+mkdir -p "$tls"
+if [ -n "$AGNHOST_TLS_DIR" ] && [ -f "$AGNHOST_TLS_DIR/localhost.crt" ] && [ -f "$AGNHOST_TLS_DIR/localhost.key" ]; then
+  run cp "$AGNHOST_TLS_DIR/localhost.crt" "$AGNHOST_TLS_DIR/localhost.key" "$tls/"
+elif [ ! -f "$tls/localhost.crt" ]; then
+  command -v openssl >/dev/null || die "failed to find openssl for agnhost's TLS cert (apt-get install openssl), or set AGNHOST_TLS_DIR"
+  run openssl req -x509 -newkey rsa:2048 -nodes -days 36500 -subj /CN=localhost \
+    -addext "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost" \
+    -keyout "$tls/localhost.key" -out "$tls/localhost.crt" \
+    || die "failed to generate agnhost's TLS cert"
+fi
+k=$(key "$BIN_DIR/agnhost" "$agnhost_rootfs/.shakedown-complete" "$tls/localhost.crt" "$tls/localhost.key")
 tag="$IMAGE_REPO/agnhost:$AGNHOST_TAG"
 if stale "$tag" "$k"; then
   tree_from_rootfs agnhost "$agnhost_rootfs" "$BIN_DIR/agnhost" /agnhost
   ln -sf agnhost "$trees/agnhost/agnhost-2"
+  run install -m 0644 "$tls/localhost.crt" "$tls/localhost.key" "$trees/agnhost/"
 fi
 import_tree "$trees/agnhost" "$tag" "$k" \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \

@@ -292,6 +292,13 @@ pub async fn build(
                 .env("PAUSE_TAG", PAUSE_TAG)
                 .env("AGNHOST_TAG", AGNHOST_TAG)
                 .env("BUSYBOX_TAG", BUSYBOX_TAG)
+                .env(
+                    "AGNHOST_TLS_DIR",
+                    source_tree
+                        .as_ref()
+                        .map(|t| t.join("test/images/agnhost/porter").display().to_string())
+                        .unwrap_or_default(),
+                )
                 .env("WORK", work.display().to_string()),
         )
         .await
