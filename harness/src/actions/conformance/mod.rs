@@ -188,7 +188,7 @@ impl Action for Conformance {
             .map(|i| i.rsplit('/').next().unwrap_or(i).to_string())
             .collect();
         let mut runner: Box<dyn SpecRunner> = match runner_of(&spec) {
-            ConformanceRunner::Host => Box::new(host::Host::new(setup)?),
+            ConformanceRunner::Host => Box::new(host::Host::new(setup, dns)?),
             ConformanceRunner::InCluster => {
                 Box::new(in_cluster::InCluster::prepare(cx, setup, started).await?)
             }
