@@ -33,8 +33,6 @@ pub struct RunnerPod {
     /// ginkgo `--p` (the entry script then skips `[Serial]` specs itself).
     pub parallel: bool,
     pub dry_run: bool,
-    /// Mount the repo-list ConfigMap and point `KUBE_TEST_REPO_LIST` at it.
-    pub repo_list: bool,
 }
 
 fn labels(run_id: &str) -> serde_json::Value {
@@ -114,13 +112,19 @@ pub fn pod(p: &RunnerPod) -> Pod {
     if p.dry_run {
         env.push(json!({"name": "E2E_DRYRUN", "value": "true"}));
     }
-    let mut mounts = vec![json!({"name": "results", "mountPath": RESULTS_DIR})];
-    let mut volumes = vec![json!({"name": "results", "emptyDir": {}})];
-    if p.repo_list {
-        env.push(json!({"name": "KUBE_TEST_REPO_LIST", "value": format!("{REPO_LIST_DIR}/repo-list.yaml")}));
-        mounts.push(json!({"name": "repo-list", "mountPath": REPO_LIST_DIR, "readOnly": true}));
-        volumes.push(json!({"name": "repo-list", "configMap": {"name": "repo-list"}}));
-    }
+    // The e2e test images (agnhost, busybox, ...) are the ones built here, whatever image
+    // runs the suite.
+    env.push(
+        json!({"name": "KUBE_TEST_REPO_LIST", "value": format!("{REPO_LIST_DIR}/repo-list.yaml")}),
+    );
+    let mounts = vec![
+        json!({"name": "results", "mountPath": RESULTS_DIR}),
+        json!({"name": "repo-list", "mountPath": REPO_LIST_DIR, "readOnly": true}),
+    ];
+    let volumes = vec![
+        json!({"name": "results", "emptyDir": {}}),
+        json!({"name": "repo-list", "configMap": {"name": "repo-list"}}),
+    ];
     from_json(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": p.name, "namespace": NAMESPACE, "labels": labels(&p.run_id)},
@@ -246,7 +250,6 @@ mod tests {
             skip: skip.map(Into::into),
             parallel,
             dry_run,
-            repo_list: true,
         }
     }
 

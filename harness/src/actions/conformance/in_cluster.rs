@@ -137,7 +137,6 @@ impl InCluster {
             skip,
             parallel,
             dry_run,
-            repo_list: true,
         }
     }
 
