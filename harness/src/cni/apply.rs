@@ -8,6 +8,7 @@
 
 use super::manifest::ManifestObject;
 use super::Readiness;
+use crate::engine::process::Deadline;
 use crate::kube::KubeVersion;
 use crate::readiness::{self, poll};
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -415,20 +416,11 @@ pub async fn wait_ready(
     cancel: &CancellationToken,
     timeout: Duration,
 ) -> Result<(), String> {
-    let bound = cancel.child_token();
-    let timer = {
-        let bound = bound.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            bound.cancel();
-        })
-    };
-    let r = poll(&bound, Duration::from_secs(2), || {
+    let bound = Deadline::new(cancel, timeout);
+    poll(bound.token(), Duration::from_secs(2), || {
         not_ready_reasons(client, ready)
     })
-    .await;
-    timer.abort();
-    r
+    .await
 }
 
 #[cfg(test)]

@@ -9,10 +9,9 @@ use crate::plan::{JobPlan, Plan, Stage, StepPlan};
 use crate::reporter::{self, Reporter};
 use event::{Event, FailureKind, JobInfo, RunInfo, StepOutcome, StepResult};
 use futures::StreamExt;
-use process::StepLog;
+use process::{Deadline, StepLog};
 use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -489,7 +488,8 @@ async fn run_step(
     };
 
     let parent = if step.always { &stop.hard } else { &stop.soft };
-    let token = parent.child_token();
+    let deadline = Deadline::new(parent, step.timeout.deadline);
+    let token = deadline.token().clone();
     let mut cx = StepContext {
         run,
         job,
@@ -517,17 +517,6 @@ async fn run_step(
         );
     }
 
-    let deadline_hit = Arc::new(AtomicBool::new(false));
-    let timer = {
-        let token = token.clone();
-        let hit = deadline_hit.clone();
-        let deadline = step.timeout.deadline;
-        tokio::spawn(async move {
-            tokio::time::sleep(deadline).await;
-            hit.store(true, Ordering::SeqCst);
-            token.cancel();
-        })
-    };
     let slow = step.timeout.slow_after.map(|period| {
         let events = events.clone();
         let (job, name) = (job.name.clone(), step.name.clone());
@@ -555,7 +544,7 @@ async fn run_step(
     let properties = std::mem::take(&mut *cx.properties.lock().unwrap_or_else(|e| e.into_inner()));
     let subtests = std::mem::take(&mut cx.subtests);
     drop(cx);
-    timer.abort();
+    let deadline_hit = deadline.stop();
     if let Some(s) = slow {
         s.abort();
     }
@@ -563,7 +552,7 @@ async fn run_step(
     let outcome = match result {
         Ok(()) => StepOutcome::Passed,
         Err(e) => {
-            let (kind, message) = if deadline_hit.load(Ordering::SeqCst) {
+            let (kind, message) = if deadline_hit {
                 (
                     FailureKind::Deadline,
                     format!(

@@ -9,6 +9,7 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -132,6 +133,50 @@ fn truncate_line(l: &str) -> String {
             end -= 1;
         }
         format!("{}…", &l[..end])
+    }
+}
+
+/// A child of a cancellation token that also cancels itself after a duration: a step's or a
+/// spec's deadline. The timer stops when this is stopped or dropped.
+pub struct Deadline {
+    token: CancellationToken,
+    fired: Arc<AtomicBool>,
+    timer: tokio::task::JoinHandle<()>,
+}
+
+impl Deadline {
+    pub fn new(parent: &CancellationToken, after: Duration) -> Deadline {
+        let token = parent.child_token();
+        let fired = Arc::new(AtomicBool::new(false));
+        let timer = {
+            let (token, fired) = (token.clone(), fired.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                fired.store(true, Ordering::SeqCst);
+                token.cancel();
+            })
+        };
+        Deadline {
+            token,
+            fired,
+            timer,
+        }
+    }
+
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Stops the timer; true when the deadline itself had already cancelled the token.
+    pub fn stop(self) -> bool {
+        self.timer.abort();
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        self.timer.abort();
     }
 }
 
@@ -467,5 +512,33 @@ impl Runner {
             .stdout
             .trim()
             .to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_deadline_cancels_its_token_and_says_so() {
+        let parent = CancellationToken::new();
+        let d = Deadline::new(&parent, Duration::from_millis(20));
+        d.token().cancelled().await;
+        assert!(!parent.is_cancelled(), "only the child is cancelled");
+        assert!(d.stop(), "the deadline fired");
+
+        // Cancelled by its parent first: not the deadline's doing.
+        let parent = CancellationToken::new();
+        let d = Deadline::new(&parent, Duration::from_millis(20));
+        parent.cancel();
+        assert!(d.token().is_cancelled());
+        assert!(!d.stop());
+
+        // A stopped deadline never fires later.
+        let d = Deadline::new(&CancellationToken::new(), Duration::from_millis(20));
+        let token = d.token().clone();
+        assert!(!d.stop());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(!token.is_cancelled());
     }
 }

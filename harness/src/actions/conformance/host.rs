@@ -70,20 +70,14 @@ impl Host {
                     )
                 }
             };
-            let token = cancel.child_token();
-            let timer = {
-                let t = token.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(deadline).await;
-                    t.cancel();
-                })
-            };
+            let spec_deadline = process::Deadline::new(cancel, deadline);
             let cmd = self.base(&dir).arg(format!(
                 "--ginkgo.focus={}",
                 conformance::focus_exactly(name)
             ));
-            let res = process::run(&cmd, &log, &token, Duration::from_secs(10)).await;
-            timer.abort();
+            let res =
+                process::run(&cmd, &log, spec_deadline.token(), Duration::from_secs(10)).await;
+            spec_deadline.stop();
             let junit = std::fs::read_to_string(dir.join("junit_01.xml")).unwrap_or_default();
             let state = conformance::junit_specs(&junit)
                 .into_iter()
