@@ -7,6 +7,21 @@ set -euo pipefail
 
 log() { printf '+ %s\n' "$*" >&2; }
 die() { printf 'host setup: %s\n' "$*" >&2; exit 1; }
+# apt-get, waiting up to 10 minutes while another apt (a second shakedown run,
+# unattended-upgrades) holds its locks instead of failing at once.
+apt_wait() {
+  local out
+  for _ in $(seq 1 120); do
+    if out=$(apt-get -o DPkg::Lock::Timeout=5 "$@" 2>&1); then
+      return 0
+    fi
+    case "$out" in
+      *"Could not get lock"*) log "apt is busy (another apt holds its lock); waiting"; sleep 5 ;;
+      *) printf '%s\n' "$out" >&2; return 1 ;;
+    esac
+  done
+  die "failed to run apt-get $*: its lock stayed held for 10 minutes"
+}
 
 [ "$(id -u)" = 0 ] || die "failed to prepare host: must run as root (apt-get and dockerd need it)"
 command -v apt-get >/dev/null || die "failed to prepare host: apt-get not found (a Debian host is required)"
@@ -43,24 +58,34 @@ for p in "${packages[@]}"; do
 done
 if [ ! -f /var/lib/apt/lists/.shakedown-updated ] || [ ${#missing[@]} -gt 0 ]; then
   log apt-get update
-  apt-get update -qq
+  # Another apt (a second shakedown run, unattended-upgrades) may hold the lock: wait for it.
+  apt_wait update -qq
   touch /var/lib/apt/lists/.shakedown-updated
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   log apt-get install -y --no-install-recommends "${missing[@]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt_wait install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# dockerd: start it when no daemon answers.
+# dockerd: start it when no daemon answers, and only then. Never a second daemon beside a
+# running one, never for a DOCKER_HOST that points elsewhere, never truncating a log.
+default_host=unix:///var/run/docker.sock
+target=${DOCKER_HOST:-$default_host}
 if ! docker info >/dev/null 2>&1; then
-  log "setsid -f dockerd (log /var/log/shakedown-dockerd.log)"
+  if [ "$target" != "$default_host" ]; then
+    die "failed to reach the docker daemon at DOCKER_HOST=$target: it does not answer, and host setup starts a daemon only at $default_host (unset DOCKER_HOST, or start the daemon it names)"
+  fi
+  if pid=$(pgrep -x dockerd | head -n 1) && [ -n "$pid" ]; then
+    die "failed to reach the docker daemon at $target: dockerd (pid $pid) is running but does not answer; host setup will not start a second one (see /var/log/shakedown-dockerd.log)"
+  fi
+  log "setsid -f dockerd (log appended to /var/log/shakedown-dockerd.log)"
   # A session of its own: the harness kills whatever a step leaves in its process group,
   # and dockerd must outlive this script.
-  setsid -f /usr/sbin/dockerd </dev/null >/var/log/shakedown-dockerd.log 2>&1
+  setsid -f /usr/sbin/dockerd </dev/null >>/var/log/shakedown-dockerd.log 2>&1
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && break
     sleep 0.5
   done
-  docker info >/dev/null 2>&1 || die "failed to start dockerd: see /var/log/shakedown-dockerd.log"
+  docker info >/dev/null 2>&1 || die "failed to start dockerd at $target: see /var/log/shakedown-dockerd.log"
 fi
 echo "host ready: $(docker version --format 'docker server {{.Server.Version}}'), $(go version)"

@@ -62,17 +62,19 @@ pub async fn bring_up(root: &Path, scenario_name: &str, runs: u32) -> Result<Exi
         };
         let reporters: Vec<Box<dyn reporter::Reporter>> =
             vec![Box::new(reporter::progress::BuildLog::new(&artifacts))];
-        let summary = engine::run(
-            &p,
-            cx,
-            RunOptions {
-                dry_run: false,
-                parallel: 1,
-            },
-            Stop::default(),
-            reporters,
-        )
-        .await;
+        // Ctrl-C stops the run the way it stops a scenario: the cluster-down step still
+        // removes this run's nodes.
+        let stop = Stop::default();
+        let signals = stop.on_signals();
+        let summary = engine::run(&p, cx, RunOptions::new(false, 1), stop, reporters).await;
+        signals.abort();
+        if summary.exit == ExitKind::Interrupted {
+            eprintln!(
+                "run {i}: interrupted; its nodes were removed (artifacts in {})",
+                artifacts.display()
+            );
+            return Ok(ExitKind::Interrupted);
+        }
         let steps = &summary.jobs[0].steps;
         if let Some(f) = steps
             .iter()

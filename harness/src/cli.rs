@@ -71,6 +71,9 @@ pub enum Command {
         /// Only what this run created (its id is in the artifacts and node names).
         #[arg(long)]
         run: Option<String>,
+        /// Give up after this long (exit 3), e.g. 2m.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2m")]
+        deadline: Duration,
     },
     /// Benchmarks that print measured figures and their ratio to the targets.
     Bench {
@@ -100,6 +103,9 @@ pub enum ImageCommand {
         /// Use this node image instead of building one.
         #[arg(long)]
         node_image: Option<String>,
+        /// Give up after this long (exit 3); a cold build takes about 13 minutes here.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "60m")]
+        deadline: Duration,
     },
 }
 
@@ -142,7 +148,11 @@ pub struct LintArgs {
 #[derive(Debug, Subcommand)]
 pub enum HostCommand {
     /// Install what real clusters need and start dockerd (root, Debian).
-    Setup,
+    Setup {
+        /// Give up after this long (exit 3), e.g. 20m.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "20m")]
+        deadline: Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -350,6 +360,8 @@ pub enum CliError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("{what}: interrupted by {signal}")]
+    Interrupted { what: String, signal: &'static str },
 }
 
 impl CliError {
@@ -357,7 +369,72 @@ impl CliError {
         match self {
             CliError::Config(_) | CliError::Usage(_) => ExitKind::Configuration,
             CliError::Infra { .. } => ExitKind::Infrastructure,
+            CliError::Interrupted { .. } => ExitKind::Interrupted,
         }
+    }
+}
+
+/// A command that ran past its deadline, and what it was doing then.
+#[derive(Debug, thiserror::Error)]
+#[error("deadline of {} exceeded", humantime::format_duration(*after))]
+pub struct DeadlineExceeded {
+    pub after: Duration,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Runs `work` under a deadline and under Ctrl-C/SIGTERM, as `scenario` runs a step: the
+/// runner's commands get SIGTERM (then SIGKILL after the grace period) when either comes,
+/// and the command exits 3 (deadline) or 130 (interrupted). Every command outside the engine
+/// that runs external programs goes through here.
+pub async fn bounded<T, F, Fut>(
+    what: &str,
+    deadline: Duration,
+    log: process::StepLog,
+    work: F,
+) -> Result<T, CliError>
+where
+    F: FnOnce(process::Runner) -> Fut,
+    Fut: std::future::Future<Output = Result<T, CliError>>,
+{
+    let root = tokio_util::sync::CancellationToken::new();
+    let timer = process::Deadline::new(&root, deadline);
+    let signal: Arc<std::sync::Mutex<Option<&'static str>>> = Arc::default();
+    let handler = {
+        let (token, signal) = (root.clone(), signal.clone());
+        tokio::spawn(async move {
+            let Ok(mut signals) = engine::StopSignals::new() else {
+                return;
+            };
+            let name = signals.next().await;
+            eprintln!("\n{name}: stopping");
+            *signal.lock().unwrap_or_else(|e| e.into_inner()) = Some(name);
+            token.cancel();
+        })
+    };
+    let runner = process::Runner {
+        log,
+        cancel: timer.token().clone(),
+        grace: Duration::from_secs(10),
+    };
+    let result = work(runner).await;
+    handler.abort();
+    let fired = timer.stop();
+    if let Some(name) = *signal.lock().unwrap_or_else(|e| e.into_inner()) {
+        return Err(CliError::Interrupted {
+            what: what.to_string(),
+            signal: name,
+        });
+    }
+    match result {
+        Err(CliError::Infra { what, source }) if fired => Err(CliError::Infra {
+            what,
+            source: Box::new(DeadlineExceeded {
+                after: deadline,
+                source,
+            }),
+        }),
+        other => other,
     }
 }
 
@@ -385,8 +462,8 @@ pub async fn run(cli: Cli) -> ExitKind {
         Command::History(args) => show_history(args),
         Command::Signoff(args) => signoff(&root, args),
         Command::Host {
-            command: HostCommand::Setup,
-        } => host_setup(&root).await,
+            command: HostCommand::Setup { deadline },
+        } => host_setup(&root, deadline).await,
         Command::Image {
             command:
                 ImageCommand::Build {
@@ -394,6 +471,7 @@ pub async fn run(cli: Cli) -> ExitKind {
                     debian_version,
                     kubernetes_binaries,
                     node_image,
+                    deadline,
                 },
         } => {
             image_build(
@@ -402,10 +480,11 @@ pub async fn run(cli: Cli) -> ExitKind {
                 debian_version,
                 kubernetes_binaries,
                 node_image,
+                deadline,
             )
             .await
         }
-        Command::Gc { run } => gc(run.as_deref()).await,
+        Command::Gc { run, deadline } => gc(run.as_deref(), deadline).await,
         Command::Bench {
             command: BenchCommand::BringUp { scenario, runs },
         } => crate::bench::bring_up(&root, &scenario, runs).await,
@@ -521,7 +600,17 @@ fn planned(
     cni: Option<&str>,
 ) -> Result<(LoadedScenario, Catalog, plan::Plan), CliError> {
     let (s, catalog) = load_scenario(root, name)?;
-    let jobs = matrix::filter(matrix::expand(&s), provider, cni);
+    let p = plan_jobs(&s, provider, cni)?;
+    Ok((s, catalog, p))
+}
+
+/// The plan of the scenario's jobs that match `--provider` and `--cni`.
+fn plan_jobs(
+    s: &LoadedScenario,
+    provider: Option<&str>,
+    cni: Option<&str>,
+) -> Result<plan::Plan, CliError> {
+    let jobs = matrix::filter(matrix::expand(s), provider, cni);
     if jobs.is_empty() {
         return Err(CliError::Usage(format!(
             "no job of scenario {} matches --provider {} --cni {}",
@@ -530,8 +619,7 @@ fn planned(
             cni.unwrap_or("*")
         )));
     }
-    let p = plan::build(&s, jobs);
-    Ok((s, catalog, p))
+    Ok(plan::build(s, jobs))
 }
 
 fn show_plan(
@@ -589,7 +677,9 @@ async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKind, CliError
         .scenario
         .clone()
         .ok_or_else(|| CliError::Usage("a scenario name is required".into()))?;
-    let (mut s, catalog, mut p) = planned(root, &name, a.provider.as_deref(), a.cni.as_deref())?;
+    let (mut s, catalog) = load_scenario(root, &name)?;
+    // Command-line overrides first, then the same validation a scenario file gets: the
+    // in-cluster rules hold for `--conformance-runner in-cluster` too.
     if let Some(m) = a.conformance_mode {
         s.scenario.conformance.mode = Some(m.into());
     }
@@ -604,6 +694,11 @@ async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKind, CliError
         // Relative to where the user is, as any command-line path.
         s.scenario.conformance.e2e_binaries = Some(std::path::absolute(b).unwrap_or(b.clone()));
     }
+    let s = scenario::recheck(s, &catalog, scenario::today()).map_err(|e| {
+        eprintln!("the scenario with the command line's overrides does not validate:");
+        CliError::Config(e)
+    })?;
+    let mut p = plan_jobs(&s, a.provider.as_deref(), a.cni.as_deref())?;
     if let Some(d) = a.deadline {
         p.run_deadline = Some(d);
     }
@@ -641,7 +736,7 @@ async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKind, CliError
     }
 
     let stop = Stop::default();
-    let signals = spawn_signal_handler(stop.clone());
+    let signals = stop.on_signals();
     let reporters: Vec<Box<dyn Reporter>> = vec![
         Box::new(reporter::progress::Progress::auto()),
         Box::new(reporter::progress::BuildLog::new(&artifacts)),
@@ -668,10 +763,7 @@ async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKind, CliError
     let summary = engine::run(
         &p,
         cx,
-        RunOptions {
-            dry_run: a.dry_run,
-            parallel: a.parallel,
-        },
+        RunOptions::new(a.dry_run, a.parallel),
         stop,
         reporters,
     )
@@ -875,26 +967,6 @@ fn signoff(root: &Path, a: SignoffArgs) -> Result<ExitKind, CliError> {
     })
 }
 
-/// First SIGINT/SIGTERM: stop, clean up. Second: abort cleanup too.
-fn spawn_signal_handler(stop: Stop) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let Ok(mut signals) = engine::StopSignals::new() else {
-            return;
-        };
-        loop {
-            let name = signals.next().await;
-            if stop.is_stopped() {
-                eprintln!("\n{name} again: aborting cleanup steps");
-            } else {
-                eprintln!(
-                    "\n{name}: stopping; cleanup steps still run (interrupt again to abort them)"
-                );
-            }
-            stop.stop(format!("interrupted by {name}"), true);
-        }
-    })
-}
-
 /// What one `cni lint` target names: a variant's release, or manifest files.
 struct LintTarget {
     label: String,
@@ -998,21 +1070,21 @@ async fn cni_lint(root: &Path, a: LintArgs) -> Result<ExitKind, CliError> {
     })
 }
 
-async fn host_setup(root: &Path) -> Result<ExitKind, CliError> {
+async fn host_setup(root: &Path, deadline: Duration) -> Result<ExitKind, CliError> {
     let script = root.join("harness/scripts/host-setup.sh");
     let cmd = process::Cmd::new("bash").arg(script.display().to_string());
-    let cancel = tokio_util::sync::CancellationToken::new();
-    process::run(
-        &cmd,
-        &process::StepLog::stderr(),
-        &cancel,
-        Duration::from_secs(10),
+    bounded(
+        "prepare this host",
+        deadline,
+        process::StepLog::stderr(),
+        |r| async move {
+            r.run(cmd).await.map_err(|e| CliError::Infra {
+                what: "prepare this host".into(),
+                source: Box::new(e),
+            })
+        },
     )
-    .await
-    .map_err(|e| CliError::Infra {
-        what: "prepare this host".into(),
-        source: Box::new(e),
-    })?;
+    .await?;
     Ok(ExitKind::Passed)
 }
 
@@ -1027,6 +1099,7 @@ async fn image_build(
     debian_version: Option<String>,
     binaries: Option<PathBuf>,
     node_image: Option<String>,
+    deadline: Duration,
 ) -> Result<ExitKind, CliError> {
     use crate::images::{self, BinarySource, BuildRequest};
     let v: crate::kube::KubeVersion = version
@@ -1055,68 +1128,67 @@ async fn image_build(
         what: format!("create {}", log_path.display()),
         source: Box::new(e),
     })?;
-    let runner = process::Runner {
-        log,
-        cancel: tokio_util::sync::CancellationToken::new(),
-        grace: Duration::from_secs(10),
-    };
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
-    let stop = {
-        let cancel = runner.cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                cancel.cancel();
-            }
-        })
-    };
+    // A hidden bar (not a terminal: CI) prints nothing, so notes go to stderr as lines.
     let note = |s: String| {
-        bar.println(&s);
-        bar.set_message(s);
-    };
-    let result = images::build(&req, &runner, &note).await;
-    stop.abort();
-    bar.finish_and_clear();
-    match result {
-        Ok(a) => {
-            println!("binaries:   {}", a.bin_dir.display());
-            println!(
-                "images:     {} ({} images)",
-                a.images_tar.display(),
-                a.images.len()
-            );
-            println!("node image: {}", a.node_image);
-            println!("log:        {}", log_path.display());
-            Ok(ExitKind::Passed)
+        if bar.is_hidden() {
+            eprintln!("{s}");
+        } else {
+            bar.println(&s);
+            bar.set_message(s);
         }
-        Err(e) => Err(CliError::Infra {
-            what: format!("build images (log: {})", log_path.display()),
-            source: Box::new(e),
-        }),
-    }
+    };
+    let what = format!("build images (log: {})", log_path.display());
+    let (req, note, what2) = (&req, &note, what.clone());
+    let result = bounded(&what, deadline, log, |runner| async move {
+        images::build(req, &runner, note)
+            .await
+            .map_err(|e| CliError::Infra {
+                what: what2,
+                source: Box::new(e),
+            })
+    })
+    .await;
+    bar.finish_and_clear();
+    let a = result?;
+    println!("binaries:   {}", a.bin_dir.display());
+    println!(
+        "images:     {} ({} images)",
+        a.images_tar.display(),
+        a.images.len()
+    );
+    println!("node image: {}", a.node_image);
+    println!("log:        {}", log_path.display());
+    Ok(ExitKind::Passed)
 }
 
-async fn gc(run: Option<&str>) -> Result<ExitKind, CliError> {
-    let runner = process::Runner {
-        log: process::StepLog::stderr(),
-        cancel: tokio_util::sync::CancellationToken::new(),
-        grace: Duration::from_secs(10),
-    };
-    let c = crate::provider::docker::gc(&runner, run)
-        .await
-        .map_err(|e| CliError::Infra {
-            what: "remove leftovers".into(),
-            source: Box::new(e),
-        })?;
+async fn gc(run: Option<&str>, deadline: Duration) -> Result<ExitKind, CliError> {
+    let c = bounded(
+        "remove leftovers",
+        deadline,
+        process::StepLog::stderr(),
+        |r| async move {
+            crate::provider::docker::gc(&r, run)
+                .await
+                .map_err(|e| CliError::Infra {
+                    what: "remove leftovers".into(),
+                    source: Box::new(e),
+                })
+        },
+    )
+    .await?;
+    let work = paths::remove_work_dirs(run);
     println!(
-        "removed {} container(s), {} network(s), {} volume(s)",
+        "removed {} container(s), {} network(s), {} volume(s), {} work folder(s)",
         c.containers.len(),
         c.networks.len(),
-        c.volumes.len()
+        c.volumes.len(),
+        work
     );
     Ok(ExitKind::Passed)
 }

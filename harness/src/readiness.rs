@@ -301,24 +301,17 @@ where
     }
 }
 
-/// Canonical image reference as containerd lists it: `busybox` → `docker.io/library/busybox:latest`.
-pub fn canonical_image(image: &str) -> String {
-    let (name, tag) = match image.rsplit_once(':') {
-        Some((n, t)) if !t.contains('/') => (n.to_string(), t.to_string()),
-        _ => (image.to_string(), "latest".to_string()),
-    };
-    let name = match name.split_once('/') {
-        None => format!("docker.io/library/{name}"),
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            name
-        }
-        Some(_) => format!("docker.io/{name}"),
-    };
-    if name.contains('@') {
-        name
-    } else {
-        format!("{name}:{tag}")
-    }
+/// Canonical image reference as containerd lists it, parsed by oci-spec's `Reference`:
+/// `busybox` → `docker.io/library/busybox:latest`. With a digest the reference is
+/// `name@digest`, with or without a tag, as containerd's CRI normalizes it (a pinned digest
+/// wins over the tag).
+pub fn canonical_image(image: &str) -> Result<String, oci_spec::distribution::ParseError> {
+    let r: oci_spec::distribution::Reference = image.parse()?;
+    let name = format!("{}/{}", r.registry(), r.repository());
+    Ok(match r.digest() {
+        Some(d) => format!("{name}@{d}"),
+        None => format!("{name}:{}", r.tag().unwrap_or("latest")),
+    })
 }
 
 #[cfg(test)]
@@ -327,26 +320,44 @@ mod image_tests {
 
     #[test]
     fn images_are_canonical_as_containerd_lists_them() {
+        let c = |i: &str| canonical_image(i).unwrap();
+        let digest = "sha256:1ba1ec7a2ce8c29bc3d62e3e7c5e8e0b1f0ad4c0c0ff5e5b2ee1f3b0a7d9c6e4";
+        // Library images, with and without a tag.
+        assert_eq!(c("busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(c("busybox:1.29"), "docker.io/library/busybox:1.29");
         assert_eq!(
-            canonical_image("busybox"),
-            "docker.io/library/busybox:latest"
+            c("docker.io/library/busybox:1.29"),
+            "docker.io/library/busybox:1.29"
         );
         assert_eq!(
-            canonical_image("weaveworks/weave-kube:2.8.1"),
+            c("weaveworks/weave-kube:2.8.1"),
             "docker.io/weaveworks/weave-kube:2.8.1"
         );
+        // Other registries, one with a port.
         assert_eq!(
-            canonical_image("quay.io/calico/node:v1.2.1"),
+            c("quay.io/calico/node:v1.2.1"),
             "quay.io/calico/node:v1.2.1"
         );
         assert_eq!(
-            canonical_image("shakedown.local/pause:3.4.1"),
+            c("shakedown.local/pause:3.4.1"),
             "shakedown.local/pause:3.4.1"
         );
+        assert_eq!(c("localhost:5000/x"), "localhost:5000/x:latest");
+        assert_eq!(c("127.0.0.1:5000/team/x:v2"), "127.0.0.1:5000/team/x:v2");
+        // A digest is kept whole, with or without a tag.
         assert_eq!(
-            canonical_image("localhost:5000/x"),
-            "localhost:5000/x:latest"
+            c(&format!("busybox@{digest}")),
+            format!("docker.io/library/busybox@{digest}")
         );
+        assert_eq!(
+            c(&format!("busybox:1.29@{digest}")),
+            format!("docker.io/library/busybox@{digest}")
+        );
+        assert_eq!(
+            c(&format!("localhost:5000/x:v1@{digest}")),
+            format!("localhost:5000/x@{digest}")
+        );
+        assert!(canonical_image("Not A Reference").is_err());
     }
 
     #[tokio::test]

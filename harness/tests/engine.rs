@@ -223,7 +223,11 @@ async fn run_deadline_stops_the_run_and_cleanup_still_runs() {
         message.starts_with("run deadline of 2s exceeded"),
         "{message}"
     );
-    assert_eq!(skipped(&steps[1].outcome), "skipped: step hang failed");
+    // The step was stopped, not failed: its followers give the stop's cause.
+    assert_eq!(
+        skipped(&steps[1].outcome),
+        "skipped: run deadline of 2s exceeded"
+    );
     assert!(matches!(steps[2].outcome, StepOutcome::Passed));
     assert!(t0.elapsed() < Duration::from_secs(10));
     assert!(!alive(pid(dir.path(), "hang.child")));
@@ -308,7 +312,13 @@ fn interrupted_run_writes_complete_artifacts() {
         "{}",
         suite.case("hang").text
     );
-    assert_eq!(suite.case("later").text, "skipped: step hang failed");
+    // Interrupted, not failed: the followers say so, and so does the coverage.
+    assert!(
+        !suite.case("hang").text.contains("diagnosis:"),
+        "an interrupted step carries no diagnosis: {}",
+        suite.case("hang").text
+    );
+    assert_eq!(suite.case("later").text, "skipped: interrupted by SIGINT");
     assert_eq!(suite.case("cleanup").result, "passed");
 
     let finished: serde_json::Value =
@@ -321,6 +331,132 @@ fn interrupted_run_writes_complete_artifacts() {
     assert_eq!(summary["exit_code"], 130);
     assert_eq!(summary["stopped"], "interrupted by SIGINT");
     let build_log = std::fs::read_to_string(dir.path().join("build-log.txt")).unwrap();
-    assert!(build_log.contains("hang FAILED"), "{build_log}");
+    assert!(build_log.contains("hang INTERRUPTED"), "{build_log}");
+    assert!(!build_log.contains("hang FAILED"), "{build_log}");
     assert!(build_log.contains("coverage:"), "{build_log}");
+}
+
+/// An action that ignores its cancellation and reports success once its deadline has
+/// fired, within the grace period: the engine must not believe it.
+struct LateSuccess;
+
+#[async_trait::async_trait]
+impl shakedown::actions::Action for LateSuccess {
+    fn describe(&self, _: &shakedown::actions::StepContext<'_>) -> Vec<String> {
+        vec!["wait past the deadline, then report success".into()]
+    }
+    async fn run(
+        &self,
+        cx: &mut shakedown::actions::StepContext<'_>,
+    ) -> Result<(), shakedown::actions::StepError> {
+        cx.cancel.cancelled().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(())
+    }
+}
+
+/// Every `exec` step of a fixture becomes [`LateSuccess`].
+fn late_success(name: &str) -> Option<Box<dyn shakedown::actions::Action>> {
+    match name {
+        "exec" => Some(Box::new(LateSuccess)),
+        other => shakedown::actions::lookup(other),
+    }
+}
+
+#[tokio::test]
+async fn success_reported_after_the_deadline_is_a_deadline_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::root().join("fixtures/scenarios/engine/late-success.yaml");
+    let mut opts = shakedown::engine::RunOptions::new(false, 1);
+    opts.actions = late_success;
+    let s = common::run_scenario_with(&path, dir.path(), opts, Default::default()).await;
+    let (kind, message, _) = failed(&s.jobs[0].steps[0].outcome);
+    assert_eq!(kind, FailureKind::Deadline);
+    assert!(message.starts_with("deadline of 1s exceeded"), "{message}");
+    assert!(message.contains("does not count"), "{message}");
+    assert_eq!(s.exit, ExitKind::TestFailure);
+    let suite = &read_junit(&dir.path().join("junit_docker-bridge.xml"))[0];
+    assert_eq!(suite.case("late").result, "failure");
+}
+
+/// A 512 KiB tmpfs as the artifacts folder, through the real binary: the run cannot pass,
+/// and leaves no empty `.tmp` files. Needs root (mount); CI runs as root.
+#[test]
+fn a_full_artifacts_disk_is_an_infrastructure_failure() {
+    let root = nix::unistd::Uid::effective().is_root();
+    if !root {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI=true needs root to mount the tmpfs this test fills"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("full");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount -t tmpfs failed");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let artifacts = mnt.join("run");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shakedown"))
+        .arg("--root")
+        .arg(common::root())
+        .arg("scenario")
+        .arg(common::root().join("fixtures/scenarios/engine/spew.yaml"))
+        .arg("--artifacts")
+        .arg(&artifacts)
+        .arg("--history")
+        .arg(dir.path().join("history.sqlite"))
+        .env("CI", "true")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    assert!(all.contains("No space left on device"), "{all}");
+    assert!(!all.contains("Passed (exit 0)"), "{all}");
+    let mut tmp = Vec::new();
+    for e in walk(&artifacts) {
+        if e.extension().is_some_and(|x| x == "tmp") {
+            tmp.push(e);
+        }
+    }
+    assert!(tmp.is_empty(), "half-written files left: {tmp:?}");
+    // The history (on another disk) records the run as it exited: not a pass.
+    let h = shakedown::history::History::open(&dir.path().join("history.sqlite")).unwrap();
+    let runs = h.job_runs("spew/docker/bridge").unwrap();
+    assert_eq!(runs.len(), 1);
+    assert!(
+        !runs[0].passed && runs[0].exit == "infrastructure",
+        "history recorded passed={} exit={}",
+        runs[0].passed,
+        runs[0].exit
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -47,6 +47,21 @@ pub async fn client(c: &Cluster) -> Result<kube::Client, StepError> {
     })
 }
 
+/// The nodes that are no longer running, each with its state (bounded: 10 s). Empty when
+/// all run, or when docker itself does not answer (that is reported elsewhere).
+pub async fn stopped_nodes(c: &Cluster, log: &StepLog) -> Vec<String> {
+    let r = Runner {
+        log: log.clone(),
+        cancel: CancellationToken::new(),
+        grace: Duration::from_secs(1),
+    };
+    tokio::time::timeout(Duration::from_secs(10), docker::stopped_nodes(&r, c))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+}
+
 /// What a person needs when nodes are not Ready: each node's Ready condition, and the
 /// kubelet journal lines about the network. Runs with its own short budget, since it is
 /// usually called after the step's deadline has cancelled everything else.

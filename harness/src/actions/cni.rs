@@ -168,7 +168,13 @@ async fn check_images(
         let listed = in_node(cx, &n.name, &["ctr", "-n", "k8s.io", "images", "ls", "-q"]).await?;
         let have: Vec<&str> = listed.lines().collect();
         for img in &release.images {
-            if !have.contains(&canonical_image(img).as_str()) {
+            let wanted = canonical_image(img).map_err(|e| {
+                StepError::infra(format!(
+                    "failed to read image {img:?} of {} {}: {e}",
+                    v.name, release.version
+                ))
+            })?;
+            if !have.contains(&wanted.as_str()) {
                 let mut msg = format!(
                     "failed to apply {} {}: image {img} is not on node {} and cannot be pulled (no registry is reachable); preload it with: docker save {img} | docker exec -i {} ctr -n k8s.io images import -",
                     v.name, release.version, n.name, n.name

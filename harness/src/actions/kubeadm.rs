@@ -1,6 +1,6 @@
 //! `kubeadm-init` and `kubeadm-join`, with configs rendered for the release's config API.
 
-use super::cluster::{cluster, diagnose_nodes, in_node, write_cmd};
+use super::cluster::{cluster, diagnose_nodes, write_cmd};
 use super::{Action, StepContext, StepError};
 use crate::images::{KubeArtifacts, ETCD_TAG, IMAGE_REPO};
 use crate::kubeadm::{self, ClusterParams, NodeParams};
@@ -30,6 +30,8 @@ fn params(cx: &StepContext<'_>, c: &Cluster) -> Result<ClusterParams, StepError>
     let cp = c.first_control_plane();
     let token = kubeadm::new_token()
         .map_err(|e| StepError::infra(format!("failed to make a bootstrap token: {e}")))?;
+    // From here on the token is `<redacted>` in every log line, command line and error.
+    crate::engine::process::add_secret(&token);
     Ok(ClusterParams {
         version,
         api,
@@ -49,6 +51,42 @@ fn params(cx: &StepContext<'_>, c: &Cluster) -> Result<ClusterParams, StepError>
     })
 }
 
+/// Where the job's admin kubeconfig goes: the run's work folder, not the artifacts.
+pub fn admin_kubeconfig(cx: &StepContext<'_>) -> Result<std::path::PathBuf, StepError> {
+    let dir = crate::paths::create_work_dir(&cx.run.settings.run_id).map_err(|e| {
+        StepError::infra(format!(
+            "failed to create the run's work folder {}: {e}",
+            crate::paths::work_dir(&cx.run.settings.run_id).display()
+        ))
+    })?;
+    Ok(dir.join(format!("{}-admin.conf", cx.job.context())))
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, content: &str) -> Result<(), StepError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(content.as_bytes()))
+        .map_err(|e| StepError::infra(format!("failed to write {}: {e}", path.display())))
+}
+
+/// A rendered config as an artifact, with the bootstrap token (and any other registered
+/// secret) redacted: the artifacts are uploaded, often publicly.
+fn write_redacted(path: &std::path::Path, config: &str) -> Result<(), StepError> {
+    let text = crate::engine::process::redact(config);
+    path.parent()
+        .map(std::fs::create_dir_all)
+        .transpose()
+        .and_then(|_| std::fs::write(path, text.as_bytes()))
+        .map_err(|e| StepError::infra(format!("failed to write {}: {e}", path.display())))
+}
+
 /// A failed command plus the nodes' state: which condition, which kubelet line.
 async fn diagnosed(
     cx: &StepContext<'_>,
@@ -61,6 +99,14 @@ async fn diagnosed(
         .rev()
         .find(|l| !l.trim().is_empty())
         .map(|l| l.trim().to_string());
+    // A node that stopped under kubeadm is not the release's fault: say which and how.
+    let stopped = super::cluster::stopped_nodes(c, &cx.log).await;
+    if !stopped.is_empty() {
+        let mut err = StepError::from(e).with_diagnosis(stopped.join("\n"));
+        err.kind = Some(crate::engine::event::FailureKind::Infrastructure);
+        err.message = format!("{}: {}", stopped.join("; "), err.message);
+        return err;
+    }
     let nodes = diagnose_nodes(c, &cx.log).await;
     let mut d = nodes;
     if let Some(l) = last {
@@ -97,8 +143,7 @@ impl Action for KubeadmInit {
         )
         .map_err(|e| StepError::new(e.to_string()))?;
         let job_dir = cx.job_dir();
-        let _ = std::fs::create_dir_all(&job_dir);
-        let _ = std::fs::write(job_dir.join("kubeadm-init.yaml"), &config);
+        write_redacted(&job_dir.join("kubeadm-init.yaml"), &config)?;
         let r = cx.runner();
         r.run(write_cmd(&cp.name, INIT_CONFIG_IN_NODE, &config))
             .await?;
@@ -108,12 +153,17 @@ impl Action for KubeadmInit {
             return Err(diagnosed(cx, c, e).await);
         }
         // The admin kubeconfig already points at the node's address on the docker network,
-        // which the host reaches directly.
-        let admin = in_node(cx, &cp.name, &["cat", "/etc/kubernetes/admin.conf"]).await?;
-        let path = job_dir.join("kubeconfig");
-        std::fs::write(&path, admin)
-            .map_err(|e| StepError::infra(format!("failed to write {}: {e}", path.display())))?;
-        cx.note(format!("kubeconfig for the host: {}", path.display()));
+        // which the host reaches directly. It holds the cluster-admin key: read without
+        // logging, kept in the run's private work folder, never in the artifacts.
+        let admin = r
+            .output(docker::exec(&cp.name, &["cat", "/etc/kubernetes/admin.conf"]).secret_stdout())
+            .await?;
+        let path = admin_kubeconfig(cx)?;
+        write_private(&path, &admin)?;
+        cx.note(format!(
+            "kubeconfig for the host (outside the artifacts): {}",
+            path.display()
+        ));
         cx.state.insert(p);
         if let Some(c) = cx.state.get_mut::<Cluster>() {
             c.kubeconfig = Some(path);
@@ -157,7 +207,7 @@ impl Action for KubeadmJoin {
             let config =
                 kubeadm::join_config(&p, &node).map_err(|e| StepError::new(e.to_string()))?;
             if let Some(cfg) = &config {
-                let _ = std::fs::write(job_dir.join(format!("kubeadm-join-{}.yaml", w.name)), cfg);
+                write_redacted(&job_dir.join(format!("kubeadm-join-{}.yaml", w.name)), cfg)?;
             }
             let mut args = vec!["kubeadm".to_string()];
             args.extend(kubeadm::join_args(

@@ -43,6 +43,9 @@ impl Action for ExportLogs {
         let r = cx.runner();
         let mut done = 0;
         let mut problems = Vec::new();
+        // Writes into the artifacts that failed (a full disk): what a person would read is
+        // missing, so the step fails, whatever else went through.
+        let mut unwritten = Vec::new();
         for n in &c.nodes {
             let dir = out.join("nodes").join(&n.name);
             for unit in ["kubelet", "containerd"] {
@@ -60,7 +63,7 @@ impl Action for ExportLogs {
                 match r.output(cmd).await {
                     Ok(text) => match write_bounded(&dir.join(format!("{unit}.log")), &text) {
                         Ok(()) => done += 1,
-                        Err(e) => problems.push(format!("{}: {unit} journal: {e}", n.name)),
+                        Err(e) => unwritten.push(format!("{}: {unit} journal: {e}", n.name)),
                     },
                     Err(e) => problems.push(format!(
                         "{}: {unit} journal: {}",
@@ -82,11 +85,16 @@ impl Action for ExportLogs {
                 ]);
                 match r.run(cmd).await {
                     Ok(_) => done += 1,
-                    Err(e) => problems.push(format!(
-                        "{}: {from}: {}",
-                        n.name,
-                        e.to_string().lines().next().unwrap_or_default()
-                    )),
+                    Err(e) => {
+                        let first = e.to_string().lines().next().unwrap_or_default().to_string();
+                        let line = format!("{}: {from}: {first}", n.name);
+                        // docker cp writes on this side: its ENOSPC is ours.
+                        if e.stderr().to_ascii_lowercase().contains("no space left") {
+                            unwritten.push(line);
+                        } else {
+                            problems.push(line);
+                        }
+                    }
                 }
             }
         }
@@ -122,7 +130,7 @@ impl Action for ExportLogs {
                             Ok(Ok(yaml)) => {
                                 match write_bounded(&out.join("cluster").join(file), &yaml) {
                                     Ok(()) => done += 1,
-                                    Err(e) => problems.push(format!("{file}: {e}")),
+                                    Err(e) => unwritten.push(format!("{file}: {e}")),
                                 }
                             }
                             Ok(Err(e)) => problems.push(format!("{file}: failed to encode: {e}")),
@@ -133,10 +141,17 @@ impl Action for ExportLogs {
                 Err(e) => problems.push(e.message),
             }
         }
-        for p in &problems {
+        for p in problems.iter().chain(&unwritten) {
             cx.note(format!("not exported: {p}"));
         }
         cx.note(format!("{done} log set(s) exported to {}", out.display()));
+        if !unwritten.is_empty() {
+            return Err(StepError::infra(format!(
+                "failed to write {} log set(s) into the artifacts: {}",
+                unwritten.len(),
+                unwritten.join("; ")
+            )));
+        }
         if done == 0 && !problems.is_empty() {
             return Err(StepError::infra(format!(
                 "failed to export any logs: {}",

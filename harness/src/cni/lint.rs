@@ -453,11 +453,27 @@ pub fn lint_variant(
     let located: Option<Located> = config::load_file::<Variant>(&variant_file)
         .ok()
         .map(|(_, l)| l);
-    let listed: Vec<String> = release.images.iter().map(|i| canonical_image(i)).collect();
+    let listed: Vec<String> = release
+        .images
+        .iter()
+        .filter_map(|i| canonical_image(i).ok())
+        .collect();
     let mut used = Vec::new();
     for o in &objects {
         for (field, image) in images(o) {
-            let c = canonical_image(&image);
+            let c = match canonical_image(&image) {
+                Ok(c) => c,
+                Err(e) => {
+                    report.findings.push(Finding::at(
+                        o,
+                        Severity::Error,
+                        Check::ImageList,
+                        &field,
+                        format!("image {image:?} is not a valid image reference: {e}"),
+                    ));
+                    continue;
+                }
+            };
             if !listed.contains(&c) {
                 report.findings.push(Finding::at(
                     o,
@@ -474,7 +490,7 @@ pub fn lint_variant(
         }
     }
     for (j, image) in release.images.iter().enumerate() {
-        if !used.contains(&canonical_image(image)) {
+        if !canonical_image(image).is_ok_and(|c| used.contains(&c)) {
             let field = format!("releases[{i}].images[{j}]");
             let line = located.as_ref().map(|l| l.position(&field).0).unwrap_or(0);
             report.findings.push(Finding {

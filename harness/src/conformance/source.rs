@@ -76,7 +76,9 @@ pub fn resolve(path: &Path, cache: &Path) -> Result<E2eBinaries, SourceError> {
     let key = content_key(path).map_err(read)?;
     let dest = cache.join("e2e").join(&key);
     if !dest.join(".done").is_file() {
-        let partial = dest.with_extension("partial");
+        // Per process: two runs unpacking the same tarball never share a half-written
+        // folder; the rename makes whichever finishes first the cached copy.
+        let partial = dest.with_extension(format!("partial-{}", std::process::id()));
         let unpack = |source| SourceError::Unpack {
             path: path.to_path_buf(),
             dest: dest.clone(),
@@ -94,8 +96,12 @@ pub fn resolve(path: &Path, cache: &Path) -> Result<E2eBinaries, SourceError> {
         // `unpack` refuses entries that would land outside `partial`.
         tar::Archive::new(reader).unpack(&partial).map_err(unpack)?;
         std::fs::write(partial.join(".done"), &key).map_err(unpack)?;
-        let _ = std::fs::remove_dir_all(&dest);
-        std::fs::rename(&partial, &dest).map_err(unpack)?;
+        if dest.join(".done").is_file() {
+            let _ = std::fs::remove_dir_all(&partial);
+        } else {
+            let _ = std::fs::remove_dir_all(&dest);
+            std::fs::rename(&partial, &dest).map_err(unpack)?;
+        }
     }
     let dir = TARBALL_LAYOUTS
         .iter()
@@ -211,23 +217,36 @@ mod tests {
     fn entries_cannot_escape_the_cache_folder() {
         let d = tempfile::tempdir().unwrap();
         let t = d.path().join("evil.tar");
-        // Written by hand: the tar crate's builder refuses `..` itself.
-        let mut h = tar::Header::new_gnu();
-        {
-            let name = b"../../escaped";
-            let gnu = h.as_gnu_mut().unwrap();
-            gnu.name[..name.len()].copy_from_slice(name);
-        }
-        h.set_size(1);
-        h.set_mode(0o644);
-        h.set_cksum();
-        let mut bytes = h.as_bytes().to_vec();
-        bytes.extend_from_slice(&[b'x'; 512]);
+        // Written by hand: the tar crate's builder refuses `..` itself. An ordinary entry
+        // first, so the test knows the archive really was unpacked.
+        let entry = |name: &[u8], body: u8| {
+            let mut h = tar::Header::new_gnu();
+            {
+                let gnu = h.as_gnu_mut().unwrap();
+                gnu.name[..name.len()].copy_from_slice(name);
+            }
+            h.set_size(1);
+            h.set_mode(0o755);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_cksum();
+            let mut bytes = h.as_bytes().to_vec();
+            bytes.push(body);
+            bytes.extend_from_slice(&[0; 511]);
+            bytes
+        };
+        let mut bytes = entry(b"kubernetes/test/bin/e2e.test", b'e');
+        // Unpacked into cache/e2e/<key>.partial, `../../escaped` would land in cache/.
+        bytes.extend(entry(b"../../escaped", b'x'));
         bytes.extend_from_slice(&[0; 1024]);
         std::fs::write(&t, bytes).unwrap();
         let cache = d.path().join("a/b/cache");
-        let _ = resolve(&t, &cache);
+        let found = resolve(&t, &cache).expect("the ordinary entry is unpacked");
+        assert!(found.e2e().is_file());
+        assert!(
+            !cache.join("escaped").exists(),
+            "the entry escaped into the cache folder"
+        );
+        assert!(!d.path().join("a/b/escaped").exists());
         assert!(!d.path().join("a/escaped").exists());
-        assert!(!d.path().join("escaped").exists());
     }
 }

@@ -3,7 +3,7 @@
 pub mod event;
 pub mod process;
 
-use crate::actions::{self, JobState, RunContext, StepContext, StepError, StepKind};
+use crate::actions::{self, Action, JobState, RunContext, StepContext, StepError, StepKind};
 use crate::exit::ExitKind;
 use crate::plan::{JobPlan, Plan, Stage, StepPlan};
 use crate::reporter::{self, Reporter};
@@ -58,6 +58,28 @@ impl Stop {
     pub fn cause(&self) -> Option<(String, bool)> {
         self.cause.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Stops on SIGINT/SIGTERM: the first stops the run and lets cleanup steps run, the
+    /// second aborts those too. Abort the returned task when the run is over.
+    pub fn on_signals(&self) -> tokio::task::JoinHandle<()> {
+        let stop = self.clone();
+        tokio::spawn(async move {
+            let Ok(mut signals) = StopSignals::new() else {
+                return;
+            };
+            loop {
+                let name = signals.next().await;
+                if stop.is_stopped() {
+                    eprintln!("\n{name} again: aborting cleanup steps");
+                } else {
+                    eprintln!(
+                        "\n{name}: stopping; cleanup steps still run (interrupt again to abort them)"
+                    );
+                }
+                stop.stop(format!("interrupted by {name}"), true);
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +87,8 @@ impl Stop {
 pub enum Coverage {
     Passed,
     Failed,
+    /// Stopped by Ctrl-C, SIGTERM or the run deadline: says nothing about the release.
+    Interrupted(String),
     DryRun,
     Skipped(String),
     Disabled(String),
@@ -72,11 +96,13 @@ pub enum Coverage {
 }
 
 impl Coverage {
-    /// A short machine label: passed, failed, dry-run, skipped, disabled, not-planned.
+    /// A short machine label: passed, failed, interrupted, dry-run, skipped, disabled,
+    /// not-planned.
     pub fn label(&self) -> &'static str {
         match self {
             Coverage::Passed => "passed",
             Coverage::Failed => "failed",
+            Coverage::Interrupted(_) => "interrupted",
             Coverage::DryRun => "dry-run",
             Coverage::Skipped(_) => "skipped",
             Coverage::Disabled(_) => "disabled",
@@ -114,6 +140,7 @@ impl std::fmt::Display for Coverage {
         match self {
             Coverage::Passed => f.write_str("PASSED"),
             Coverage::Failed => f.write_str("FAILED"),
+            Coverage::Interrupted(r) => write!(f, "INTERRUPTED ({r})"),
             Coverage::DryRun => f.write_str("DRY-RUN (nothing executed)"),
             Coverage::Skipped(r) => write!(f, "SKIPPED ({r})"),
             Coverage::Disabled(r) => f.write_str(r.trim_start_matches("conformance: ")),
@@ -186,9 +213,24 @@ impl RunSummary {
     }
 }
 
+/// Finds the implementation of a step's action by name.
+pub type Dispatch = fn(&str) -> Option<Box<dyn Action>>;
+
 pub struct RunOptions {
     pub dry_run: bool,
     pub parallel: usize,
+    /// The step dispatch: [`actions::lookup`] for real runs; tests plant their own actions.
+    pub actions: Dispatch,
+}
+
+impl RunOptions {
+    pub fn new(dry_run: bool, parallel: usize) -> RunOptions {
+        RunOptions {
+            dry_run,
+            parallel,
+            actions: actions::lookup,
+        }
+    }
 }
 
 /// Runs every job of the plan and returns once all reporters have written their files.
@@ -230,9 +272,27 @@ pub async fn run(
     let cx = &cx;
     let stop_ref = &stop;
     let events_ref = &events;
-    let dry_run = opts.dry_run;
+    let artifact_errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let errors_ref = &artifact_errors;
+    let (dry_run, dispatch) = (opts.dry_run, opts.actions);
     let mut jobs: Vec<(usize, JobSummary)> = futures::stream::iter(plan.jobs.iter().enumerate())
-        .map(|(i, jp)| async move { (i, run_job(jp, cx, dry_run, stop_ref, events_ref).await) })
+        .map(|(i, jp)| async move {
+            (
+                i,
+                run_job(
+                    jp,
+                    Ctx {
+                        run: cx,
+                        dry_run,
+                        dispatch,
+                        stop: stop_ref,
+                        events: events_ref,
+                        artifact_errors: errors_ref,
+                    },
+                )
+                .await,
+            )
+        })
         .buffer_unordered(opts.parallel.max(1))
         .collect()
         .await;
@@ -243,7 +303,13 @@ pub async fn run(
     }
 
     let cause = stop.cause();
-    let exit = exit_kind(&jobs, cause.as_ref());
+    let artifact_errors = artifact_errors
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut exit = exit_kind(&jobs, cause.as_ref());
+    if !artifact_errors.is_empty() && exit != ExitKind::Interrupted {
+        exit = ExitKind::Infrastructure;
+    }
     let mut summary = RunSummary {
         run_id: cx.settings.run_id.clone(),
         scenario: plan.scenario.clone(),
@@ -256,13 +322,21 @@ pub async fn run(
         stopped: cause.map(|(c, _)| c),
         conformance_disabled: plan.conformance_disabled.clone(),
         jobs,
-        reporter_errors: Vec::new(),
+        reporter_errors: artifact_errors,
     };
     events.send(Event::RunFinished(summary.clone()));
     drop(events);
-    summary.reporter_errors = reporter_task
-        .await
-        .unwrap_or_else(|e| vec![format!("reporter task failed: {e}")]);
+    summary.reporter_errors.extend(
+        reporter_task
+            .await
+            .unwrap_or_else(|e| vec![format!("reporter task failed: {e}")]),
+    );
+    // Artifacts that could not be written make the run an infrastructure failure: a pass
+    // nobody can read back is not a pass.
+    if !summary.reporter_errors.is_empty() && summary.exit != ExitKind::Interrupted {
+        summary.exit = ExitKind::Infrastructure;
+        summary.exit_code = summary.exit.code();
+    }
     summary
 }
 
@@ -309,13 +383,20 @@ fn exit_kind(jobs: &[JobSummary], cause: Option<&(String, bool)>) -> ExitKind {
     kind
 }
 
-async fn run_job(
-    jp: &JobPlan,
-    cx: &RunContext,
+/// What every step of a run shares.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    run: &'a RunContext,
     dry_run: bool,
-    stop: &Stop,
-    events: &EventTx,
-) -> JobSummary {
+    dispatch: Dispatch,
+    stop: &'a Stop,
+    events: &'a EventTx,
+    /// Artifacts that could not be written (a step log on a full disk): exit 3.
+    artifact_errors: &'a Mutex<Vec<String>>,
+}
+
+async fn run_job(jp: &JobPlan, x: Ctx<'_>) -> JobSummary {
+    let (stop, events) = (x.stop, x.events);
     let job = &jp.job;
     events.send(Event::JobStarted {
         job: job.name.clone(),
@@ -355,12 +436,12 @@ async fn run_job(
                 properties: Vec::new(),
                 subtests: Vec::new(),
             },
-            None => run_step(jp, step, cx, dry_run, stop, events, &mut state).await,
+            None => run_step(jp, step, x, &mut state).await,
         };
-        if matches!(result.outcome, StepOutcome::Failed { .. })
-            && !step.non_blocking
-            && first_failure.is_none()
-        {
+        // An interrupted step did not fail: its followers say why they were skipped through
+        // the stop's cause, not "step X failed".
+        let failed = matches!(&result.outcome, StepOutcome::Failed { kind, .. } if *kind != FailureKind::Interrupted);
+        if failed && !step.non_blocking && first_failure.is_none() {
             first_failure = Some(step.name.clone());
         }
         events.send(Event::StepFinished(result.clone()));
@@ -395,6 +476,13 @@ fn coverage(steps: &[StepPlan], results: &[StepResult]) -> Vec<(Stage, Coverage)
                 let c = match &r.outcome {
                     StepOutcome::Passed => Coverage::Passed,
                     StepOutcome::DryRun { .. } => Coverage::DryRun,
+                    StepOutcome::Failed {
+                        kind: FailureKind::Interrupted,
+                        message,
+                        ..
+                    } => Coverage::Interrupted(
+                        message.split(": ").next().unwrap_or_default().to_string(),
+                    ),
                     StepOutcome::Failed { .. } => Coverage::Failed,
                     StepOutcome::Skipped { reason } if st.disabled.is_some() => {
                         Coverage::Disabled(reason.clone())
@@ -408,7 +496,8 @@ fn coverage(steps: &[StepPlan], results: &[StepResult]) -> Vec<(Stage, Coverage)
                     Coverage::DryRun => 2,
                     Coverage::Skipped(_) => 3,
                     Coverage::Disabled(_) => 4,
-                    Coverage::Failed => 5,
+                    Coverage::Interrupted(_) => 5,
+                    Coverage::Failed => 6,
                 };
                 if rank(&c) > rank(&cov) {
                     cov = c;
@@ -423,15 +512,15 @@ fn coverage(steps: &[StepPlan], results: &[StepResult]) -> Vec<(Stage, Coverage)
 /// abandoned (its process groups are killed when its future is dropped).
 const ABANDON_AFTER: Duration = Duration::from_secs(5);
 
-async fn run_step(
-    jp: &JobPlan,
-    step: &StepPlan,
-    run: &RunContext,
-    dry_run: bool,
-    stop: &Stop,
-    events: &EventTx,
-    state: &mut JobState,
-) -> StepResult {
+async fn run_step(jp: &JobPlan, step: &StepPlan, x: Ctx<'_>, state: &mut JobState) -> StepResult {
+    let Ctx {
+        run,
+        dry_run,
+        dispatch,
+        stop,
+        events,
+        ..
+    } = x;
     let job = &jp.job;
     let started = Instant::now();
     let rel_log = PathBuf::from("jobs").join(job.context()).join(format!(
@@ -471,7 +560,7 @@ async fn run_step(
         humantime::format_duration(step.timeout.grace)
     ));
 
-    let Some(action) = actions::lookup(&step.action) else {
+    let Some(action) = dispatch(&step.action) else {
         return finished(
             jp,
             step,
@@ -549,9 +638,33 @@ async fn run_step(
         s.abort();
     }
 
+    // A result that came back after the deadline or the stop had cancelled the step is not
+    // trusted: whatever the action says, the step did not finish in time.
+    let result = match result {
+        Ok(()) if token.is_cancelled() => Err(StepError::new(
+            "the action reported success only after it had been cancelled, so its success does not count",
+        )),
+        other => other,
+    };
+    // A step whose log could not be written left no evidence: it cannot pass, and the run's
+    // artifacts are incomplete.
+    if let Some(e) = log.write_error() {
+        x.artifact_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(format!("step log {}: {e}", rel_log.display()));
+    }
+    let result = match (result, log.write_error()) {
+        (Ok(()), Some(e)) => Err(StepError::infra(format!(
+            "failed to write the step log {}: {e}",
+            rel_log.display()
+        ))),
+        (r, _) => r,
+    };
     let outcome = match result {
         Ok(()) => StepOutcome::Passed,
         Err(e) => {
+            let mut diagnosis = e.diagnosis;
             let (kind, message) = if deadline_hit {
                 (
                     FailureKind::Deadline,
@@ -566,6 +679,11 @@ async fn run_step(
                     .cause()
                     .map(|(c, _)| c)
                     .unwrap_or_else(|| "run stopped".into());
+                // What the cluster looked like when the run was stopped is not a diagnosis of
+                // this step: it never got to finish.
+                if let Some(d) = diagnosis.take() {
+                    log.line(&format!("# state when interrupted: {d}"));
+                }
                 (FailureKind::Interrupted, format!("{cause}: {}", e.message))
             } else {
                 let kind = e.kind.unwrap_or(match step.kind {
@@ -575,13 +693,13 @@ async fn run_step(
                 (kind, e.message)
             };
             log.line(&format!("# failed: {message}"));
-            if let Some(d) = &e.diagnosis {
+            if let Some(d) = &diagnosis {
                 log.line(&format!("# diagnosis: {d}"));
             }
             StepOutcome::Failed {
                 kind,
                 message,
-                diagnosis: e.diagnosis,
+                diagnosis,
                 log_tail: log.tail(),
             }
         }

@@ -16,6 +16,39 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+/// Values that must never reach a log or an artifact (bootstrap tokens, certificate keys):
+/// registered once by whoever makes them, then replaced by `<redacted>` wherever this module
+/// writes text (step logs, logged command lines, error tails).
+static SECRETS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// What stands in for a secret in logs and artifacts.
+pub const REDACTED: &str = "<redacted>";
+
+/// Registers a secret value for redaction for the rest of this process.
+pub fn add_secret(value: &str) {
+    // Short values would redact ordinary text; secrets are long random strings.
+    if value.len() < 6 {
+        return;
+    }
+    let mut g = SECRETS.write().unwrap_or_else(|e| e.into_inner());
+    if !g.iter().any(|s| s == value) {
+        g.push(value.to_string());
+    }
+}
+
+/// `text` with every registered secret replaced by [`REDACTED`].
+pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    let g = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    if !g.iter().any(|s| text.contains(s.as_str())) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = text.to_string();
+    for s in g.iter() {
+        out = out.replace(s.as_str(), REDACTED);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A step's log file plus the tail of what went into it.
 #[derive(Clone)]
 pub struct StepLog {
@@ -25,6 +58,8 @@ pub struct StepLog {
 
 struct LogInner {
     file: Option<std::fs::File>,
+    /// The first write that failed (a full disk): the log is incomplete.
+    write_error: Option<std::io::Error>,
     echo: bool,
     written: u64,
     truncated: bool,
@@ -36,6 +71,12 @@ struct LogInner {
 pub const LOG_CAP: u64 = 64 * 1024 * 1024;
 const TAIL_LINES: usize = 40;
 
+impl std::fmt::Debug for StepLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepLog").field("path", &self.path).finish()
+    }
+}
+
 impl StepLog {
     pub fn create(path: &Path) -> std::io::Result<StepLog> {
         if let Some(dir) = path.parent() {
@@ -45,6 +86,7 @@ impl StepLog {
         Ok(StepLog {
             inner: Arc::new(Mutex::new(LogInner {
                 file: Some(file),
+                write_error: None,
                 echo: false,
                 written: 0,
                 truncated: false,
@@ -60,6 +102,7 @@ impl StepLog {
         StepLog {
             inner: Arc::new(Mutex::new(LogInner {
                 file: None,
+                write_error: None,
                 echo: true,
                 written: 0,
                 truncated: false,
@@ -74,13 +117,24 @@ impl StepLog {
         &self.path
     }
 
+    /// Appends `bytes`, with every registered secret redacted. A failed write is remembered
+    /// (see [`StepLog::write_error`]); the tail is still kept in memory.
     pub fn write(&self, bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        let redacted = redact(&text);
+        let bytes: &[u8] = match &redacted {
+            std::borrow::Cow::Borrowed(_) => bytes,
+            std::borrow::Cow::Owned(s) => s.as_bytes(),
+        };
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let g = &mut *g;
         let room = LOG_CAP.saturating_sub(g.written);
         let n = (bytes.len() as u64).min(room) as usize;
         if n > 0 {
             if let Some(f) = g.file.as_mut() {
-                let _ = f.write_all(&bytes[..n]);
+                if let Err(e) = f.write_all(&bytes[..n]) {
+                    g.write_error.get_or_insert(e);
+                }
             }
             g.written += n as u64;
         }
@@ -90,11 +144,13 @@ impl StepLog {
         if n < bytes.len() && !g.truncated {
             g.truncated = true;
             if let Some(f) = g.file.as_mut() {
-                let _ = writeln!(f, "\n[shakedown: log truncated at {LOG_CAP} bytes; the tail is kept in the report]");
+                if let Err(e) = writeln!(f, "\n[shakedown: log truncated at {LOG_CAP} bytes; the tail is kept in the report]") {
+                    g.write_error.get_or_insert(e);
+                }
             }
         }
         // Tail of complete lines.
-        let text = String::from_utf8_lossy(bytes);
+        let text = redacted;
         let mut buf = std::mem::take(&mut g.partial);
         buf.push_str(&text);
         let mut lines: Vec<&str> = buf.split('\n').collect();
@@ -106,6 +162,12 @@ impl StepLog {
             }
         }
         g.partial = truncate_line(last);
+    }
+
+    /// The first write to the file that failed, if any: the log on disk is incomplete.
+    pub fn write_error(&self) -> Option<String> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.write_error.as_ref().map(|e| e.to_string())
     }
 
     pub fn line(&self, s: &str) {
@@ -190,6 +252,8 @@ pub struct Cmd {
     pub stdin: Option<Vec<u8>>,
     /// Keep stdout in memory (up to 16 MiB) for the caller to parse.
     pub capture: bool,
+    /// stdout holds secrets (a kubeconfig, a key): captured for the caller, never logged.
+    pub secret_stdout: bool,
 }
 
 impl Cmd {
@@ -201,6 +265,7 @@ impl Cmd {
             cwd: None,
             stdin: None,
             capture: false,
+            secret_stdout: false,
         }
     }
     pub fn arg(mut self, a: impl Into<String>) -> Cmd {
@@ -231,13 +296,22 @@ impl Cmd {
         self.capture = true;
         self
     }
+    /// Captures stdout for the caller and keeps it out of the log and out of errors: for
+    /// commands that print a kubeconfig or a key.
+    pub fn secret_stdout(mut self) -> Cmd {
+        self.capture = true;
+        self.secret_stdout = true;
+        self
+    }
 }
 
 impl fmt::Display for Cmd {
-    /// `cmd args`, with arguments quoted when they hold spaces, as cross logs them.
+    /// `cmd args`, with arguments quoted when they hold spaces, as cross logs them, and
+    /// registered secrets shown as `<redacted>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.program)?;
         for a in &self.args {
+            let a = redact(a);
             if a.is_empty() || a.contains([' ', '\t', '\n', '"', '\'', '$', '*']) {
                 write!(f, " '{}'", a.replace('\'', r"'\''"))?;
             } else {
@@ -386,8 +460,13 @@ pub async fn run(
             let _ = stdin.write_all(&data).await;
         });
     }
-    let out_task = tokio::spawn(drain(child.stdout.take(), log.clone(), cmd.capture));
-    let err_task = tokio::spawn(drain(child.stderr.take(), log.clone(), true));
+    let out_sink = if cmd.secret_stdout {
+        Sink::Withheld
+    } else {
+        Sink::Log(log.clone())
+    };
+    let out_task = tokio::spawn(drain(child.stdout.take(), out_sink, cmd.capture));
+    let err_task = tokio::spawn(drain(child.stderr.take(), Sink::Log(log.clone()), true));
 
     let mut stopped: Option<&'static str> = None;
     let status = tokio::select! {
@@ -431,6 +510,12 @@ pub async fn run(
     };
     guard.wait_gone(Duration::from_secs(2)).await;
     drop(guard);
+    if cmd.secret_stdout {
+        log.line(&format!(
+            "[shakedown: {} bytes of stdout kept out of this log: they hold secrets]",
+            stdout.len()
+        ));
+    }
 
     let status = status.map_err(|source| CommandError::Spawn {
         cmd: shown.clone(),
@@ -444,11 +529,16 @@ pub async fn run(
         });
     }
     if !status.success() {
+        let stdout = if cmd.secret_stdout {
+            format!("[{} bytes withheld: they hold secrets]", stdout.len())
+        } else {
+            redact(&last_lines(&stdout, 20)).into_owned()
+        };
         return Err(CommandError::Failed {
             cmd: shown,
             status,
-            stdout: last_lines(&stdout, 20),
-            stderr: last_lines(&stderr, 20),
+            stdout,
+            stderr: redact(&last_lines(&stderr, 20)).into_owned(),
         });
     }
     Ok(Output {
@@ -460,18 +550,39 @@ pub async fn run(
 
 const CAPTURE_CAP: usize = 16 * 1024 * 1024;
 
-/// Copies a pipe into the log until EOF; returns what it captured (bounded).
-async fn drain<R: AsyncRead + Unpin>(pipe: Option<R>, log: StepLog, capture: bool) -> String {
+/// Where a pipe's bytes go besides the capture.
+enum Sink {
+    Log(StepLog),
+    /// Secret output: the log only says how much was withheld.
+    Withheld,
+}
+
+/// Copies a pipe into the log until EOF, whole lines at a time (so a secret split across two
+/// reads is still redacted); returns what it captured (bounded).
+async fn drain<R: AsyncRead + Unpin>(pipe: Option<R>, sink: Sink, capture: bool) -> String {
     let Some(mut pipe) = pipe else {
         return String::new();
     };
     let mut kept = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                log.write(&buf[..n]);
+                if let Sink::Log(log) = &sink {
+                    pending.extend_from_slice(&buf[..n]);
+                    // Up to the last newline; a line longer than the buffer goes as it is.
+                    let cut = match pending.iter().rposition(|&b| b == b'\n') {
+                        Some(i) => i + 1,
+                        None if pending.len() > 1024 * 1024 => pending.len(),
+                        None => 0,
+                    };
+                    if cut > 0 {
+                        log.write(&pending[..cut]);
+                        pending.drain(..cut);
+                    }
+                }
                 if capture {
                     if kept.len() + n > CAPTURE_CAP {
                         // Keep the end: the last output explains a failure best.
@@ -481,6 +592,11 @@ async fn drain<R: AsyncRead + Unpin>(pipe: Option<R>, log: StepLog, capture: boo
                     kept.extend_from_slice(&buf[..n]);
                 }
             }
+        }
+    }
+    if let Sink::Log(log) = &sink {
+        if !pending.is_empty() {
+            log.write(&pending);
         }
     }
     String::from_utf8_lossy(&kept).into_owned()
@@ -540,5 +656,96 @@ mod tests {
         assert!(!d.stop());
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(!token.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn secrets_never_reach_the_log_the_command_line_or_the_error() {
+        let d = tempfile::tempdir().unwrap();
+        let log = StepLog::create(&d.path().join("step.log")).unwrap();
+        let token = "abcdef.0123456789abcdef";
+        add_secret(token);
+        let cancel = CancellationToken::new();
+        // On the command line, in stdout, and in stderr of a failing command.
+        let cmd = Cmd::new("sh").args([
+            "-c",
+            &format!("echo join --token {token}; echo {token} >&2; exit 3"),
+            token,
+        ]);
+        let e = run(&cmd, &log, &cancel, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        assert!(!text.contains(token), "{text}");
+        assert!(text.contains("--token <redacted>"), "{text}");
+        assert!(!e.to_string().contains(token), "{e}");
+        assert!(!log.tail().contains(token));
+        assert!(!cmd.to_string().contains(token));
+    }
+
+    #[tokio::test]
+    async fn a_secret_split_across_two_reads_is_still_redacted() {
+        let d = tempfile::tempdir().unwrap();
+        let log = StepLog::create(&d.path().join("step.log")).unwrap();
+        let secret = "split-secret-0123456789";
+        add_secret(secret);
+        // Two writes with a pause between them: two reads of the pipe.
+        let cmd = Cmd::new("sh").args(["-c", "printf split-secr; sleep 0.3; echo et-0123456789"]);
+        run(
+            &cmd,
+            &log,
+            &CancellationToken::new(),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        assert!(!text.contains(secret) && text.contains(REDACTED), "{text}");
+    }
+
+    #[tokio::test]
+    async fn secret_stdout_is_captured_but_not_logged() {
+        let d = tempfile::tempdir().unwrap();
+        let log = StepLog::create(&d.path().join("step.log")).unwrap();
+        let r = Runner {
+            log: log.clone(),
+            cancel: CancellationToken::new(),
+            grace: Duration::from_secs(1),
+        };
+        let key = "client-key-data: LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVk";
+        let out = r
+            .output(Cmd::new("echo").arg(key).secret_stdout())
+            .await
+            .unwrap();
+        assert_eq!(out, key, "the caller gets stdout");
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        // The command line itself is logged; its output is not.
+        assert_eq!(text.matches("client-key-data").count(), 1, "{text}");
+        assert!(text.contains("kept out of this log"), "{text}");
+    }
+
+    #[test]
+    fn a_failed_log_write_is_remembered() {
+        let log = StepLog {
+            inner: Arc::new(Mutex::new(LogInner {
+                file: Some(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open("/dev/full")
+                        .unwrap(),
+                ),
+                write_error: None,
+                echo: false,
+                written: 0,
+                truncated: false,
+                tail: VecDeque::new(),
+                partial: String::new(),
+            })),
+            path: PathBuf::from("/dev/full"),
+        };
+        assert!(log.write_error().is_none());
+        log.line("no room for this");
+        let e = log.write_error().expect("ENOSPC is remembered");
+        assert!(e.contains("No space left"), "{e}");
+        assert_eq!(log.tail(), "no room for this");
     }
 }

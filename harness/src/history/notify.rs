@@ -119,15 +119,34 @@ pub fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// `https://hooks.slack.com/…`: webhook paths are secrets and never logged.
+/// `https://hooks.slack.com/…`: webhook paths and `user:pass@` are secrets and never logged;
+/// only the scheme, host and port are.
 pub fn redact(url: &str) -> String {
     match url.parse::<ureq::http::Uri>() {
         Ok(u) => format!(
-            "{}://{}/…",
+            "{}://{}{}/…",
             u.scheme_str().unwrap_or("http"),
-            u.authority().map(|a| a.as_str()).unwrap_or("")
+            u.host().unwrap_or(""),
+            u.port_u16().map(|p| format!(":{p}")).unwrap_or_default()
         ),
         Err(_) => "<invalid URL>".into(),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn credentials_and_paths_never_reach_the_log() {
+        assert_eq!(
+            redact("https://hooks.example/services/T0/B0/secret"),
+            "https://hooks.example/…"
+        );
+        let r = redact("https://user:pa55@hooks.example:8443/services/secret?x=1");
+        assert_eq!(r, "https://hooks.example:8443/…");
+        assert!(!r.contains("user") && !r.contains("pa55"), "{r}");
+        assert_eq!(redact("not a url at all"), "<invalid URL>");
     }
 }
 

@@ -183,6 +183,10 @@ pub async fn build(
     r: &Runner,
     note: &(dyn Fn(String) + Sync),
 ) -> Result<KubeArtifacts, BuildError> {
+    // One build at a time per cache: a second run waits here instead of racing.
+    let _lock = crate::paths::CacheLock::acquire(&req.cache, &r.cancel, note)
+        .await
+        .map_err(io(&req.cache))?;
     preflight(req, r).await?;
     let scripts = req.root.join("harness/scripts");
     let version = req.version.to_string();
@@ -393,6 +397,10 @@ pub async fn conformance_image(
 ) -> Result<ConformanceImage, BuildError> {
     let tag = format!("{IMAGE_REPO}/conformance:{version}");
     let tar = cache.join("conformance").join(format!("{version}.tar"));
+    let log = r.log.clone();
+    let _lock = crate::paths::CacheLock::acquire(cache, &r.cancel, &move |s| log.line(&s))
+        .await
+        .map_err(io(cache))?;
     r.run(
         Cmd::new("bash")
             .arg(

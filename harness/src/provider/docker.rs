@@ -4,7 +4,7 @@
 //! `shakedown gc` finds what a killed run left behind.
 
 use super::{NodeInfo, Role, LABEL_CLUSTER, LABEL_MANAGED, LABEL_ROLE, LABEL_RUN};
-use crate::engine::process::{Cmd, CommandError, Runner};
+use crate::engine::process::{Cmd, CommandError, Runner, StepLog};
 use std::path::{Path, PathBuf};
 
 /// Where the images tarball is mounted inside every node.
@@ -31,6 +31,12 @@ pub struct Cluster {
     pub kubeconfig: Option<PathBuf>,
     pub keep: bool,
     removed: bool,
+    /// The container CLI (`docker`).
+    pub program: String,
+    /// How long the cleanup on drop waits for each command.
+    pub drop_timeout: std::time::Duration,
+    /// Where the commands of a last-resort cleanup on drop are logged.
+    pub log: Option<StepLog>,
 }
 
 impl Cluster {
@@ -76,6 +82,49 @@ impl Cluster {
         ));
         s
     }
+
+    /// The node's `/var` volume: named and labelled, so `gc` finds it after a killed run.
+    pub fn var_volume(node: &str) -> String {
+        format!("{node}-var")
+    }
+}
+
+/// How long the cleanup on drop waits for each docker command.
+const DROP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs one cleanup command synchronously (the async runtime may be shutting down), logged
+/// as `+ cmd`, killed after `limit`.
+fn run_bounded(program: &str, args: &[String], log: Option<&StepLog>, limit: std::time::Duration) {
+    let cmd = Cmd::new(program).args(args.iter().cloned());
+    let line = format!("+ {cmd}  # cleanup on drop");
+    match log {
+        Some(l) => l.line(&line),
+        None => eprintln!("{line}"),
+    }
+    let child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else { return };
+    let t = std::time::Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) if t.elapsed() >= limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let msg = format!("[shakedown: `{cmd}` did not finish within {limit:?}; killed]");
+                match log {
+                    Some(l) => l.line(&msg),
+                    None => eprintln!("{msg}"),
+                }
+                return;
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
 }
 
 impl Drop for Cluster {
@@ -83,17 +132,27 @@ impl Drop for Cluster {
         if self.keep || self.removed {
             return;
         }
-        // Best effort and synchronous: the async runtime may be shutting down.
+        // Best effort and synchronous: the async runtime may be shutting down. Each command
+        // is bounded, so a hung daemon cannot hang the harness on its way out.
         let names = self.node_names();
+        let log = self.log.as_ref();
         if !names.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .args(["rm", "-f", "-v"])
-                .args(&names)
-                .output();
+            let mut args = vec!["rm".to_string(), "-f".into(), "-v".into()];
+            args.extend(names.iter().cloned());
+            run_bounded(&self.program, &args, log, self.drop_timeout);
+            let mut args = vec!["volume".to_string(), "rm".into(), "-f".into()];
+            args.extend(names.iter().map(|n| Cluster::var_volume(n)));
+            run_bounded(&self.program, &args, log, self.drop_timeout);
         }
-        let _ = std::process::Command::new("docker")
-            .args(["network", "rm", &self.network])
-            .output();
+        run_bounded(
+            &self.program,
+            &["network".into(), "rm".into(), self.network.clone()],
+            log,
+            self.drop_timeout,
+        );
+        if let Some(k) = &self.kubeconfig {
+            let _ = std::fs::remove_file(k);
+        }
     }
 }
 
@@ -148,11 +207,12 @@ pub fn run_args(spec: &ClusterSpec, network: &str, name: &str, role: Role) -> Ve
         "--device-cgroup-rule=a *:* rwm",
         "--tmpfs=/tmp",
         "--tmpfs=/run",
-        "--volume=/var",
         "--stop-signal=SIGRTMIN+3",
     ] {
         a.push(f.into());
     }
+    // A named volume, created with the run's labels before the node (see `create`).
+    a.push(format!("--volume={}:/var", Cluster::var_volume(name)));
     // Mounted only where the host has modules; docker would otherwise create an empty
     // /lib/modules on the host.
     if Path::new("/lib/modules").is_dir() {
@@ -193,6 +253,9 @@ pub async fn create(
         kubeconfig: None,
         keep: false,
         removed: false,
+        program: "docker".into(),
+        drop_timeout: DROP_TIMEOUT,
+        log: Some(r.log.clone()),
     };
     let mut net = vec!["network".to_string(), "create".into()];
     net.extend(labels(spec));
@@ -205,6 +268,10 @@ pub async fn create(
             role,
             ip: String::new(),
         });
+        let mut vol = vec!["volume".to_string(), "create".into()];
+        vol.extend(labels(spec));
+        vol.push(Cluster::var_volume(&name));
+        r.run(Cmd::new("docker").args(vol)).await?;
         r.run(Cmd::new("docker").args(run_args(spec, &network, &name, role)))
             .await?;
     }
@@ -285,17 +352,75 @@ pub fn write_file(node: &str, path: &str, content: &str) -> Cmd {
         .stdin(content.as_bytes().to_vec())
 }
 
-/// Removes the cluster's containers (with their anonymous volumes) and network.
+/// Removes the cluster's containers, their volumes and the network.
 pub async fn remove(r: &Runner, cluster: &mut Cluster) -> Result<(), CommandError> {
     let names = cluster.node_names();
     if !names.is_empty() {
-        r.run(Cmd::new("docker").args(["rm", "-f", "-v"]).args(names))
-            .await?;
+        r.run(
+            Cmd::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(names.clone()),
+        )
+        .await?;
+        r.run(
+            Cmd::new("docker")
+                .args(["volume", "rm", "-f"])
+                .args(names.iter().map(|n| Cluster::var_volume(n))),
+        )
+        .await?;
     }
     r.run(Cmd::new("docker").args(["network", "rm", &cluster.network]))
         .await?;
+    if let Some(k) = &cluster.kubeconfig {
+        let _ = std::fs::remove_file(k);
+    }
     cluster.mark_removed();
     Ok(())
+}
+
+/// Each node that is not running, with its state: `name: exited (exit code 137)`. A node
+/// that stopped is the harness's problem (or the machine's), not the release's.
+pub async fn stopped_nodes(r: &Runner, cluster: &Cluster) -> Result<Vec<String>, CommandError> {
+    let out = r
+        .output(
+            Cmd::new("docker")
+                .args([
+                    "inspect",
+                    "--format",
+                    "{{.Name}} {{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}",
+                ])
+                .args(cluster.node_names()),
+        )
+        .await
+        .or_else(|e| match &e {
+            // A node removed outright: inspect fails but still prints the others.
+            CommandError::Failed { stdout, .. } => Ok(stdout.clone()),
+            _ => Err(e),
+        })?;
+    let mut seen = Vec::new();
+    let mut stopped = Vec::new();
+    for l in out.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 4 {
+            continue;
+        }
+        let name = f[0].trim_start_matches('/');
+        seen.push(name.to_string());
+        if f[1] != "running" {
+            stopped.push(format!(
+                "node {name} is {} (exit code {}{})",
+                f[1],
+                f[2],
+                if f[3] == "true" { ", OOM-killed" } else { "" }
+            ));
+        }
+    }
+    for n in cluster.node_names() {
+        if !seen.contains(&n) {
+            stopped.push(format!("node {n} no longer exists"));
+        }
+    }
+    Ok(stopped)
 }
 
 /// What `gc` found and removed.
@@ -420,9 +545,61 @@ mod tests {
             "--device-cgroup-rule=a *:* rwm",
             "--cgroupns=private",
             "--volume=/cache/images.tar:/shakedown/images.tar:ro",
+            "--volume=n1-var:/var",
         ] {
             assert!(a.contains(want), "missing {want} in {a}");
         }
         assert!(a.ends_with("shakedown.local/node:v1.20.2-x"));
+        assert!(
+            !a.contains("--volume=/var "),
+            "an anonymous /var volume escapes gc: {a}"
+        );
+    }
+
+    #[test]
+    fn cleanup_on_drop_is_bounded_and_logged() {
+        let d = tempfile::tempdir().unwrap();
+        // A container CLI that never answers.
+        let cli = d.path().join("hung-docker");
+        std::fs::write(&cli, "#!/bin/sh\nexec sleep 60\n").unwrap();
+        std::fs::set_permissions(&cli, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let log = StepLog::create(&d.path().join("up.log")).unwrap();
+        let c = Cluster {
+            name: "sd-x".into(),
+            network: "sd-x".into(),
+            run_id: "x".into(),
+            nodes: vec![NodeInfo {
+                name: "sd-x-cp1".into(),
+                role: Role::ControlPlane,
+                ip: String::new(),
+            }],
+            kubeconfig: None,
+            keep: false,
+            removed: false,
+            program: cli.display().to_string(),
+            drop_timeout: std::time::Duration::from_millis(200),
+            log: Some(log.clone()),
+        };
+        let t = std::time::Instant::now();
+        drop(c);
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        for want in [
+            "rm -f -v sd-x-cp1",
+            "volume rm -f sd-x-cp1-var",
+            "network rm sd-x",
+            "did not finish within",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in {text}");
+        }
+        assert!(
+            text.lines().filter(|l| l.starts_with("+ ")).count() == 3,
+            "{text}"
+        );
     }
 }

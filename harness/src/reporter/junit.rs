@@ -99,12 +99,15 @@ fn testcase(r: &StepResult) -> TestCase {
     let time = JDuration::seconds_f64(r.duration.as_secs_f64());
     let mut tc = match &r.outcome {
         StepOutcome::Passed => TestCase::success(&name, time),
+        // Nothing ran, so nothing passed: TestGrid shows a dry run as skipped.
         StepOutcome::DryRun { would } => {
-            let mut tc = TestCase::success(&name, time);
-            tc.set_system_out(&format!(
-                "dry run, nothing executed; would {}",
-                would.join("; ")
-            ));
+            let mut tc = TestCase::skipped(&name);
+            let text = format!("dry run: not executed; would {}", would.join("; "));
+            tc.result = TestResult::SkippedWithCause {
+                type_: "dry-run".into(),
+                message: "dry run: not executed".into(),
+                cause: Some(cap(&text)),
+            };
             tc
         }
         StepOutcome::Skipped { reason } => {

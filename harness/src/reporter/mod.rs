@@ -8,7 +8,7 @@ pub mod junit;
 pub mod progress;
 pub mod testgrid;
 
-use crate::engine::event::{Event, StepOutcome};
+use crate::engine::event::{Event, FailureKind, StepOutcome};
 use std::path::PathBuf;
 use tokio::sync::mpsc;
 
@@ -37,10 +37,25 @@ pub async fn drive(
     mut rx: mpsc::UnboundedReceiver<Event>,
     mut reporters: Vec<Box<dyn Reporter>>,
 ) -> Vec<String> {
-    let mut errors = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
     while let Some(ev) = rx.recv().await {
         for r in reporters.iter_mut() {
-            if let Err(e) = r.on_event(&ev) {
+            // Once an artifact could not be written the run cannot pass: reporters after the
+            // failure (finished.json, the summary, the history) record exit 3, as the CLI
+            // will exit.
+            let corrected = match &ev {
+                Event::RunFinished(s) if !errors.is_empty() => {
+                    let mut s = s.clone();
+                    s.reporter_errors.extend(errors.iter().cloned());
+                    if s.exit != crate::exit::ExitKind::Interrupted {
+                        s.exit = crate::exit::ExitKind::Infrastructure;
+                        s.exit_code = s.exit.code();
+                    }
+                    Some(Event::RunFinished(s))
+                }
+                _ => None,
+            };
+            if let Err(e) = r.on_event(corrected.as_ref().unwrap_or(&ev)) {
                 let msg = format!("{} reporter: {}", r.name(), crate::error::chain(&e));
                 tracing::error!("{msg}");
                 errors.push(msg);
@@ -58,10 +73,14 @@ pub(crate) fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), Rep
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).map_err(wrap)?;
     }
-    // Write then rename, so a reader never sees half a file.
+    // Write then rename, so a reader never sees half a file; a failed write (a full disk)
+    // leaves no empty `.tmp` behind.
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(wrap)?;
-    std::fs::rename(&tmp, path).map_err(wrap)
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(wrap)
 }
 
 /// One plain line per event, shared by the non-TTY progress output and `build-log.txt`.
@@ -114,10 +133,14 @@ pub fn plain_line(ev: &Event) -> Option<String> {
                         ""
                     };
                     let first = message.lines().next().unwrap_or_default();
-                    let mut line = format!(
-                        "{}: {} FAILED{nb} ({kind:?}) in {d}: {first}",
-                        s.job, s.step
-                    );
+                    let mut line = if *kind == FailureKind::Interrupted {
+                        format!("{}: {} INTERRUPTED in {d}: {first}", s.job, s.step)
+                    } else {
+                        format!(
+                            "{}: {} FAILED{nb} ({kind:?}) in {d}: {first}",
+                            s.job, s.step
+                        )
+                    };
                     if let Some(dg) = diagnosis {
                         line.push_str(&format!("\n    diagnosis: {dg}"));
                     }

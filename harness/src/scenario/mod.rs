@@ -72,6 +72,16 @@ pub fn load_str(
     finish(path, scenario, located, catalog, today)
 }
 
+/// Validates a loaded scenario again after it was changed in memory (command-line
+/// overrides): errors still name the file, line and field.
+pub fn recheck(
+    s: LoadedScenario,
+    catalog: &Catalog,
+    today: Date,
+) -> Result<LoadedScenario, ConfigErrors> {
+    finish(&s.path, s.scenario, s.located, catalog, today)
+}
+
 fn finish(
     path: &Path,
     scenario: Scenario,

@@ -34,6 +34,16 @@ pub fn file_reporters(artifacts: &Path) -> Vec<Box<dyn Reporter>> {
 
 /// Runs a scenario file through the real engine into `artifacts`.
 pub async fn run_scenario(path: &Path, artifacts: &Path, dry_run: bool, stop: Stop) -> RunSummary {
+    run_scenario_with(path, artifacts, RunOptions::new(dry_run, 1), stop).await
+}
+
+/// The same, with the engine options (a planted step dispatch) given.
+pub async fn run_scenario_with(
+    path: &Path,
+    artifacts: &Path,
+    opts: RunOptions,
+    stop: Stop,
+) -> RunSummary {
     let catalog = catalog();
     let s = scenario::load(path, &catalog, scenario::today()).expect("fixture scenario is valid");
     let p = plan::build(&s, matrix::expand(&s));
@@ -48,17 +58,7 @@ pub async fn run_scenario(path: &Path, artifacts: &Path, dry_run: bool, stop: St
         scenario: Arc::new(s),
         catalog: Arc::new(catalog),
     };
-    engine::run(
-        &p,
-        cx,
-        RunOptions {
-            dry_run,
-            parallel: 1,
-        },
-        stop,
-        file_reporters(artifacts),
-    )
-    .await
+    engine::run(&p, cx, opts, stop, file_reporters(artifacts)).await
 }
 
 pub async fn run_fixture(name: &str, dry_run: bool) -> (RunSummary, tempfile::TempDir) {
@@ -221,4 +221,51 @@ pub fn pid(artifacts: &Path, file: &str) -> i32 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// Every place under `dir` that holds something secret: private keys, kubeconfig client
+/// keys, `token:` values, bootstrap tokens (`[a-z0-9]{6}.[a-z0-9]{16}`), ServiceAccount
+/// JWTs, or a kubeconfig file. Each as `file:line: what` (the secret itself never printed).
+pub fn secrets_in(dir: &Path) -> Vec<String> {
+    let patterns = [
+        ("private key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+        ("kubeconfig client key", r"client-key-data"),
+        ("token value", r#"\btoken:\s*"?[A-Za-z0-9._\-]{8,}"#),
+        ("bootstrap token", r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b"),
+        (
+            "ServiceAccount token",
+            r"eyJhbGciOi[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}",
+        ),
+    ];
+    let res: Vec<(&str, regex::Regex)> = patterns
+        .iter()
+        .map(|(w, p)| (*w, regex::Regex::new(p).unwrap()))
+        .collect();
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            if name == "kubeconfig" || name.ends_with("admin.conf") {
+                found.push(format!("{}: a kubeconfig file", p.display()));
+            }
+            let Ok(bytes) = std::fs::read(&p) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            for (n, line) in text.lines().enumerate() {
+                for (what, re) in &res {
+                    if re.is_match(line) {
+                        found.push(format!("{}:{}: {what}", p.display(), n + 1));
+                    }
+                }
+            }
+        }
+    }
+    found
 }

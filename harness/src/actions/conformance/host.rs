@@ -86,6 +86,13 @@ impl Host {
             match (res, state) {
                 (Ok(_), Some(SpecState::Passed)) => return Outcome::Passed { attempts: attempt },
                 (_, Some(SpecState::Failed(m))) => last = m,
+                // The step's deadline or the stop killed it mid-run: no verdict either way.
+                (Err(process::CommandError::Stopped { .. }), _) if cancel.is_cancelled() => {
+                    return Outcome::NotRun(format!(
+                        "not run: the step was stopped while this spec ran (attempt {attempt}; its output is in {})",
+                        dir.display()
+                    ));
+                }
                 (Err(process::CommandError::Stopped { .. }), _) if !cancel.is_cancelled() => {
                     last = format!(
                         "spec deadline of {} exceeded; killed (its pods and output are in {})",
@@ -98,9 +105,9 @@ impl Host {
                     last = format!("e2e.test exited 0 but reported {other:?} for the spec")
                 }
             }
-            evidence = std::fs::read_to_string(dir.join("output.log"))
-                .ok()
-                .and_then(|o| unsupported::dns_evidence(&o));
+            // Only the spec's own failure message counts as evidence: a resolver error
+            // anywhere else in its output (a retried lookup, a log line) proves nothing.
+            evidence = unsupported::dns_evidence(&last);
             // Another attempt cannot bring a missing DNS addon; it only costs a deadline.
             if cancel.is_cancelled() || (evidence.is_some() && !self.dns) {
                 break;
@@ -196,7 +203,7 @@ impl SpecRunner for Host {
                         "failed, name resolution failed (no cluster DNS?)".to_string()
                     }
                     Outcome::Failed(..) => "FAILED".to_string(),
-                    Outcome::NotRun(_) => "not run (the run was stopped)".to_string(),
+                    Outcome::NotRun(_) => "not run (the step was stopped)".to_string(),
                 };
                 results.push(r);
                 cx.note(format!(

@@ -173,13 +173,18 @@ impl Action for Conformance {
         std::fs::create_dir_all(&setup.dir).map_err(|e| {
             StepError::infra(format!("failed to create {}: {e}", setup.dir.display()))
         })?;
+        // An API error is not "no DNS": it would turn real failures into "unsupported here".
         let dns = {
             let kube = client(c).await?;
             kube::Api::<Service>::namespaced(kube, "kube-system")
                 .get_opt("kube-dns")
                 .await
-                .ok()
-                .flatten()
+                .map_err(|e| {
+                    StepError::infra(format!(
+                        "failed to check for a DNS addon (Service kube-system/kube-dns): {}",
+                        crate::error::chain(&e)
+                    ))
+                })?
                 .is_some()
         };
         let classifier = Classifier::from_tree(setup.art.source_tree.as_deref(), dns);
@@ -199,6 +204,56 @@ impl Action for Conformance {
         runner.finish(cx).await;
         result
     }
+}
+
+/// What a conformance run counted, for its verdict.
+#[derive(Debug, Default)]
+struct Counts {
+    selected: usize,
+    unsupported: usize,
+    outside: usize,
+    runnable: usize,
+    passed: usize,
+    failures: usize,
+    not_run: usize,
+    unsupported_at_run_time: usize,
+}
+
+/// The step passes only when every runnable spec ran and passed (or was found unsupported
+/// here at run time, with evidence). A spec without a result fails it: when the run was
+/// interrupted the engine reports the step as interrupted instead.
+fn verdict(c: &Counts) -> Result<(), StepError> {
+    if c.failures > 0 {
+        return Err(StepError::new(format!(
+            "{} of {} conformance spec(s) failed{}",
+            c.failures,
+            c.runnable,
+            if c.not_run > 0 {
+                format!(", {} more have no result", c.not_run)
+            } else {
+                String::new()
+            }
+        )));
+    }
+    if c.not_run > 0 {
+        return Err(StepError::new(format!(
+            "{} of {} runnable conformance spec(s) have no result (not run, or finished without reporting)",
+            c.not_run, c.runnable
+        )));
+    }
+    if c.passed + c.unsupported_at_run_time != c.runnable {
+        return Err(StepError::new(format!(
+            "{} of {} runnable conformance spec(s) passed, {} found unsupported at run time: the rest have no result",
+            c.passed, c.runnable, c.unsupported_at_run_time
+        )));
+    }
+    if c.passed == 0 {
+        return Err(StepError::new(format!(
+            "no conformance spec passed: {} selected, {} unsupported here, {} outside this shard, {} without a result",
+            c.selected, c.unsupported, c.outside, c.not_run
+        )));
+    }
+    Ok(())
 }
 
 /// Steps 1 to 4, the same for every runner.
@@ -327,17 +382,55 @@ async fn flow(
         selected.len(),
         log_path.display()
     ));
-    if failures > 0 {
-        return Err(StepError::new(format!(
-            "{failures} of {} conformance spec(s) failed",
-            passed + failures
-        )));
-    }
-    if passed == 0 {
-        return Err(StepError::new(format!(
-            "no conformance spec passed: {} selected, {unsupported} unsupported here, {outside} outside this shard, {not_run} without a result",
-            selected.len()
-        )));
-    }
+    verdict(&Counts {
+        runnable: runnable.len(),
+        passed,
+        failures,
+        not_run,
+        unsupported_at_run_time,
+        selected: selected.len(),
+        unsupported,
+        outside,
+    })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{verdict, Counts};
+
+    fn counts(runnable: usize, passed: usize, failures: usize, not_run: usize) -> Counts {
+        Counts {
+            selected: runnable,
+            runnable,
+            passed,
+            failures,
+            not_run,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_every_runnable_spec_passing_passes() {
+        assert!(verdict(&counts(3, 3, 0, 0)).is_ok());
+        let e = verdict(&counts(3, 2, 0, 1)).unwrap_err().message;
+        assert!(
+            e.contains("1 of 3 runnable") && e.contains("no result"),
+            "{e}"
+        );
+        let e = verdict(&counts(3, 1, 1, 1)).unwrap_err().message;
+        assert!(
+            e.contains("1 of 3") && e.contains("1 more have no result"),
+            "{e}"
+        );
+        // A runner that lost a spec without saying so.
+        let e = verdict(&counts(3, 2, 0, 0)).unwrap_err().message;
+        assert!(e.contains("2 of 3"), "{e}");
+        assert!(verdict(&counts(0, 0, 0, 0)).is_err(), "nothing passed");
+        let dns = Counts {
+            unsupported_at_run_time: 1,
+            ..counts(3, 2, 0, 0)
+        };
+        assert!(verdict(&dns).is_ok());
+    }
 }
