@@ -22,6 +22,7 @@ pub mod matrix;
 pub mod nodechecks;
 pub mod paths;
 pub mod plan;
+pub mod process;
 pub mod provider;
 pub mod readiness;
 pub mod reporter;

@@ -2,8 +2,8 @@
 //! the job state, a kube client, and the node diagnosis attached to readiness failures.
 
 use super::{Action, StepContext, StepError};
-use crate::engine::process::{Cmd, Runner, StepLog};
 use crate::images::KubeArtifacts;
+use crate::process::{Cmd, Runner, StepLog};
 use crate::provider::docker::{self, Cluster, ClusterSpec};
 use crate::readiness;
 use crate::scenario::ProviderKind;

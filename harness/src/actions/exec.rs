@@ -2,7 +2,7 @@
 //! with the fake tools in `fixtures/tools/`.
 
 use super::{Action, StepContext, StepError};
-use crate::engine::process::Cmd;
+use crate::process::Cmd;
 use std::path::Path;
 
 pub struct Exec;

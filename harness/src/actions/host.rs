@@ -1,7 +1,7 @@
 //! `host-setup`: install what real clusters need and start dockerd (idempotent).
 
 use super::{Action, StepContext, StepError};
-use crate::engine::process::Cmd;
+use crate::process::Cmd;
 
 pub struct HostSetup;
 

@@ -31,7 +31,7 @@ fn params(cx: &StepContext<'_>, c: &Cluster) -> Result<ClusterParams, StepError>
     let token = kubeadm::new_token()
         .map_err(|e| StepError::infra(format!("failed to make a bootstrap token: {e}")))?;
     // From here on the token is `<redacted>` in every log line, command line and error.
-    crate::engine::process::add_secret(&token);
+    crate::process::add_secret(&token);
     Ok(ClusterParams {
         version,
         api,
@@ -79,7 +79,7 @@ fn write_private(path: &std::path::Path, content: &str) -> Result<(), StepError>
 /// A rendered config as an artifact, with the bootstrap token (and any other registered
 /// secret) redacted: the artifacts are uploaded, often publicly.
 fn write_redacted(path: &std::path::Path, config: &str) -> Result<(), StepError> {
-    let text = crate::engine::process::redact(config);
+    let text = crate::process::redact(config);
     path.parent()
         .map(std::fs::create_dir_all)
         .transpose()
@@ -91,7 +91,7 @@ fn write_redacted(path: &std::path::Path, config: &str) -> Result<(), StepError>
 async fn diagnosed(
     cx: &StepContext<'_>,
     c: &Cluster,
-    e: crate::engine::process::CommandError,
+    e: crate::process::CommandError,
 ) -> StepError {
     let last = e
         .stderr()

@@ -5,7 +5,7 @@
 
 use super::cluster::client;
 use super::{Action, StepContext, StepError};
-use crate::engine::process::Cmd;
+use crate::process::Cmd;
 use crate::provider::docker::{self, Cluster};
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, ListParams};

@@ -14,10 +14,10 @@ mod smoke;
 
 use crate::cni::Catalog;
 use crate::engine::event::FailureKind;
-use crate::engine::process::{self, Cmd, CommandError, Output, StepLog};
 use crate::engine::EventTx;
 use crate::matrix::Job;
 use crate::plan::{Stage, StepPlan};
+use crate::process::{self, Cmd, CommandError, Output, StepLog};
 use crate::scenario::LoadedScenario;
 use serde::Serialize;
 use std::any::{Any, TypeId};

@@ -8,8 +8,8 @@
 
 use super::manifest::ManifestObject;
 use super::Readiness;
-use crate::engine::process::Deadline;
 use crate::kube::KubeVersion;
+use crate::process::Deadline;
 use crate::readiness::{self, poll};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};

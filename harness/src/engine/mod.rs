@@ -1,15 +1,14 @@
 //! The engine: runs a plan's jobs and steps under deadlines and emits one event stream.
 
 pub mod event;
-pub mod process;
 
 use crate::actions::{self, Action, JobState, RunContext, StepContext, StepError, StepKind};
 use crate::exit::ExitKind;
 use crate::plan::{JobPlan, Plan, Stage, StepPlan};
+use crate::process::{Deadline, StepLog};
 use crate::reporter::{self, Reporter};
 use event::{Event, FailureKind, JobInfo, RunInfo, StepOutcome, StepResult};
 use futures::StreamExt;
-use process::{Deadline, StepLog};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,7 @@
 //! `shakedown gc` finds what a killed run left behind.
 
 use super::{NodeInfo, Role, LABEL_CLUSTER, LABEL_MANAGED, LABEL_ROLE, LABEL_RUN};
-use crate::engine::process::{Cmd, CommandError, Runner, StepLog};
+use crate::process::{Cmd, CommandError, Runner, StepLog};
 use std::path::{Path, PathBuf};
 
 /// Where the images tarball is mounted inside every node.

@@ -4,7 +4,7 @@
 use super::{Outcome, Ran, Setup, SpecRunner, DEFAULT_SPEC_DEADLINE};
 use crate::actions::{StepContext, StepError};
 use crate::conformance::{self, unsupported, Selection, SpecState};
-use crate::engine::process::{self, Cmd, StepLog};
+use crate::process::{self, Cmd, StepLog};
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

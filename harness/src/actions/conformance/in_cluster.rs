@@ -8,7 +8,7 @@ use crate::actions::{StepContext, StepError};
 use crate::cni::apply::FIELD_MANAGER;
 use crate::conformance::incluster::{self as ic, RunnerPod};
 use crate::conformance::{self, unsupported, Selection, SpecState};
-use crate::engine::process::Cmd;
+use crate::process::Cmd;
 use crate::readiness::{pod_finished, wait_for};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
