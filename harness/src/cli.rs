@@ -978,7 +978,7 @@ struct LintTarget {
 fn lint_target(
     root: &Path,
     target: &str,
-    version: &crate::kube::KubeVersion,
+    version: &crate::release::KubeVersion,
     catalog: &mut Option<Catalog>,
 ) -> Result<LintTarget, CliError> {
     use crate::cni::lint;
@@ -1019,10 +1019,10 @@ fn lint_target(
 
 async fn cni_lint(root: &Path, a: LintArgs) -> Result<ExitKind, CliError> {
     use crate::cni::{apply, lint};
-    let version: crate::kube::KubeVersion = a
+    let version: crate::release::KubeVersion = a
         .kubernetes
         .parse()
-        .map_err(|e: crate::kube::version::VersionError| CliError::Usage(e.to_string()))?;
+        .map_err(|e: crate::release::version::VersionError| CliError::Usage(e.to_string()))?;
     let client = match &a.kubeconfig {
         Some(k) => Some(apply::client(k).await.map_err(|e| CliError::Infra {
             what: "reach the cluster for the dry run".into(),
@@ -1090,7 +1090,7 @@ async fn host_setup(root: &Path, deadline: Duration) -> Result<ExitKind, CliErro
 }
 
 /// The Debian source package that holds a Kubernetes version, where one is known.
-pub fn debian_version_for(v: &crate::kube::KubeVersion) -> Option<&'static str> {
+pub fn debian_version_for(v: &crate::release::KubeVersion) -> Option<&'static str> {
     (v.minor == 20 && v.patch == Some(2)).then_some("1.20.5+really1.20.2-1.1+deb12u1")
 }
 
@@ -1103,9 +1103,9 @@ async fn image_build(
     deadline: Duration,
 ) -> Result<ExitKind, CliError> {
     use crate::images::{self, BinarySource, BuildRequest};
-    let v: crate::kube::KubeVersion = version
+    let v: crate::release::KubeVersion = version
         .parse()
-        .map_err(|e: crate::kube::version::VersionError| CliError::Usage(e.to_string()))?;
+        .map_err(|e: crate::release::version::VersionError| CliError::Usage(e.to_string()))?;
     let source = match (
         binaries,
         debian_version.or_else(|| debian_version_for(&v).map(String::from)),

@@ -421,7 +421,7 @@ fn scenario_new_derives_a_valid_branch_and_generate_adds_its_jobs() {
     assert_eq!(k.source, scenario::SourceKind::Release);
     assert_eq!(s.version.map(|v| v.minor), Some(21));
     // Variants carry over exactly when the catalog has a release for 1.21.
-    let v121: shakedown::kube::KubeVersion = "1.21".parse().unwrap();
+    let v121: shakedown::release::KubeVersion = "1.21".parse().unwrap();
     let expected: Vec<String> = ["bridge", "weave", "calico"]
         .iter()
         .filter(|c| {

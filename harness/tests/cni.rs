@@ -8,7 +8,7 @@ use clap::Parser;
 use shakedown::cni::lint::{self, Check, Finding, Severity};
 use shakedown::cni::ApplyMethod;
 use shakedown::exit::ExitKind;
-use shakedown::kube::KubeVersion;
+use shakedown::release::KubeVersion;
 use std::path::PathBuf;
 
 fn v(s: &str) -> KubeVersion {

@@ -9,9 +9,9 @@
 use super::cluster::{client, cluster, diagnose_nodes, in_node, write_cmd};
 use super::{Action, StepContext, StepError};
 use crate::cni::{apply, bridge, lint, manifest::ManifestObject, ApplyMethod, Release, Variant};
-use crate::kube::KubeVersion;
 use crate::provider::docker::{self, Cluster};
 use crate::readiness::{self, canonical_image, poll};
+use crate::release::KubeVersion;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
 use std::time::Duration;

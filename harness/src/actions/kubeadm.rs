@@ -23,7 +23,7 @@ fn params(cx: &StepContext<'_>, c: &Cluster) -> Result<ClusterParams, StepError>
         .cluster
         .kubeadm_api
         .clone()
-        .or_else(|| crate::kube::default_kubeadm_api(&version).map(String::from))
+        .or_else(|| crate::release::default_kubeadm_api(&version).map(String::from))
         .ok_or_else(|| {
             StepError::new(format!("failed to pick a kubeadm config API for {version}"))
         })?;

@@ -3,7 +3,7 @@
 //! notes. Kinds of other groups (custom resources) and alpha APIs (off by default) are not
 //! judged here; only a live dry run can tell whether a cluster serves them.
 
-use crate::kube::KubeVersion;
+use crate::release::KubeVersion;
 
 /// Every kind of a group version.
 const ALL: &[&str] = &[];

@@ -8,9 +8,9 @@
 
 use super::manifest::ManifestObject;
 use super::Readiness;
-use crate::kube::KubeVersion;
 use crate::process::Deadline;
 use crate::readiness::{self, poll};
+use crate::release::KubeVersion;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{
@@ -65,7 +65,7 @@ pub enum ApplyError {
     Version {
         reported: String,
         #[source]
-        source: crate::kube::version::VersionError,
+        source: crate::release::version::VersionError,
     },
     #[error("failed to dry-run: the API server is Kubernetes {version}, and server-side dry run needs 1.{DRY_RUN_SINCE} or later")]
     DryRunUnsupported { version: KubeVersion },

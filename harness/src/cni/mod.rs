@@ -10,7 +10,7 @@ pub mod lint;
 pub mod manifest;
 
 use crate::config::{self, ConfigErrors, Located};
-use crate::kube::KubeVersion;
+use crate::release::KubeVersion;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

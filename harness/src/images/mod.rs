@@ -3,8 +3,8 @@
 //! stage is cached by the content of its inputs under the cache folder, so a second run
 //! only checks.
 
-use crate::kube::KubeVersion;
 use crate::process::{Cmd, CommandError, Runner};
+use crate::release::KubeVersion;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! differ across releases: v1alpha1 `MasterConfiguration` (1.6-1.10), v1beta2 (1.15-1.21),
 //! v1beta3 (1.22+), v1beta4 (1.31+, extra args become name/value lists).
 
-use crate::kube::{self, KubeVersion};
+use crate::release::{self, KubeVersion};
 use std::fmt::Write;
 
 /// What the harness knows about the cluster when it renders kubeadm's config.
@@ -55,7 +55,7 @@ fn cri_socket(v: &KubeVersion) -> String {
 }
 
 fn check(p: &ClusterParams) -> Result<(), RenderError> {
-    let accepted = kube::kubeadm_apis_for(&p.version);
+    let accepted = release::kubeadm_apis_for(&p.version);
     if accepted.contains(&p.api.as_str()) {
         Ok(())
     } else {

@@ -8,7 +8,7 @@ pub use model::*;
 use crate::actions;
 use crate::cni::Catalog;
 use crate::config::{self, ConfigError, ConfigErrors, Located};
-use crate::kube::{self, version::marker_minor, KubeVersion};
+use crate::release::{self, version::marker_minor, KubeVersion};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use time::Date;
@@ -44,7 +44,7 @@ impl LoadedScenario {
         self.scenario.cluster.kubeadm_api.clone().or_else(|| {
             self.version
                 .as_ref()
-                .and_then(kube::default_kubeadm_api)
+                .and_then(release::default_kubeadm_api)
                 .map(String::from)
         })
     }
@@ -287,7 +287,7 @@ fn validate(
     // Era-specific cluster settings.
     if let Some(v) = version {
         if let Some(api) = &s.cluster.kubeadm_api {
-            let served = kube::kubeadm_apis_for(&v);
+            let served = release::kubeadm_apis_for(&v);
             if !served.contains(&api.as_str()) {
                 err(
                     "cluster.kubeadm_api",
@@ -299,7 +299,7 @@ fn validate(
             }
         }
         if let Some(t) = &s.cluster.control_plane_taint {
-            let taints = kube::control_plane_taints(&v);
+            let taints = release::control_plane_taints(&v);
             if !taints.contains(&t.as_str()) {
                 err(
                     "cluster.control_plane_taint",

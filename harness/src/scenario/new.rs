@@ -19,7 +19,7 @@
 
 use super::{LoadedScenario, Scenario};
 use crate::cni::Catalog;
-use crate::kube::{self, KubeVersion};
+use crate::release::{self, KubeVersion};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NewError {
@@ -104,8 +104,8 @@ pub fn derive(from: &LoadedScenario, branch: &str, catalog: &Catalog) -> Result<
     match target {
         Some(v) => {
             if let Some(api) = c.kubeadm_api.clone() {
-                if !kube::kubeadm_apis_for(&v).contains(&api.as_str()) {
-                    c.kubeadm_api = kube::default_kubeadm_api(&v).map(String::from);
+                if !release::kubeadm_apis_for(&v).contains(&api.as_str()) {
+                    c.kubeadm_api = release::default_kubeadm_api(&v).map(String::from);
                     notes.push(format!(
                         "cluster.kubeadm_api: {v} does not accept {api}; now {}",
                         c.kubeadm_api.as_deref().unwrap_or("derived at run time")
@@ -113,7 +113,7 @@ pub fn derive(from: &LoadedScenario, branch: &str, catalog: &Catalog) -> Result<
                 }
             }
             if let Some(t) = c.control_plane_taint.clone() {
-                let taints = kube::control_plane_taints(&v);
+                let taints = release::control_plane_taints(&v);
                 if !taints.contains(&t.as_str()) {
                     c.control_plane_taint = taints.last().map(|t| t.to_string());
                     notes.push(format!(

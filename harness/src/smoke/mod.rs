@@ -52,8 +52,8 @@ pub fn pod(
         "spec": {
             "nodeSelector": { "kubernetes.io/hostname": node },
             "tolerations": [
-                { "key": crate::kube::TAINT_MASTER, "operator": "Exists", "effect": "NoSchedule" },
-                { "key": crate::kube::TAINT_CONTROL_PLANE, "operator": "Exists", "effect": "NoSchedule" },
+                { "key": crate::release::TAINT_MASTER, "operator": "Exists", "effect": "NoSchedule" },
+                { "key": crate::release::TAINT_CONTROL_PLANE, "operator": "Exists", "effect": "NoSchedule" },
             ],
             "restartPolicy": restart,
             "terminationGracePeriodSeconds": 1,
@@ -596,7 +596,10 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            [crate::kube::TAINT_MASTER, crate::kube::TAINT_CONTROL_PLANE]
+            [
+                crate::release::TAINT_MASTER,
+                crate::release::TAINT_CONTROL_PLANE
+            ]
         );
         assert_eq!(p.metadata.namespace.as_deref(), Some("ns"));
         assert_eq!(p.metadata.labels.unwrap()[LABEL_SMOKE], "run1");
