@@ -7,6 +7,7 @@ use crate::cli::{load_scenario, CliError};
 use crate::engine::event::StepOutcome;
 use crate::engine::{self, RunOptions, Stop};
 use crate::exit::ExitKind;
+use crate::scenario::ActionKind;
 use crate::{matrix, paths, plan, reporter};
 use std::path::Path;
 use std::sync::Arc;
@@ -15,15 +16,20 @@ use std::time::Duration;
 pub const TARGET: Duration = Duration::from_secs(90);
 
 /// Steps that make a cluster "up": nodes, init, join, CNI until all Ready.
-const UP: &[&str] = &["cluster-up", "kubeadm-init", "kubeadm-join", "cni"];
-const KEEP: &[&str] = &[
-    "host-setup",
-    "image-build",
-    "cluster-up",
-    "kubeadm-init",
-    "kubeadm-join",
-    "cni",
-    "cluster-down",
+const UP: &[ActionKind] = &[
+    ActionKind::ClusterUp,
+    ActionKind::KubeadmInit,
+    ActionKind::KubeadmJoin,
+    ActionKind::Cni,
+];
+const KEEP: &[ActionKind] = &[
+    ActionKind::HostSetup,
+    ActionKind::ImageBuild,
+    ActionKind::ClusterUp,
+    ActionKind::KubeadmInit,
+    ActionKind::KubeadmJoin,
+    ActionKind::Cni,
+    ActionKind::ClusterDown,
 ];
 
 pub async fn bring_up(root: &Path, scenario_name: &str, runs: u32) -> Result<ExitKind, CliError> {
@@ -40,7 +46,7 @@ pub async fn bring_up(root: &Path, scenario_name: &str, runs: u32) -> Result<Exi
     }
     let mut p = plan::build(&s, jobs);
     for j in &mut p.jobs {
-        j.steps.retain(|st| KEEP.contains(&st.action.as_str()));
+        j.steps.retain(|st| KEEP.contains(&st.action));
     }
     let s = Arc::new(s);
     let catalog = Arc::new(catalog);
@@ -91,20 +97,20 @@ pub async fn bring_up(root: &Path, scenario_name: &str, runs: u32) -> Result<Exi
         let up: Duration = steps
             .iter()
             .zip(plan_steps)
-            .filter(|(_, ps)| UP.contains(&ps.action.as_str()))
+            .filter(|(_, ps)| UP.contains(&ps.action))
             .map(|(st, _)| st.duration)
             .sum();
         let parts: Vec<String> = steps
             .iter()
             .zip(plan_steps)
-            .filter(|(_, ps)| UP.contains(&ps.action.as_str()))
+            .filter(|(_, ps)| UP.contains(&ps.action))
             .map(|(st, _)| format!("{} {:.1}s", st.step, st.duration.as_secs_f64()))
             .collect();
         // Until the nodes were Ready: everything before cni, plus cni's own figure.
         let cni_step = steps
             .iter()
             .zip(plan_steps)
-            .find(|(_, ps)| ps.action == "cni")
+            .find(|(_, ps)| ps.action == ActionKind::Cni)
             .map(|(st, _)| st);
         let cni_total = cni_step.map(|st| st.duration).unwrap_or_default();
         let nodes_ready_in_cni = cni_step

@@ -1,43 +1,11 @@
 //! Matrix → plan: every job with its ordered steps, deadlines and coverage stage.
 
-use crate::actions::{self, StepKind};
 use crate::matrix::Job;
+pub use crate::scenario::{ActionKind, Stage, StepKind};
 use crate::scenario::{LoadedScenario, Tier};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// The part of a cluster bring-up a step exercises. Every run reports each stage, so a job
-/// that only ever exercised init and join cannot look green (the 1.6.0 lesson).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    Init,
-    Join,
-    Cni,
-    Smoke,
-    Conformance,
-}
-
-impl Stage {
-    pub const ALL: [Stage; 5] = [
-        Stage::Init,
-        Stage::Join,
-        Stage::Cni,
-        Stage::Smoke,
-        Stage::Conformance,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Init => "init",
-            Stage::Join => "join",
-            Stage::Cni => "cni",
-            Stage::Smoke => "smoke",
-            Stage::Conformance => "conformance",
-        }
-    }
-}
 
 /// Timeouts as data, after cargo-nextest: warn every `slow_after`, stop at `deadline` with
 /// SIGTERM to the step's process groups, SIGKILL after `grace`.
@@ -57,7 +25,7 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 pub struct StepPlan {
     pub index: usize,
     pub name: String,
-    pub action: String,
+    pub action: ActionKind,
     pub kind: StepKind,
     pub stage: Option<Stage>,
     pub timeout: Timeout,
@@ -104,8 +72,7 @@ pub fn build(s: &LoadedScenario, jobs: Vec<Job>) -> Plan {
                 .iter()
                 .enumerate()
                 .map(|(index, st)| {
-                    let info = actions::info(&st.action).expect("validated action");
-                    let disabled = match info.stage {
+                    let disabled = match st.action.stage() {
                         Some(Stage::Conformance) => conformance_disabled.clone().or_else(|| {
                             (sc.conformance.tier != Tier::Conformance).then(|| {
                                 format!(
@@ -119,9 +86,9 @@ pub fn build(s: &LoadedScenario, jobs: Vec<Job>) -> Plan {
                     StepPlan {
                         index,
                         name: st.name.clone(),
-                        action: st.action.clone(),
-                        kind: info.kind,
-                        stage: info.stage,
+                        action: st.action,
+                        kind: st.action.kind(),
+                        stage: st.action.stage(),
                         timeout: Timeout {
                             deadline: st.deadline,
                             grace: st.grace.unwrap_or(DEFAULT_GRACE),

@@ -16,72 +16,33 @@ use crate::cni::Catalog;
 use crate::engine::event::FailureKind;
 use crate::engine::EventTx;
 use crate::matrix::Job;
-use crate::plan::{Stage, StepPlan};
+use crate::plan::StepPlan;
 use crate::process::{self, Cmd, CommandError, Output, StepLog};
 use crate::scenario::LoadedScenario;
-use serde::Serialize;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// What a failure of the step means for the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StepKind {
-    /// Prepares what the test needs; a failure is an infrastructure error.
-    Setup,
-    /// Exercises the system under test; a failure is a test failure.
-    Test,
-    /// Collects logs or removes resources; a failure is an infrastructure error.
-    Teardown,
-}
+pub use crate::scenario::{ActionKind, StepKind};
 
-#[derive(Debug, Clone, Copy)]
-pub struct ActionInfo {
-    pub name: &'static str,
-    pub kind: StepKind,
-    pub stage: Option<Stage>,
-    pub summary: &'static str,
-}
-
-/// Every action a scenario step may name.
-pub const ACTIONS: &[ActionInfo] = &[
-    ActionInfo { name: "exec", kind: StepKind::Test, stage: None, summary: "run a command (program relative to the repository root)" },
-    ActionInfo { name: "host-setup", kind: StepKind::Setup, stage: None, summary: "install the Debian packages real clusters need and start dockerd" },
-    ActionInfo { name: "image-build", kind: StepKind::Setup, stage: None, summary: "build or reuse Kubernetes binaries, component images and the node image, cached by content" },
-    ActionInfo { name: "cluster-up", kind: StepKind::Setup, stage: None, summary: "create the job's nodes with its provider" },
-    ActionInfo { name: "kubeadm-init", kind: StepKind::Test, stage: Some(Stage::Init), summary: "render the kubeadm config for the version and run kubeadm init on the first control plane" },
-    ActionInfo { name: "kubeadm-join", kind: StepKind::Test, stage: Some(Stage::Join), summary: "join the other nodes, in parallel" },
-    ActionInfo { name: "cni", kind: StepKind::Test, stage: Some(Stage::Cni), summary: "apply the CNI variant, then wait in order for: nodes registered, CNI applied, nodes and kube-system pods Ready" },
-    ActionInfo { name: "node-checks", kind: StepKind::Test, stage: Some(Stage::Smoke), summary: "tier 1: kernel features, cgroups, container runtime and swap on every node" },
-    ActionInfo { name: "smoke", kind: StepKind::Test, stage: Some(Stage::Smoke), summary: "short cluster validation through the API: nodes, scheduling, pod and Service traffic, namespaces" },
-    ActionInfo { name: "conformance", kind: StepKind::Test, stage: Some(Stage::Conformance), summary: "run e2e.test conformance with the scenario's mode, focus and skip" },
-    ActionInfo { name: "export-logs", kind: StepKind::Teardown, stage: None, summary: "export node journals, pod logs, manifests and cluster objects (best effort, bounded)" },
-    ActionInfo { name: "cluster-down", kind: StepKind::Teardown, stage: None, summary: "remove every resource the job created (unless --keep-cluster)" },
-];
-
-pub fn info(name: &str) -> Option<&'static ActionInfo> {
-    ACTIONS.iter().find(|a| a.name == name)
-}
-
-/// The implementation behind an action name.
-pub fn lookup(name: &str) -> Option<Box<dyn Action>> {
-    match name {
-        "exec" => Some(Box::new(exec::Exec)),
-        "host-setup" => Some(Box::new(host::HostSetup)),
-        "image-build" => Some(Box::new(build::ImageBuild)),
-        "cluster-up" => Some(Box::new(cluster::ClusterUp)),
-        "kubeadm-init" => Some(Box::new(kubeadm::KubeadmInit)),
-        "kubeadm-join" => Some(Box::new(kubeadm::KubeadmJoin)),
-        "cni" => Some(Box::new(cni::Cni)),
-        "node-checks" => Some(Box::new(nodechecks::NodeChecks)),
-        "smoke" => Some(Box::new(smoke::Smoke)),
-        "conformance" => Some(Box::new(conformance::Conformance)),
-        "export-logs" => Some(Box::new(logs::ExportLogs)),
-        "cluster-down" => Some(Box::new(cluster::ClusterDown)),
-        _ => None,
+/// The implementation of each action: one exhaustive match, so an action the enum names
+/// cannot lack one.
+pub fn lookup(kind: ActionKind) -> Box<dyn Action> {
+    match kind {
+        ActionKind::Exec => Box::new(exec::Exec),
+        ActionKind::HostSetup => Box::new(host::HostSetup),
+        ActionKind::ImageBuild => Box::new(build::ImageBuild),
+        ActionKind::ClusterUp => Box::new(cluster::ClusterUp),
+        ActionKind::KubeadmInit => Box::new(kubeadm::KubeadmInit),
+        ActionKind::KubeadmJoin => Box::new(kubeadm::KubeadmJoin),
+        ActionKind::Cni => Box::new(cni::Cni),
+        ActionKind::NodeChecks => Box::new(nodechecks::NodeChecks),
+        ActionKind::Smoke => Box::new(smoke::Smoke),
+        ActionKind::Conformance => Box::new(conformance::Conformance),
+        ActionKind::ExportLogs => Box::new(logs::ExportLogs),
+        ActionKind::ClusterDown => Box::new(cluster::ClusterDown),
     }
 }
 
@@ -255,18 +216,6 @@ pub trait Action: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_listed_action_has_an_implementation() {
-        for a in ACTIONS {
-            assert!(
-                lookup(a.name).is_some(),
-                "action {} has no implementation",
-                a.name
-            );
-        }
-        assert!(lookup("no-such-action").is_none());
-    }
 
     #[test]
     fn job_state_is_typed() {

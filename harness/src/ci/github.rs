@@ -3,9 +3,9 @@
 //! (`continue-on-error: true`). Both upload their artifacts, JUnit included.
 
 use super::{Jobs, Settings};
+pub use crate::scenario::schedule::cron;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Workflow {
@@ -77,45 +77,6 @@ pub const CACHE_RESTORE: &str = "actions/cache/restore@v4";
 pub const CACHE_SAVE: &str = "actions/cache/save@v4";
 const HISTORY_DIR: &str = "_history";
 const ARTIFACTS_DIR: &str = "_artifacts";
-
-/// A cron line for a periodic interval. GitHub schedules are cron lines, so the interval
-/// must come back evenly: divide an hour, divide a day in whole hours, or be one day or
-/// one week. The minute (and for daily and weekly runs the hour and day) is spread by the
-/// branch name, so branches do not all start at once.
-pub fn cron(interval: Duration, branch: &str) -> Result<String, String> {
-    let err = || {
-        format!(
-            "GitHub Actions runs on cron lines: the interval must divide an hour (e.g. 30m), \
-             divide a day in whole hours (2h, 12h), or be 24h or 7d; got {}",
-            humantime::format_duration(interval)
-        )
-    };
-    let secs = interval.as_secs();
-    if secs == 0 || !secs.is_multiple_of(60) || interval.subsec_nanos() != 0 {
-        return Err(err());
-    }
-    let spread: u64 = branch.bytes().map(u64::from).sum();
-    let mins = secs / 60;
-    if mins < 60 {
-        if !60u64.is_multiple_of(mins) || mins < 5 {
-            return Err(err());
-        }
-        return Ok(format!("{}-59/{mins} * * * *", spread % mins));
-    }
-    if !mins.is_multiple_of(60) {
-        return Err(err());
-    }
-    let (minute, hours) = (spread % 60, mins / 60);
-    match hours {
-        1 => Ok(format!("{minute} * * * *")),
-        h if h < 24 && 24u64.is_multiple_of(h) => {
-            Ok(format!("{minute} {}-23/{h} * * *", spread % h))
-        }
-        24 => Ok(format!("{minute} {} * * *", spread % 24)),
-        168 => Ok(format!("{minute} {} * * {}", spread % 24, spread % 7)),
-        _ => Err(err()),
-    }
-}
 
 fn step(name: &str) -> Step {
     Step {
@@ -289,6 +250,7 @@ pub fn workflow(jobs: &Jobs, settings: &Settings) -> Workflow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn h(n: u64) -> Duration {
         Duration::from_secs(n * 3600)

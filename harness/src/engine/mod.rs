@@ -212,8 +212,8 @@ impl RunSummary {
     }
 }
 
-/// Finds the implementation of a step's action by name.
-pub type Dispatch = fn(&str) -> Option<Box<dyn Action>>;
+/// The implementation of a step's action.
+pub type Dispatch = fn(crate::scenario::ActionKind) -> Box<dyn Action>;
 
 pub struct RunOptions {
     pub dry_run: bool,
@@ -559,21 +559,7 @@ async fn run_step(jp: &JobPlan, step: &StepPlan, x: Ctx<'_>, state: &mut JobStat
         humantime::format_duration(step.timeout.grace)
     ));
 
-    let Some(action) = dispatch(&step.action) else {
-        return finished(
-            jp,
-            step,
-            started,
-            Some(rel_log),
-            Vec::new(),
-            StepOutcome::Failed {
-                kind: FailureKind::Infrastructure,
-                message: format!("failed to find action {}", step.action),
-                diagnosis: None,
-                log_tail: String::new(),
-            },
-        );
-    };
+    let action = dispatch(step.action);
 
     let parent = if step.always { &stop.hard } else { &stop.soft };
     let deadline = Deadline::new(parent, step.timeout.deadline);

@@ -9,6 +9,7 @@
 use super::{epoch, show_time, streaks, History, HistoryError, Trigger};
 use crate::engine::RunSummary;
 use crate::exit::ExitKind;
+pub use crate::scenario::schedule::check_url;
 use crate::scenario::NotifySpec;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -103,19 +104,6 @@ impl Notifier {
             markdown_dir,
             run_url,
         }
-    }
-}
-
-/// Checks a webhook URL: http or https, with a host.
-pub fn check_url(url: &str) -> Result<(), String> {
-    let uri: ureq::http::Uri = url
-        .parse()
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    match (uri.scheme_str(), uri.host()) {
-        (Some("http" | "https"), Some(h)) if !h.is_empty() => Ok(()),
-        _ => Err(format!(
-            "{url:?} is not an http:// or https:// URL with a host"
-        )),
     }
 }
 

@@ -1,11 +1,13 @@
 //! Release-branch scenarios: loading and validation.
 
+pub mod action;
 mod model;
 pub mod new;
+pub mod schedule;
 
+pub use action::{ActionKind, Stage, StepKind};
 pub use model::*;
 
-use crate::actions;
 use crate::cni::Catalog;
 use crate::config::{self, ConfigError, ConfigErrors, Located};
 use crate::release::{self, version::marker_minor, KubeVersion};
@@ -383,29 +385,26 @@ fn validate(
         } else if !step_names.insert(st.name.as_str()) {
             err(&f("name"), format!("duplicate step name {:?}", st.name));
         }
-        match actions::info(&st.action) {
-            None => err(
-                &f("action"),
-                format!(
-                    "unknown action {:?}; known actions: {}",
-                    st.action,
-                    actions::ACTIONS
-                        .iter()
-                        .map(|a| a.name)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ),
-            Some(a) => {
-                if a.name == "exec" && st.command.is_empty() {
-                    err(&f("command"), "action exec needs a command".into());
-                }
-                if a.name != "exec" && !st.command.is_empty() {
-                    err(
-                        &f("command"),
-                        format!("only action exec takes a command, not {}", a.name),
-                    );
-                }
+        let exec = st.action == ActionKind::Exec;
+        if exec && st.command.is_empty() {
+            err(&f("command"), "action exec needs a command".into());
+        }
+        if !exec && !st.command.is_empty() {
+            err(
+                &f("command"),
+                format!("only action exec takes a command, not {}", st.action),
+            );
+        }
+        // Each action's prerequisites must come earlier in the job.
+        for need in st.action.requires() {
+            if !s.steps[..i].iter().any(|earlier| earlier.action == *need) {
+                err(
+                    &f("action"),
+                    format!(
+                        "{} needs {need} to run before it (step {:?} comes too early)",
+                        st.action, st.name
+                    ),
+                );
             }
         }
         if st.deadline.is_zero() {
@@ -427,7 +426,7 @@ fn validate_ci(s: &Scenario, err: &mut impl FnMut(&str, String)) {
                 format!("{:?} is not a duration: {e}", p.interval),
             ),
             Ok(d) => {
-                if let Err(e) = crate::ci::github::cron(d, &s.branch) {
+                if let Err(e) = schedule::cron(d, &s.branch) {
                     err("ci.periodic.interval", e);
                 }
             }
@@ -522,7 +521,7 @@ fn validate_ci(s: &Scenario, err: &mut impl FnMut(&str, String)) {
             );
         }
         if let Some(url) = &n.webhook {
-            if let Err(e) = crate::history::notify::check_url(url) {
+            if let Err(e) = schedule::check_url(url) {
                 err("ci.notify.webhook", e);
             }
         }

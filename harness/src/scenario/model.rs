@@ -239,8 +239,8 @@ pub struct Disabled {
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
     pub name: String,
-    /// One of the actions `shakedown` knows (see `actions::ACTIONS`).
-    pub action: String,
+    /// One of the actions `shakedown` knows ([`crate::scenario::ActionKind`]).
+    pub action: crate::scenario::ActionKind,
     /// Hard deadline; the step's process groups get SIGTERM, then SIGKILL after `grace`.
     #[serde(with = "humantime_serde")]
     pub deadline: Duration,

@@ -1,0 +1,178 @@
+//! What a scenario step can do: one enum. Each action knows its coverage stage, what its
+//! failure means, and which actions must run before it in a job, so a scenario whose steps
+//! are out of order is refused when it is loaded.
+
+use serde::{Deserialize, Serialize};
+
+/// The part of a cluster bring-up a step exercises. Every run reports each stage, so a job
+/// that only ever exercised init and join cannot look green (the 1.6.0 lesson).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Init,
+    Join,
+    Cni,
+    Smoke,
+    Conformance,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 5] = [
+        Stage::Init,
+        Stage::Join,
+        Stage::Cni,
+        Stage::Smoke,
+        Stage::Conformance,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Init => "init",
+            Stage::Join => "join",
+            Stage::Cni => "cni",
+            Stage::Smoke => "smoke",
+            Stage::Conformance => "conformance",
+        }
+    }
+}
+
+/// What a failure of the step means for the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    /// Prepares what the test needs; a failure is an infrastructure error.
+    Setup,
+    /// Exercises the system under test; a failure is a test failure.
+    Test,
+    /// Collects logs or removes resources; a failure is an infrastructure error.
+    Teardown,
+}
+
+/// Every action a scenario step may name (`action: kubeadm-init`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    Exec,
+    HostSetup,
+    ImageBuild,
+    ClusterUp,
+    KubeadmInit,
+    KubeadmJoin,
+    Cni,
+    NodeChecks,
+    Smoke,
+    Conformance,
+    ExportLogs,
+    ClusterDown,
+}
+
+impl ActionKind {
+    pub const ALL: [ActionKind; 12] = [
+        ActionKind::Exec,
+        ActionKind::HostSetup,
+        ActionKind::ImageBuild,
+        ActionKind::ClusterUp,
+        ActionKind::KubeadmInit,
+        ActionKind::KubeadmJoin,
+        ActionKind::Cni,
+        ActionKind::NodeChecks,
+        ActionKind::Smoke,
+        ActionKind::Conformance,
+        ActionKind::ExportLogs,
+        ActionKind::ClusterDown,
+    ];
+
+    /// The name a scenario uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Exec => "exec",
+            ActionKind::HostSetup => "host-setup",
+            ActionKind::ImageBuild => "image-build",
+            ActionKind::ClusterUp => "cluster-up",
+            ActionKind::KubeadmInit => "kubeadm-init",
+            ActionKind::KubeadmJoin => "kubeadm-join",
+            ActionKind::Cni => "cni",
+            ActionKind::NodeChecks => "node-checks",
+            ActionKind::Smoke => "smoke",
+            ActionKind::Conformance => "conformance",
+            ActionKind::ExportLogs => "export-logs",
+            ActionKind::ClusterDown => "cluster-down",
+        }
+    }
+
+    pub fn kind(self) -> StepKind {
+        use ActionKind::*;
+        match self {
+            HostSetup | ImageBuild | ClusterUp => StepKind::Setup,
+            Exec | KubeadmInit | KubeadmJoin | Cni | NodeChecks | Smoke | Conformance => {
+                StepKind::Test
+            }
+            ExportLogs | ClusterDown => StepKind::Teardown,
+        }
+    }
+
+    pub fn stage(self) -> Option<Stage> {
+        use ActionKind::*;
+        match self {
+            KubeadmInit => Some(Stage::Init),
+            KubeadmJoin => Some(Stage::Join),
+            Cni => Some(Stage::Cni),
+            NodeChecks | Smoke => Some(Stage::Smoke),
+            Conformance => Some(Stage::Conformance),
+            Exec | HostSetup | ImageBuild | ClusterUp | ExportLogs | ClusterDown => None,
+        }
+    }
+
+    /// One line on what the action does.
+    pub fn summary(self) -> &'static str {
+        use ActionKind::*;
+        match self {
+            Exec => "run a command (program relative to the repository root)",
+            HostSetup => "install the Debian packages real clusters need and start dockerd",
+            ImageBuild => "build or reuse Kubernetes binaries, component images and the node image, cached by content",
+            ClusterUp => "create the job's nodes with its provider",
+            KubeadmInit => "render the kubeadm config for the version and run kubeadm init on the first control plane",
+            KubeadmJoin => "join the other nodes, in parallel",
+            Cni => "apply the CNI variant, then wait in order for: nodes registered, CNI applied, nodes and kube-system pods Ready",
+            NodeChecks => "tier 1: kernel features, cgroups, container runtime and swap on every node",
+            Smoke => "short cluster validation through the API: nodes, scheduling, pod and Service traffic, namespaces",
+            Conformance => "run e2e.test conformance with the scenario's mode, focus and skip",
+            ExportLogs => "export node journals, pod logs, manifests and cluster objects (best effort, bounded)",
+            ClusterDown => "remove every resource the job created (unless --keep-cluster)",
+        }
+    }
+
+    /// Actions that must come earlier in the same job's steps.
+    pub fn requires(self) -> &'static [ActionKind] {
+        use ActionKind::*;
+        match self {
+            Exec | HostSetup | ImageBuild | ExportLogs | ClusterDown => &[],
+            ClusterUp => &[ImageBuild],
+            KubeadmInit | NodeChecks => &[ClusterUp],
+            KubeadmJoin | Cni | Smoke | Conformance => &[KubeadmInit],
+        }
+    }
+}
+
+impl std::fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_through_serde() {
+        for a in ActionKind::ALL {
+            let yaml = serde_yaml::to_string(&a).unwrap();
+            assert_eq!(yaml.trim(), a.as_str());
+            let back: ActionKind = serde_yaml::from_str(a.as_str()).unwrap();
+            assert_eq!(back, a);
+            assert!(!a.summary().is_empty());
+            assert!(!a.requires().contains(&a), "{a} requires itself");
+        }
+    }
+}
