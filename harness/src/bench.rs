@@ -2,11 +2,12 @@
 //! up here with cached images, against the 90 s target. A benchmark that prints figures
 //! and ratios, never a timed test.
 
-use crate::actions::{RunContext, RunSettings};
+use crate::actions::RunSettings;
 use crate::cli::{load_scenario, CliError};
 use crate::engine::event::StepOutcome;
-use crate::engine::{self, RunOptions, Stop};
+use crate::engine::Stop;
 use crate::exit::ExitKind;
+use crate::run::Run;
 use crate::scenario::ActionKind;
 use crate::{matrix, paths, plan, reporter};
 use std::path::Path;
@@ -55,24 +56,24 @@ pub async fn bring_up(root: &Path, scenario_name: &str, runs: u32) -> Result<Exi
     for i in 1..=runs.max(1) {
         let run_id = paths::new_run_id();
         let artifacts = std::env::temp_dir().join(format!("shakedown-bench-{run_id}"));
-        let cx = RunContext {
-            settings: RunSettings {
-                run_id,
-                root: root.to_path_buf(),
-                artifacts: artifacts.clone(),
-                cache_dir: paths::cache_dir(),
-                ..Default::default()
-            },
-            scenario: s.clone(),
-            catalog: catalog.clone(),
+        let settings = RunSettings {
+            run_id,
+            root: root.to_path_buf(),
+            artifacts: artifacts.clone(),
+            cache_dir: paths::cache_dir(),
+            ..Default::default()
         };
-        let reporters: Vec<Box<dyn reporter::Reporter>> =
-            vec![Box::new(reporter::progress::BuildLog::new(&artifacts))];
         // Ctrl-C stops the run the way it stops a scenario: the cluster-down step still
         // removes this run's nodes.
         let stop = Stop::default();
         let signals = stop.on_signals();
-        let summary = engine::run(&p, cx, RunOptions::new(false, 1), stop, reporters).await;
+        let summary = Run::new(p.clone(), s.clone(), catalog.clone(), settings)
+            .stop(stop)
+            .reporters(vec![Box::new(reporter::progress::BuildLog::new(
+                &artifacts,
+            ))])
+            .execute()
+            .await;
         signals.abort();
         if summary.exit == ExitKind::Interrupted {
             eprintln!(

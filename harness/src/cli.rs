@@ -1,11 +1,11 @@
 //! Command line: parsing and dispatch. Every command returns an exit code from
 //! [`ExitKind`]; see README.md for the table.
 
-use crate::actions::{RunContext, RunSettings};
+use crate::actions::RunSettings;
 use crate::ci;
 use crate::cni::Catalog;
 use crate::config::ConfigErrors;
-use crate::engine::{self, RunOptions, Stop};
+use crate::engine::{self, Stop};
 use crate::exit::ExitKind;
 use crate::history::{self, notify::Notifier, History, HistoryError, Trigger};
 use crate::process;
@@ -747,28 +747,23 @@ async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKind, CliError
         Box::new(reporter::html::Html::new(&artifacts)),
         Box::new(recorder),
     ];
-    let cx = RunContext {
-        settings: RunSettings {
-            run_id,
-            root: root.to_path_buf(),
-            artifacts: artifacts.clone(),
-            keep_cluster: a.keep_cluster,
-            kubernetes_binaries: a.kubernetes_binaries.clone(),
-            node_image: a.node_image.clone(),
-            cache_dir: paths::cache_dir(),
-            conformance_shard: a.conformance_shard,
-        },
-        scenario: Arc::new(s),
-        catalog: Arc::new(catalog),
+    let settings = RunSettings {
+        run_id,
+        root: root.to_path_buf(),
+        artifacts: artifacts.clone(),
+        keep_cluster: a.keep_cluster,
+        kubernetes_binaries: a.kubernetes_binaries.clone(),
+        node_image: a.node_image.clone(),
+        cache_dir: paths::cache_dir(),
+        conformance_shard: a.conformance_shard,
     };
-    let summary = engine::run(
-        &p,
-        cx,
-        RunOptions::new(a.dry_run, a.parallel),
-        stop,
-        reporters,
-    )
-    .await;
+    let summary = crate::run::Run::new(p, Arc::new(s), Arc::new(catalog), settings)
+        .dry_run(a.dry_run)
+        .parallel(a.parallel)
+        .stop(stop)
+        .reporters(reporters)
+        .execute()
+        .await;
     signals.abort();
     for e in &summary.reporter_errors {
         eprintln!("warning: {e}");

@@ -26,5 +26,6 @@ pub mod provider;
 pub mod readiness;
 pub mod release;
 pub mod reporter;
+pub mod run;
 pub mod scenario;
 pub mod smoke;

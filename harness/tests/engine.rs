@@ -5,8 +5,11 @@
 mod common;
 
 use common::{alive, pid, read_junit, run_fixture};
+use shakedown::actions::{Action, Steps};
 use shakedown::engine::event::{FailureKind, StepOutcome};
 use shakedown::exit::ExitKind;
+use shakedown::scenario::ActionKind;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn failed(o: &StepOutcome) -> (FailureKind, &str, Option<&str>) {
@@ -243,9 +246,14 @@ async fn run_deadline_stops_the_run_and_cleanup_still_runs() {
 async fn disabled_conformance_is_a_skipped_testcase_and_is_stated() {
     let dir = tempfile::tempdir().unwrap();
     let path = common::root().join("fixtures/scenarios/engine/conformance-disabled.yaml");
-    let mut opts = shakedown::engine::RunOptions::new(false, 1);
-    opts.actions = stand_ins;
-    let s = common::run_scenario_with(&path, dir.path(), opts, Default::default()).await;
+    let s = common::run_scenario_with(
+        &path,
+        dir.path(),
+        Some(Arc::new(Planted(stand_ins))),
+        false,
+        Default::default(),
+    )
+    .await;
     let reason =
         "conformance: DISABLED (no CNI provider works on this branch yet, expires 2999-12-31)";
     assert_eq!(skipped(&s.jobs[0].steps[3].outcome), reason);
@@ -359,6 +367,18 @@ impl shakedown::actions::Action for LateSuccess {
     }
 }
 
+/// The real actions, with some replaced by what a test plants.
+struct Planted(fn(ActionKind) -> Box<dyn Action>);
+
+impl Steps for Planted {
+    fn action(&self, kind: ActionKind) -> Box<dyn Action> {
+        (self.0)(kind)
+    }
+    fn new_job_state(&self) -> Box<dyn std::any::Any + Send + Sync> {
+        shakedown::actions::Actions.new_job_state()
+    }
+}
+
 /// Succeeds at once: a stand-in for the actions that need a machine with docker.
 struct StandIn;
 
@@ -376,17 +396,17 @@ impl shakedown::actions::Action for StandIn {
 }
 
 /// Every action but conformance becomes [`StandIn`].
-fn stand_ins(kind: shakedown::scenario::ActionKind) -> Box<dyn shakedown::actions::Action> {
+fn stand_ins(kind: ActionKind) -> Box<dyn Action> {
     match kind {
-        shakedown::scenario::ActionKind::Conformance => shakedown::actions::lookup(kind),
+        ActionKind::Conformance => shakedown::actions::lookup(kind),
         _ => Box::new(StandIn),
     }
 }
 
 /// Every `exec` step of a fixture becomes [`LateSuccess`].
-fn late_success(kind: shakedown::scenario::ActionKind) -> Box<dyn shakedown::actions::Action> {
+fn late_success(kind: ActionKind) -> Box<dyn Action> {
     match kind {
-        shakedown::scenario::ActionKind::Exec => Box::new(LateSuccess),
+        ActionKind::Exec => Box::new(LateSuccess),
         other => shakedown::actions::lookup(other),
     }
 }
@@ -395,9 +415,14 @@ fn late_success(kind: shakedown::scenario::ActionKind) -> Box<dyn shakedown::act
 async fn success_reported_after_the_deadline_is_a_deadline_failure() {
     let dir = tempfile::tempdir().unwrap();
     let path = common::root().join("fixtures/scenarios/engine/late-success.yaml");
-    let mut opts = shakedown::engine::RunOptions::new(false, 1);
-    opts.actions = late_success;
-    let s = common::run_scenario_with(&path, dir.path(), opts, Default::default()).await;
+    let s = common::run_scenario_with(
+        &path,
+        dir.path(),
+        Some(Arc::new(Planted(late_success))),
+        false,
+        Default::default(),
+    )
+    .await;
     let (kind, message, _) = failed(&s.jobs[0].steps[0].outcome);
     assert_eq!(kind, FailureKind::Deadline);
     assert!(message.starts_with("deadline of 1s exceeded"), "{message}");

@@ -26,8 +26,10 @@ mod common;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use shakedown::engine::event::StepOutcome;
 use shakedown::engine::Stop;
+use shakedown::run::Run;
 use shakedown::{matrix, scenario};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Ctrl-C or SIGTERM during a cluster trial stops its run the way it stops a scenario run:
 /// the running step is terminated, cleanup steps still run, nothing is left behind.
@@ -192,25 +194,18 @@ fn dry_run(file: PathBuf, job_name: String) -> Result<(), Failed> {
     let summary = rt.block_on(async {
         let s = scenario::load(&one, &catalog, scenario::today()).unwrap();
         let p = shakedown::plan::build(&s, vec![job.clone()]);
-        let cx = shakedown::actions::RunContext {
-            settings: shakedown::actions::RunSettings {
-                run_id: "dry".into(),
-                root: common::root(),
-                artifacts: dir.path().join("artifacts"),
-                cache_dir: dir.path().join("cache"),
-                ..Default::default()
-            },
-            scenario: std::sync::Arc::new(s),
-            catalog: std::sync::Arc::new(common::catalog()),
+        let settings = shakedown::actions::RunSettings {
+            run_id: "dry".into(),
+            root: common::root(),
+            artifacts: dir.path().join("artifacts"),
+            cache_dir: dir.path().join("cache"),
+            ..Default::default()
         };
-        shakedown::engine::run(
-            &p,
-            cx,
-            shakedown::engine::RunOptions::new(true, 1),
-            Stop::default(),
-            common::file_reporters(&dir.path().join("artifacts")),
-        )
-        .await
+        Run::new(p, Arc::new(s), Arc::new(common::catalog()), settings)
+            .dry_run(true)
+            .reporters(common::file_reporters(&dir.path().join("artifacts")))
+            .execute()
+            .await
     });
     let art = dir.path().join("artifacts");
     check(summary.exit_code == 0, || {
@@ -334,26 +329,21 @@ fn real_run(
         .filter(|j| j.name == job_name)
         .collect();
     let p = shakedown::plan::build(&s, jobs);
-    let cx = shakedown::actions::RunContext {
-        settings: shakedown::actions::RunSettings {
-            run_id: shakedown::paths::new_run_id(),
-            root: common::root(),
-            artifacts: artifacts.to_path_buf(),
-            cache_dir: shakedown::paths::cache_dir(),
-            conformance_shard: shard,
-            ..Default::default()
-        },
-        scenario: std::sync::Arc::new(s),
-        catalog: std::sync::Arc::new(catalog),
+    let settings = shakedown::actions::RunSettings {
+        run_id: shakedown::paths::new_run_id(),
+        root: common::root(),
+        artifacts: artifacts.to_path_buf(),
+        cache_dir: shakedown::paths::cache_dir(),
+        conformance_shard: shard,
+        ..Default::default()
     };
     RUNNING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let summary = rt.block_on(shakedown::engine::run(
-        &p,
-        cx,
-        shakedown::engine::RunOptions::new(false, 1),
-        STOP.get_or_init(Stop::default).clone(),
-        common::file_reporters(artifacts),
-    ));
+    let summary = rt.block_on(
+        Run::new(p, Arc::new(s), Arc::new(catalog), settings)
+            .stop(STOP.get_or_init(Stop::default).clone())
+            .reporters(common::file_reporters(artifacts))
+            .execute(),
+    );
     RUNNING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     eprintln!(
         "{job_name}: {:?} in {:.0}s; artifacts in {}",

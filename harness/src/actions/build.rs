@@ -2,6 +2,7 @@
 //! cached by content.
 
 use super::{Action, StepContext, StepError};
+use crate::actions::JobStateExt;
 use crate::images::{self, BinarySource, BuildRequest};
 use crate::scenario::SourceKind;
 
@@ -68,7 +69,7 @@ impl Action for ImageBuild {
             art.node_image,
             art.images_tar.display()
         ));
-        cx.state.insert(art);
+        cx.job_mut().artifacts = Some(art);
         Ok(())
     }
 }

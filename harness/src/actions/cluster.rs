@@ -2,7 +2,7 @@
 //! the job state, a kube client, and the node diagnosis attached to readiness failures.
 
 use super::{Action, StepContext, StepError};
-use crate::images::KubeArtifacts;
+use crate::actions::JobStateExt;
 use crate::process::{Cmd, Runner, StepLog};
 use crate::provider::docker::{self, Cluster, ClusterSpec};
 use crate::readiness;
@@ -20,7 +20,7 @@ pub struct ClusterUp;
 pub struct ClusterDown;
 
 pub fn cluster<'a>(cx: &'a StepContext<'_>) -> Result<&'a Cluster, StepError> {
-    cx.state.get::<Cluster>().ok_or_else(|| {
+    cx.job().cluster.as_ref().ok_or_else(|| {
         StepError::infra("failed to find the job's cluster: no cluster-up step ran before this one")
     })
 }
@@ -170,7 +170,7 @@ impl Action for ClusterUp {
             return Err(StepError::infra(format!("failed to create nodes: {why}")));
         }
         debug_assert_eq!(cx.job.provider, ProviderKind::Docker);
-        let art = cx.state.get::<KubeArtifacts>().cloned().ok_or_else(|| {
+        let art = cx.job().artifacts.as_ref().cloned().ok_or_else(|| {
             StepError::infra(
                 "failed to find images: the plan needs an image-build step before cluster-up",
             )
@@ -193,7 +193,7 @@ impl Action for ClusterUp {
             .map(|n| format!("{} ({}, {})", n.name, n.role.as_str(), n.ip))
             .collect();
         cx.note(format!("nodes up: {}", summary.join(", ")));
-        cx.state.insert(cluster);
+        cx.job_mut().cluster = Some(cluster);
         Ok(())
     }
 }
@@ -214,7 +214,7 @@ impl Action for ClusterDown {
     async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
         let r = cx.runner();
         let keep = cx.run.settings.keep_cluster;
-        let Some(cluster) = cx.state.get_mut::<Cluster>() else {
+        let Some(cluster) = cx.job_mut().cluster.as_mut() else {
             cx.note("no cluster was created; nothing to remove");
             return Ok(());
         };

@@ -2,7 +2,8 @@
 
 use super::cluster::{cluster, diagnose_nodes, write_cmd};
 use super::{Action, StepContext, StepError};
-use crate::images::{KubeArtifacts, ETCD_TAG, IMAGE_REPO};
+use crate::actions::JobStateExt;
+use crate::images::{ETCD_TAG, IMAGE_REPO};
 use crate::kubeadm::{self, ClusterParams, NodeParams};
 use crate::provider::docker::{self, Cluster};
 
@@ -13,7 +14,7 @@ const INIT_CONFIG_IN_NODE: &str = "/etc/shakedown/kubeadm-init.yaml";
 const JOIN_CONFIG_IN_NODE: &str = "/etc/shakedown/kubeadm-join.yaml";
 
 fn params(cx: &StepContext<'_>, c: &Cluster) -> Result<ClusterParams, StepError> {
-    let art = cx.state.get::<KubeArtifacts>().ok_or_else(|| {
+    let art = cx.job().artifacts.as_ref().ok_or_else(|| {
         StepError::infra("failed to find the Kubernetes build: the plan needs an image-build step")
     })?;
     let s = &cx.run.scenario;
@@ -164,8 +165,8 @@ impl Action for KubeadmInit {
             "kubeconfig for the host (outside the artifacts): {}",
             path.display()
         ));
-        cx.state.insert(p);
-        if let Some(c) = cx.state.get_mut::<Cluster>() {
+        cx.job_mut().params = Some(p);
+        if let Some(c) = cx.job_mut().cluster.as_mut() {
             c.kubeconfig = Some(path);
         }
         Ok(())
@@ -183,7 +184,7 @@ impl Action for KubeadmJoin {
 
     async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
         let c = cluster(cx)?;
-        let p = cx.state.get::<ClusterParams>().cloned().ok_or_else(|| {
+        let p = cx.job().params.as_ref().cloned().ok_or_else(|| {
             StepError::infra("failed to find the init parameters: kubeadm-init has not run")
         })?;
         if c.control_planes().count() > 1 {

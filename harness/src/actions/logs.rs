@@ -5,8 +5,9 @@
 
 use super::cluster::client;
 use super::{Action, StepContext, StepError};
+use crate::actions::JobStateExt;
 use crate::process::Cmd;
-use crate::provider::docker::{self, Cluster};
+use crate::provider::docker;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, ListParams};
 use std::path::Path;
@@ -35,7 +36,7 @@ impl Action for ExportLogs {
     }
 
     async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
-        let Some(c) = cx.state.get::<Cluster>() else {
+        let Some(c) = cx.job().cluster.as_ref() else {
             cx.note("no cluster was created; no logs to export");
             return Ok(());
         };

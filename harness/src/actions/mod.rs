@@ -1,5 +1,6 @@
-//! Step actions: what a scenario step can do. Each action is a small trait impl; the table
-//! `ACTIONS` is the single list the validator, the planner and the registry share.
+//! Step actions: what a scenario step can do. Each action is a small impl of the engine's
+//! [`Action`]; [`lookup`] maps every [`ActionKind`] to one, and [`Actions`] is what a real
+//! run hands the engine.
 
 pub mod build;
 pub mod cluster;
@@ -12,18 +13,12 @@ mod logs;
 mod nodechecks;
 mod smoke;
 
-use crate::cni::Catalog;
-use crate::engine::event::FailureKind;
-use crate::engine::EventTx;
-use crate::matrix::Job;
-use crate::plan::StepPlan;
-use crate::process::{self, Cmd, CommandError, Output, StepLog};
-use crate::scenario::LoadedScenario;
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
+use crate::images::KubeArtifacts;
+use crate::kubeadm::ClusterParams;
+use crate::provider::docker::Cluster;
+use std::any::Any;
+
+pub use crate::engine::step::{Action, RunContext, RunSettings, StepContext, StepError, Steps};
 
 pub use crate::scenario::{ActionKind, StepKind};
 
@@ -46,185 +41,44 @@ pub fn lookup(kind: ActionKind) -> Box<dyn Action> {
     }
 }
 
-/// A step failure as an action reports it; the engine adds deadline and interrupt causes.
-#[derive(Debug, Clone)]
-pub struct StepError {
-    /// `None`: decided by the step's kind (test or infrastructure).
-    pub kind: Option<FailureKind>,
-    pub message: String,
-    pub diagnosis: Option<String>,
-}
-
-impl StepError {
-    pub fn new(message: impl Into<String>) -> StepError {
-        StepError {
-            kind: None,
-            message: message.into(),
-            diagnosis: None,
-        }
-    }
-    pub fn infra(message: impl Into<String>) -> StepError {
-        StepError {
-            kind: Some(FailureKind::Infrastructure),
-            ..StepError::new(message)
-        }
-    }
-    pub fn with_diagnosis(mut self, d: impl Into<String>) -> StepError {
-        self.diagnosis = Some(d.into());
-        self
-    }
-}
-
-impl From<CommandError> for StepError {
-    fn from(e: CommandError) -> StepError {
-        let diagnosis = e
-            .stderr()
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(|l| l.trim().to_string());
-        StepError {
-            kind: None,
-            message: e.to_string(),
-            diagnosis,
-        }
-    }
-}
-
-/// Options that apply to every job of a run.
-#[derive(Debug, Clone, Default)]
-pub struct RunSettings {
-    pub run_id: String,
-    /// Repository root: scenarios/, cni-variants/, fixtures/.
-    pub root: PathBuf,
-    pub artifacts: PathBuf,
-    pub keep_cluster: bool,
-    /// Use these Kubernetes binaries instead of the scenario's source.
-    pub kubernetes_binaries: Option<PathBuf>,
-    /// Use this node image instead of building one.
-    pub node_image: Option<String>,
-    /// Where slow builds are cached by content.
-    pub cache_dir: PathBuf,
-    /// Run only shard K of N of the selected conformance specs (stable, by name hash).
-    pub conformance_shard: Option<(u32, u32)>,
-}
-
-/// Shared by all steps and jobs of a run.
-pub struct RunContext {
-    pub settings: RunSettings,
-    pub scenario: Arc<LoadedScenario>,
-    pub catalog: Arc<Catalog>,
-}
-
-/// State one job's steps hand to each other (the cluster handle, the kubeconfig, ...),
-/// keyed by type.
+/// What one job's steps hand to each other.
 #[derive(Default)]
 pub struct JobState {
-    values: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    /// From `image-build`.
+    pub artifacts: Option<KubeArtifacts>,
+    /// From `cluster-up`; removed by `cluster-down`.
+    pub cluster: Option<Cluster>,
+    /// From `kubeadm-init`, for the joins.
+    pub params: Option<ClusterParams>,
 }
 
-impl JobState {
-    pub fn insert<T: Any + Send + Sync>(&mut self, v: T) {
-        self.values.insert(TypeId::of::<T>(), Box::new(v));
+/// The real actions, for the engine.
+pub struct Actions;
+
+impl Steps for Actions {
+    fn action(&self, kind: ActionKind) -> Box<dyn Action> {
+        lookup(kind)
     }
-    pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
-        self.values
-            .get(&TypeId::of::<T>())
-            .and_then(|b| b.downcast_ref())
-    }
-    pub fn get_mut<T: Any + Send + Sync>(&mut self) -> Option<&mut T> {
-        self.values
-            .get_mut(&TypeId::of::<T>())
-            .and_then(|b| b.downcast_mut())
-    }
-    pub fn remove<T: Any + Send + Sync>(&mut self) -> Option<T> {
-        self.values
-            .remove(&TypeId::of::<T>())
-            .and_then(|b| b.downcast().ok())
-            .map(|b| *b)
+    fn new_job_state(&self) -> Box<dyn Any + Send + Sync> {
+        Box::<JobState>::default()
     }
 }
 
-/// Everything a running step can use.
-pub struct StepContext<'a> {
-    pub run: &'a RunContext,
-    pub job: &'a Job,
-    pub step: &'a StepPlan,
-    pub log: StepLog,
-    /// Cancelled at the step deadline or on interruption; commands stop on it.
-    pub cancel: CancellationToken,
-    pub state: &'a mut JobState,
-    /// Extra JUnit properties for this step's testcase; add them with `property`.
-    pub(crate) properties: std::sync::Mutex<Vec<(String, String)>>,
-    /// Checks inside this step, each reported as its own testcase.
-    pub subtests: Vec<crate::engine::event::SubTest>,
-    pub(crate) events: EventTx,
+/// The typed job state inside a step's context.
+pub trait JobStateExt {
+    fn job(&self) -> &JobState;
+    fn job_mut(&mut self) -> &mut JobState;
 }
 
-impl StepContext<'_> {
-    /// Runs a command under this step's log, deadline and grace period.
-    pub async fn cmd(&self, cmd: Cmd) -> Result<Output, CommandError> {
-        process::run(&cmd, &self.log, &self.cancel, self.step.timeout.grace).await
+impl JobStateExt for StepContext<'_> {
+    fn job(&self) -> &JobState {
+        self.state
+            .downcast_ref()
+            .expect("the engine runs actions with the state Actions makes")
     }
-
-    /// Records a JUnit property of this step (a count, a measured time). Takes `&self`, so
-    /// an action can record while it still holds other borrows of its context.
-    pub fn property(&self, key: impl Into<String>, value: impl ToString) {
-        self.properties
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((key.into(), value.to_string()));
-    }
-
-    /// A command runner bound to this step, for library code.
-    pub fn runner(&self) -> process::Runner {
-        process::Runner {
-            log: self.log.clone(),
-            cancel: self.cancel.clone(),
-            grace: self.step.timeout.grace,
-        }
-    }
-
-    /// A progress note: into the step log and onto the event stream.
-    pub fn note(&self, note: impl Into<String>) {
-        let note = note.into();
-        self.log.line(&note);
-        self.events.send(crate::engine::event::Event::StepNote {
-            job: self.job.name.clone(),
-            step: self.step.name.clone(),
-            note,
-        });
-    }
-
-    /// Where this job's artifacts go.
-    pub fn job_dir(&self) -> PathBuf {
-        self.run
-            .settings
-            .artifacts
-            .join("jobs")
-            .join(self.job.context())
-    }
-}
-
-#[async_trait::async_trait]
-pub trait Action: Send + Sync {
-    /// What the step would do, for `--dry-run` and `plan`.
-    fn describe(&self, cx: &StepContext<'_>) -> Vec<String>;
-    async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError>;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn job_state_is_typed() {
-        let mut s = JobState::default();
-        s.insert(5u32);
-        s.insert(String::from("x"));
-        *s.get_mut::<u32>().unwrap() += 1;
-        assert_eq!(s.get::<u32>(), Some(&6));
-        assert_eq!(s.remove::<String>().as_deref(), Some("x"));
-        assert!(s.get::<String>().is_none());
+    fn job_mut(&mut self) -> &mut JobState {
+        self.state
+            .downcast_mut()
+            .expect("the engine runs actions with the state Actions makes")
     }
 }

@@ -1,18 +1,19 @@
 //! The engine: runs a plan's jobs and steps under deadlines and emits one event stream.
 
 pub mod event;
+pub mod step;
 
-use crate::actions::{self, Action, JobState, RunContext, StepContext, StepError, StepKind};
 use crate::exit::ExitKind;
 use crate::plan::{JobPlan, Plan, Stage, StepPlan};
 use crate::process::{Deadline, StepLog};
-use crate::reporter::{self, Reporter};
+use crate::scenario::StepKind;
 use event::{Event, FailureKind, JobInfo, RunInfo, StepOutcome, StepResult};
 use futures::StreamExt;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use step::{RunContext, StepContext, StepError, Steps};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -212,39 +213,25 @@ impl RunSummary {
     }
 }
 
-/// The implementation of a step's action.
-pub type Dispatch = fn(crate::scenario::ActionKind) -> Box<dyn Action>;
-
 pub struct RunOptions {
     pub dry_run: bool,
     pub parallel: usize,
-    /// The step dispatch: [`actions::lookup`] for real runs; tests plant their own actions.
-    pub actions: Dispatch,
+    /// What runs each step: the real actions, or what a test plants.
+    pub steps: Arc<dyn Steps>,
 }
 
-impl RunOptions {
-    pub fn new(dry_run: bool, parallel: usize) -> RunOptions {
-        RunOptions {
-            dry_run,
-            parallel,
-            actions: actions::lookup,
-        }
-    }
-}
-
-/// Runs every job of the plan and returns once all reporters have written their files.
+/// Runs every job of the plan, sending every event to `events` (the caller's reporters),
+/// and returns the summary it sent last.
 pub async fn run(
     plan: &Plan,
     cx: RunContext,
     opts: RunOptions,
     stop: Stop,
-    reporters: Vec<Box<dyn Reporter>>,
+    events: mpsc::UnboundedSender<Event>,
 ) -> RunSummary {
     let started = SystemTime::now();
     let t0 = Instant::now();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let events = EventTx(tx);
-    let reporter_task = tokio::spawn(reporter::drive(rx, reporters));
+    let events = EventTx(events);
 
     let version = plan.version.clone();
     events.send(Event::RunStarted(RunInfo {
@@ -273,7 +260,7 @@ pub async fn run(
     let events_ref = &events;
     let artifact_errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let errors_ref = &artifact_errors;
-    let (dry_run, dispatch) = (opts.dry_run, opts.actions);
+    let (dry_run, steps) = (opts.dry_run, &*opts.steps);
     let mut jobs: Vec<(usize, JobSummary)> = futures::stream::iter(plan.jobs.iter().enumerate())
         .map(|(i, jp)| async move {
             (
@@ -283,7 +270,7 @@ pub async fn run(
                     Ctx {
                         run: cx,
                         dry_run,
-                        dispatch,
+                        steps,
                         stop: stop_ref,
                         events: events_ref,
                         artifact_errors: errors_ref,
@@ -309,7 +296,7 @@ pub async fn run(
     if !artifact_errors.is_empty() && exit != ExitKind::Interrupted {
         exit = ExitKind::Infrastructure;
     }
-    let mut summary = RunSummary {
+    let summary = RunSummary {
         run_id: cx.settings.run_id.clone(),
         scenario: plan.scenario.clone(),
         version,
@@ -324,18 +311,6 @@ pub async fn run(
         reporter_errors: artifact_errors,
     };
     events.send(Event::RunFinished(summary.clone()));
-    drop(events);
-    summary.reporter_errors.extend(
-        reporter_task
-            .await
-            .unwrap_or_else(|e| vec![format!("reporter task failed: {e}")]),
-    );
-    // Artifacts that could not be written make the run an infrastructure failure: a pass
-    // nobody can read back is not a pass.
-    if !summary.reporter_errors.is_empty() && summary.exit != ExitKind::Interrupted {
-        summary.exit = ExitKind::Infrastructure;
-        summary.exit_code = summary.exit.code();
-    }
     summary
 }
 
@@ -387,7 +362,7 @@ fn exit_kind(jobs: &[JobSummary], cause: Option<&(String, bool)>) -> ExitKind {
 struct Ctx<'a> {
     run: &'a RunContext,
     dry_run: bool,
-    dispatch: Dispatch,
+    steps: &'a dyn Steps,
     stop: &'a Stop,
     events: &'a EventTx,
     /// Artifacts that could not be written (a step log on a full disk): exit 3.
@@ -400,7 +375,7 @@ async fn run_job(jp: &JobPlan, x: Ctx<'_>) -> JobSummary {
     events.send(Event::JobStarted {
         job: job.name.clone(),
     });
-    let mut state = JobState::default();
+    let mut state = x.steps.new_job_state();
     let mut first_failure: Option<String> = None;
     let mut results = Vec::new();
     for step in &jp.steps {
@@ -435,7 +410,7 @@ async fn run_job(jp: &JobPlan, x: Ctx<'_>) -> JobSummary {
                 properties: Vec::new(),
                 subtests: Vec::new(),
             },
-            None => run_step(jp, step, x, &mut state).await,
+            None => run_step(jp, step, x, &mut *state).await,
         };
         // An interrupted step did not fail: its followers say why they were skipped through
         // the stop's cause, not "step X failed".
@@ -511,11 +486,16 @@ fn coverage(steps: &[StepPlan], results: &[StepResult]) -> Vec<(Stage, Coverage)
 /// abandoned (its process groups are killed when its future is dropped).
 const ABANDON_AFTER: Duration = Duration::from_secs(5);
 
-async fn run_step(jp: &JobPlan, step: &StepPlan, x: Ctx<'_>, state: &mut JobState) -> StepResult {
+async fn run_step(
+    jp: &JobPlan,
+    step: &StepPlan,
+    x: Ctx<'_>,
+    state: &mut (dyn std::any::Any + Send + Sync),
+) -> StepResult {
     let Ctx {
         run,
         dry_run,
-        dispatch,
+        steps,
         stop,
         events,
         ..
@@ -559,7 +539,7 @@ async fn run_step(jp: &JobPlan, step: &StepPlan, x: Ctx<'_>, state: &mut JobStat
         humantime::format_duration(step.timeout.grace)
     ));
 
-    let action = dispatch(step.action);
+    let action = steps.action(step.action);
 
     let parent = if step.always { &stop.hard } else { &stop.soft };
     let deadline = Deadline::new(parent, step.timeout.deadline);

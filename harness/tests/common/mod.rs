@@ -2,10 +2,11 @@
 //! through the real engine, and reading JUnit back.
 #![allow(dead_code)]
 
-use shakedown::actions::{RunContext, RunSettings};
+use shakedown::actions::{RunSettings, Steps};
 use shakedown::cni::Catalog;
-use shakedown::engine::{self, RunOptions, RunSummary, Stop};
+use shakedown::engine::{RunSummary, Stop};
 use shakedown::reporter::{self, Reporter};
+use shakedown::run::Run;
 use shakedown::{matrix, plan, scenario};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,31 +35,35 @@ pub fn file_reporters(artifacts: &Path) -> Vec<Box<dyn Reporter>> {
 
 /// Runs a scenario file through the real engine into `artifacts`.
 pub async fn run_scenario(path: &Path, artifacts: &Path, dry_run: bool, stop: Stop) -> RunSummary {
-    run_scenario_with(path, artifacts, RunOptions::new(dry_run, 1), stop).await
+    run_scenario_with(path, artifacts, None, dry_run, stop).await
 }
 
-/// The same, with the engine options (a planted step dispatch) given.
+/// The same, with planted steps instead of the real actions when `steps` is given.
 pub async fn run_scenario_with(
     path: &Path,
     artifacts: &Path,
-    opts: RunOptions,
+    steps: Option<Arc<dyn Steps>>,
+    dry_run: bool,
     stop: Stop,
 ) -> RunSummary {
     let catalog = catalog();
     let s = scenario::load(path, &catalog, scenario::today()).expect("fixture scenario is valid");
     let p = plan::build(&s, matrix::expand(&s));
-    let cx = RunContext {
-        settings: RunSettings {
-            run_id: "test-run".into(),
-            root: root(),
-            artifacts: artifacts.to_path_buf(),
-            cache_dir: artifacts.join("cache"),
-            ..Default::default()
-        },
-        scenario: Arc::new(s),
-        catalog: Arc::new(catalog),
+    let settings = RunSettings {
+        run_id: "test-run".into(),
+        root: root(),
+        artifacts: artifacts.to_path_buf(),
+        cache_dir: artifacts.join("cache"),
+        ..Default::default()
     };
-    engine::run(&p, cx, opts, stop, file_reporters(artifacts)).await
+    let mut run = Run::new(p, Arc::new(s), Arc::new(catalog), settings)
+        .dry_run(dry_run)
+        .stop(stop)
+        .reporters(file_reporters(artifacts));
+    if let Some(steps) = steps {
+        run = run.steps(steps);
+    }
+    run.execute().await
 }
 
 pub async fn run_fixture(name: &str, dry_run: bool) -> (RunSummary, tempfile::TempDir) {

@@ -13,6 +13,7 @@ mod in_cluster;
 
 use super::cluster::{client, cluster};
 use super::{Action, StepContext, StepError};
+use crate::actions::JobStateExt;
 use crate::conformance::source::{self, E2eBinaries};
 use crate::conformance::{self, unsupported, unsupported::Classifier, Selection};
 use crate::engine::event::{FailureKind, StepOutcome, SubTest};
@@ -145,7 +146,7 @@ impl Action for Conformance {
     async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
         let started = std::time::Instant::now();
         let c = cluster(cx)?;
-        let art = cx.state.get::<KubeArtifacts>().cloned().ok_or_else(|| {
+        let art = cx.job().artifacts.as_ref().cloned().ok_or_else(|| {
             StepError::infra("failed to find e2e.test: the plan needs an image-build step")
         })?;
         let spec = cx.run.scenario.scenario.conformance.clone();
