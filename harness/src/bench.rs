@@ -3,7 +3,6 @@
 //! and ratios, never a timed test.
 
 use crate::actions::RunSettings;
-use crate::cli::{load_scenario, CliError};
 use crate::engine::event::StepOutcome;
 use crate::engine::Stop;
 use crate::exit::ExitKind;
@@ -33,17 +32,24 @@ const KEEP: &[ActionKind] = &[
     ActionKind::ClusterDown,
 ];
 
-pub async fn bring_up(root: &Path, scenario_name: &str, runs: u32) -> Result<ExitKind, CliError> {
-    let (s, catalog) = load_scenario(root, scenario_name)?;
+/// Why the benchmark could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Scenario(#[from] crate::scenario::FindError),
+    #[error("scenario {0} has no 1 control plane + 1 worker bridge job to time")]
+    NoJob(String),
+}
+
+pub async fn bring_up(root: &Path, scenario_name: &str, runs: u32) -> Result<ExitKind, BenchError> {
+    let (s, catalog) = crate::scenario::load_named(root, scenario_name)?;
     let jobs: Vec<_> = matrix::expand(&s)
         .into_iter()
         .filter(|j| j.cni == "bridge" && j.topology.control_planes == 1 && j.topology.workers == 1)
         .take(1)
         .collect();
     if jobs.is_empty() {
-        return Err(CliError::Usage(format!(
-            "scenario {scenario_name} has no 1+1 bridge job to time"
-        )));
+        return Err(BenchError::NoJob(scenario_name.to_string()));
     }
     let mut p = plan::build(&s, jobs);
     for j in &mut p.jobs {

@@ -154,15 +154,6 @@ impl CacheLock {
     }
 }
 
-/// The run history beside the artifacts folders: the parent of one run's artifacts (or of
-/// `$ARTIFACTS`), else `artifacts/history.sqlite`.
-pub fn default_history(artifacts: Option<&Path>) -> PathBuf {
-    match artifacts.and_then(Path::parent) {
-        Some(p) if !p.as_os_str().is_empty() => p.join(crate::history::FILE_NAME),
-        _ => Path::new("artifacts").join(crate::history::FILE_NAME),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::{new_run_id, CacheLock};

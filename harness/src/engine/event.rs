@@ -81,7 +81,7 @@ pub struct StepResult {
     pub index: usize,
     pub stage: Option<Stage>,
     pub non_blocking: bool,
-    pub blocking_kind: crate::actions::StepKind,
+    pub blocking_kind: crate::scenario::StepKind,
     #[serde(flatten)]
     pub outcome: StepOutcome,
     #[serde(with = "humantime_serde")]

@@ -198,6 +198,15 @@ fn exit_label(e: ExitKind) -> String {
         .unwrap_or_else(|| format!("{e:?}"))
 }
 
+/// The run history beside the artifacts folders: the parent of one run's artifacts (or of
+/// `$ARTIFACTS`), else `artifacts/history.sqlite`.
+pub fn default_path(artifacts: Option<&Path>) -> PathBuf {
+    match artifacts.and_then(Path::parent) {
+        Some(p) if !p.as_os_str().is_empty() => p.join(FILE_NAME),
+        _ => Path::new("artifacts").join(FILE_NAME),
+    }
+}
+
 impl History {
     /// Opens the history, creating the file and its folder when needed.
     pub fn open(path: &Path) -> Result<History, HistoryError> {

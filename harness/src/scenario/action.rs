@@ -142,14 +142,15 @@ impl ActionKind {
         }
     }
 
-    /// Actions that must come earlier in the same job's steps.
+    /// Actions that must come earlier in the same job's steps. Work on nodes needs a
+    /// cluster (made, or for the `existing` provider attached, by `cluster-up`); joins need
+    /// the control plane `kubeadm-init` made.
     pub fn requires(self) -> &'static [ActionKind] {
         use ActionKind::*;
         match self {
-            Exec | HostSetup | ImageBuild | ExportLogs | ClusterDown => &[],
-            ClusterUp => &[ImageBuild],
-            KubeadmInit | NodeChecks => &[ClusterUp],
-            KubeadmJoin | Cni | Smoke | Conformance => &[KubeadmInit],
+            Exec | HostSetup | ImageBuild | ClusterUp | ExportLogs | ClusterDown => &[],
+            KubeadmInit | NodeChecks | Cni | Smoke | Conformance => &[ClusterUp],
+            KubeadmJoin => &[KubeadmInit],
         }
     }
 }

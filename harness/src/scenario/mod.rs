@@ -57,6 +57,49 @@ pub fn today() -> Date {
     time::OffsetDateTime::now_utc().date()
 }
 
+/// A scenario by name (`release-1.20`, found in `<root>/scenarios/`) or by path.
+pub fn path_of(root: &Path, name: &str) -> PathBuf {
+    if name.ends_with(".yaml") || name.ends_with(".yml") || name.contains('/') {
+        PathBuf::from(name)
+    } else {
+        root.join("scenarios").join(format!("{name}.yaml"))
+    }
+}
+
+/// Why a scenario named on the command line could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    #[error("no scenario {name:?} ({} does not exist); known scenarios: {known}", path.display())]
+    Missing {
+        name: String,
+        path: PathBuf,
+        known: String,
+    },
+    #[error(transparent)]
+    Invalid(#[from] ConfigErrors),
+}
+
+/// The CNI catalog of `root` and the scenario `name` (see [`path_of`]), validated against it.
+pub fn load_named(root: &Path, name: &str) -> Result<(LoadedScenario, Catalog), FindError> {
+    let catalog = Catalog::load(&root.join("cni-variants"))?;
+    let path = path_of(root, name);
+    if !path.is_file() {
+        let known = files_in(&root.join("scenarios"))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(FindError::Missing {
+            name: name.to_string(),
+            path,
+            known,
+        });
+    }
+    let s = load(&path, &catalog, today())?;
+    Ok((s, catalog))
+}
+
 /// Loads and validates one scenario file.
 pub fn load(path: &Path, catalog: &Catalog, today: Date) -> Result<LoadedScenario, ConfigErrors> {
     let (scenario, located) = config::load_file::<Scenario>(path)?;
@@ -395,8 +438,11 @@ fn validate(
                 format!("only action exec takes a command, not {}", st.action),
             );
         }
-        // Each action's prerequisites must come earlier in the job.
-        for need in st.action.requires() {
+        // Each action's prerequisites must come earlier in the job (a conformance step
+        // that never runs, disabled or outside the tier, needs nothing).
+        let never_runs = st.action == ActionKind::Conformance
+            && (s.conformance.disabled.is_some() || s.conformance.tier != Tier::Conformance);
+        for need in st.action.requires().iter().filter(|_| !never_runs) {
             if !s.steps[..i].iter().any(|earlier| earlier.action == *need) {
                 err(
                     &f("action"),

@@ -1,0 +1,153 @@
+//! `shakedown scenario`: run a scenario's jobs; `scenario new`: the next branch's file.
+
+use super::*;
+
+pub(super) async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKind, CliError> {
+    let name = a
+        .scenario
+        .clone()
+        .ok_or_else(|| CliError::Usage("a scenario name is required".into()))?;
+    let (mut s, catalog) = load_scenario(root, &name)?;
+    // Command-line overrides first, then the same validation a scenario file gets: the
+    // in-cluster rules hold for `--conformance-runner in-cluster` too.
+    if let Some(m) = a.conformance_mode {
+        s.scenario.conformance.mode = Some(m.into());
+    }
+    if let Some(r) = a.conformance_runner {
+        s.scenario.conformance.runner = Some(r.into());
+    }
+    if let Some(i) = &a.conformance_image {
+        s.scenario.conformance.image = Some(i.clone());
+        s.scenario.conformance.runner = Some(crate::scenario::ConformanceRunner::InCluster);
+    }
+    if let Some(b) = &a.e2e_binaries {
+        // Relative to where the user is, as any command-line path.
+        s.scenario.conformance.e2e_binaries = Some(std::path::absolute(b).unwrap_or(b.clone()));
+    }
+    let s = scenario::recheck(s, &catalog, scenario::today()).map_err(|e| {
+        eprintln!("the scenario with the command line's overrides does not validate:");
+        CliError::Config(e)
+    })?;
+    let mut p = plan_jobs(&s, a.provider.as_deref(), a.cni.as_deref())?;
+    if let Some(d) = a.deadline {
+        p.run_deadline = Some(d);
+    }
+    let run_id = paths::new_run_id();
+    let artifacts = a
+        .artifacts
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("artifacts").join(&run_id));
+    let artifacts = if artifacts.is_absolute() {
+        artifacts
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(&artifacts))
+            .unwrap_or(artifacts)
+    };
+    std::fs::create_dir_all(&artifacts).map_err(|e| CliError::Infra {
+        what: format!("create artifacts folder {}", artifacts.display()),
+        source: Box::new(e),
+    })?;
+
+    let history_file = a
+        .history
+        .clone()
+        .unwrap_or_else(|| history::default_path(Some(&artifacts)));
+    let mut recorder = reporter::history::HistoryRecorder::new(history_file.clone(), a.trigger);
+    if let Some(spec) = &s.scenario.ci.notify {
+        let env = |k: &str| std::env::var(k).ok();
+        let n = Notifier::from_spec(
+            spec,
+            artifacts.join("notifications"),
+            history::notify::run_url_from_env(env),
+            env,
+        );
+        recorder = recorder.with_notifier(n, artifacts.clone());
+    }
+
+    let stop = Stop::default();
+    let signals = stop.on_signals();
+    let reporters: Vec<Box<dyn Reporter>> = vec![
+        Box::new(reporter::progress::Progress::auto()),
+        Box::new(reporter::progress::BuildLog::new(&artifacts)),
+        Box::new(reporter::junit::Junit::new(&artifacts)),
+        Box::new(reporter::testgrid::Testgrid::new(&artifacts)),
+        Box::new(reporter::json::JsonSummary::new(&artifacts)),
+        Box::new(reporter::html::Html::new(&artifacts)),
+        Box::new(recorder),
+    ];
+    let settings = RunSettings {
+        run_id,
+        root: root.to_path_buf(),
+        artifacts: artifacts.clone(),
+        keep_cluster: a.keep_cluster,
+        kubernetes_binaries: a.kubernetes_binaries.clone(),
+        node_image: a.node_image.clone(),
+        cache_dir: paths::cache_dir(),
+        conformance_shard: a.conformance_shard,
+    };
+    let summary = crate::run::Run::new(p, Arc::new(s), Arc::new(catalog), settings)
+        .dry_run(a.dry_run)
+        .parallel(a.parallel)
+        .stop(stop)
+        .reporters(reporters)
+        .execute()
+        .await;
+    signals.abort();
+    for e in &summary.reporter_errors {
+        eprintln!("warning: {e}");
+    }
+    println!(
+        "{}: {:?} (exit {})",
+        summary.scenario, summary.exit, summary.exit_code
+    );
+    for l in summary.coverage_lines() {
+        println!("  {l}");
+    }
+    if let Some(d) = &summary.conformance_disabled {
+        println!("{d}");
+    }
+    println!("artifacts: {}", artifacts.display());
+    println!(
+        "history: {} ({} run)",
+        history_file.display(),
+        if summary.dry_run {
+            "recorded as a dry"
+        } else {
+            a.trigger.as_str()
+        }
+    );
+    Ok(summary.exit)
+}
+
+pub(super) fn new_scenario(root: &Path, branch: &str, from: &str) -> Result<ExitKind, CliError> {
+    let (src, catalog) = load_scenario(root, from)?;
+    let target = root.join("scenarios").join(format!("{branch}.yaml"));
+    let derived = scenario::new::derive(&src, branch, &catalog)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if target.exists() {
+        return Err(CliError::Usage(format!(
+            "{} already exists; edit it, or remove it first",
+            target.display()
+        )));
+    }
+    let cmd = format!("shakedown scenario new {branch} --from {from}");
+    let text = scenario::new::render(&derived, &cmd, &shown(root, &src.path)).map_err(|e| {
+        CliError::Infra {
+            what: format!("encode the new scenario {}", target.display()),
+            source: Box::new(e),
+        }
+    })?;
+    // The new file must validate before it exists.
+    scenario::load_str(&target, &text, &catalog, scenario::today())?;
+    std::fs::write(&target, &text).map_err(|e| CliError::Infra {
+        what: format!("write {}", target.display()),
+        source: Box::new(e),
+    })?;
+    println!("created {}", shown(root, &target));
+    for n in &derived.notes {
+        println!("  {n}");
+    }
+    println!("next: review it, then run `shakedown ci generate` to add its CI jobs");
+    Ok(ExitKind::Passed)
+}

@@ -1,0 +1,26 @@
+//! `shakedown history`: streaks, slowest and flaky steps from the run history.
+
+use super::*;
+
+pub(super) fn show_history(a: HistoryArgs) -> Result<ExitKind, CliError> {
+    let h = History::open_existing(&history_path(a.history)).map_err(history_error)?;
+    if let Some(job) = &a.job {
+        let known = h.job_names().map_err(history_error)?;
+        if !known.iter().any(|j| history::selects(Some(job), j)) {
+            return Err(CliError::Usage(format!(
+                "no recorded runs of {job:?} in {}; recorded jobs: {}",
+                h.path().display(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+    }
+    print!(
+        "{}",
+        history::report(&h, a.job.as_deref()).map_err(history_error)?
+    );
+    Ok(ExitKind::Passed)
+}
