@@ -1,8 +1,11 @@
 //! Which selected specs cannot pass on this machine, and why, decided before anything runs.
 //! Two documented rules, applied to the dry run's spec list:
 //!
-//! 1. **Cluster DNS.** No CoreDNS image can be built here, so a spec whose name mentions DNS
-//!    or ExternalName (which resolves through DNS) is unsupported while no DNS addon runs.
+//! 1. **Cluster DNS.** No CoreDNS image can be built here, so while no DNS addon runs a spec
+//!    is unsupported when its name mentions DNS or ExternalName (which resolves through
+//!    DNS), or when its body reaches a Service by name: it calls, directly or through
+//!    helpers of its own file, the e2e framework's `CheckServiceReachability` (which dials
+//!    `svc.Name`) or `testReachabilityOverServiceName`.
 //! 2. **Images.** Kubernetes ships `test/conformance/testdata/conformance.yaml`, naming each
 //!    conformance spec's source file. A spec is unsupported when its file references an e2e
 //!    image (from `test/utils/image/manifest.go`) that was not built here, either directly
@@ -82,7 +85,78 @@ pub struct Classifier {
     ignore: BTreeSet<String>,
     /// file → constants it references.
     refs: HashMap<String, BTreeSet<String>>,
+    /// codename → the helper through which its body reaches a Service by name.
+    by_name: HashMap<String, String>,
     pub dns_available: bool,
+}
+
+/// Functions of the e2e framework that dial a Service by its name.
+const REACH_BY_NAME: &[&str] = &[
+    "CheckServiceReachability",
+    "testReachabilityOverServiceName",
+];
+
+/// The functions of a Go file that reach a Service by name, directly or through each other.
+fn reaching_functions(src: &str) -> BTreeSet<String> {
+    let head = regex::Regex::new(r"(?m)^func (?:\([^)]*\) )?(\w+)\(").expect("static regex");
+    let starts: Vec<(usize, String)> = head
+        .captures_iter(src)
+        .map(|c| (c.get(0).map_or(0, |m| m.start()), c[1].to_string()))
+        .collect();
+    let bodies: Vec<(String, &str)> = starts
+        .iter()
+        .enumerate()
+        .map(|(i, (at, name))| {
+            let end = starts.get(i + 1).map_or(src.len(), |n| n.0);
+            (name.clone(), &src[*at..end])
+        })
+        .collect();
+    let mut reach: BTreeSet<String> = REACH_BY_NAME.iter().map(|s| s.to_string()).collect();
+    loop {
+        let before = reach.len();
+        for (name, body) in &bodies {
+            if !reach.contains(name) && calls_any(body, &reach) {
+                reach.insert(name.clone());
+            }
+        }
+        if reach.len() == before {
+            return reach;
+        }
+    }
+}
+
+/// The first of `names` that `code` calls (`name(`), if any.
+fn calls_any(code: &str, names: &BTreeSet<String>) -> bool {
+    first_call(code, names).is_some()
+}
+
+fn first_call<'a>(code: &str, names: &'a BTreeSet<String>) -> Option<&'a String> {
+    names.iter().find(|n| {
+        code.match_indices(n.as_str()).any(|(i, _)| {
+            let before = code[..i].chars().next_back();
+            code[i + n.len()..].starts_with('(')
+                && !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+    })
+}
+
+/// Each conformance spec body of a Go file (`ConformanceIt("text", ...)` up to the next
+/// spec), with its text.
+fn spec_bodies(src: &str) -> Vec<(String, &str)> {
+    let it = regex::Regex::new(r#"(?:framework\.ConformanceIt|ginkgo\.It)\("([^"]+)""#)
+        .expect("static regex");
+    let found: Vec<(usize, String)> = it
+        .captures_iter(src)
+        .map(|c| (c.get(0).map_or(0, |m| m.start()), c[1].to_string()))
+        .collect();
+    found
+        .iter()
+        .enumerate()
+        .map(|(i, (at, text))| {
+            let end = found.get(i + 1).map_or(src.len(), |n| n.0);
+            (text.clone(), &src[*at..end])
+        })
+        .collect()
 }
 
 impl Classifier {
@@ -120,9 +194,20 @@ impl Classifier {
         }
         let uses = regex::Regex::new(r"imageutils\.(\w+)").expect("static regex");
         let mut package_vars: HashMap<PathBuf, Vec<(regex::Regex, String)>> = HashMap::new();
+        let mut reaching: HashMap<String, BTreeSet<String>> = HashMap::new();
         for e in entries {
+            let src = std::fs::read_to_string(tree.join(&e.file)).unwrap_or_default();
+            let reach = reaching
+                .entry(e.file.clone())
+                .or_insert_with(|| reaching_functions(&src));
+            for (text, body) in spec_bodies(&src) {
+                if e.codename.contains(&text) {
+                    if let Some(f) = first_call(body, reach) {
+                        c.by_name.insert(e.codename.clone(), f.clone());
+                    }
+                }
+            }
             if !c.refs.contains_key(&e.file) {
-                let src = std::fs::read_to_string(tree.join(&e.file)).unwrap_or_default();
                 let dir = tree.join(&e.file).parent().map(Path::to_path_buf);
                 let vars = package_vars
                     .entry(dir.clone().unwrap_or_default())
@@ -161,6 +246,16 @@ impl Classifier {
         let dns = regex::Regex::new(r"DNS|\bdns\b|ExternalName").expect("static regex");
         if !self.dns_available && dns.is_match(spec) {
             return Some(NEEDS_DNS.to_string());
+        }
+        if let (false, Some(via)) = (self.dns_available, self.by_name.get(spec)) {
+            let file = self
+                .files
+                .get(spec)
+                .map(String::as_str)
+                .unwrap_or("its file");
+            return Some(format!(
+                "{NEEDS_DNS} (it reaches a Service by name, through {via} in {file})"
+            ));
         }
         let file = self.files.get(spec)?;
         let missing: Vec<&str> = self
@@ -318,5 +413,76 @@ mod tests {
         assert!(c
             .reason("[sig-network] DNS works", &BTreeSet::new())
             .is_some());
+    }
+
+    #[test]
+    fn specs_that_reach_a_service_by_name_need_dns() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |p: &str, s: &str| {
+            let p = d.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, s).unwrap();
+        };
+        w(
+            "test/conformance/testdata/conformance.yaml",
+            "- codename: '[sig-network] Services should serve a basic endpoint from pods [Conformance]'\n  file: test/e2e/network/service.go\n\
+             - codename: '[sig-network] Services should be able to create a functioning NodePort service [Conformance]'\n  file: test/e2e/network/service.go\n\
+             - codename: '[sig-network] Services should have session affinity work for NodePort service [LinuxOnly] [Conformance]'\n  file: test/e2e/network/service.go\n",
+        );
+        w(
+            "test/e2e/network/service.go",
+            r#"var _ = SIGDescribe("Services", func() {
+	framework.ConformanceIt("should serve a basic endpoint from pods", func() {
+		validateEndpointsPortsOrFail(cs, ns, serviceName, portsByPodName{})
+	})
+	framework.ConformanceIt("should be able to create a functioning NodePort service", func() {
+		err = jig.CheckServiceReachability(nodePortService, execPod)
+	})
+	framework.ConformanceIt("should have session affinity work for NodePort service [LinuxOnly]", func() {
+		execAffinityTestForNonLBService(f, cs, svc)
+	})
+	ginkgo.It("should allow pods to hairpin back", func() {
+		err = jig.CheckServiceReachability(svc, pod)
+	})
+})
+
+func execAffinityTestForNonLBService(f *framework.Framework, cs clientset.Interface, svc *v1.Service) {
+	execAffinityTestForNonLBServiceWithOptionalTransition(f, cs, svc, false)
+}
+
+func execAffinityTestForNonLBServiceWithOptionalTransition(f *framework.Framework, cs clientset.Interface, svc *v1.Service, t bool) {
+	err = jig.CheckServiceReachability(svc, execPod)
+}
+
+func notCheckServiceReachability() {}
+"#,
+        );
+        let none = BTreeSet::new();
+        let c = Classifier::from_tree(Some(d.path()), false);
+        assert_eq!(
+            c.reason(
+                "[sig-network] Services should serve a basic endpoint from pods [Conformance]",
+                &none
+            ),
+            None
+        );
+        let direct = c
+            .reason("[sig-network] Services should be able to create a functioning NodePort service [Conformance]", &none)
+            .unwrap();
+        assert!(
+            direct.contains("through CheckServiceReachability in test/e2e/network/service.go"),
+            "{direct}"
+        );
+        let helper = c
+            .reason("[sig-network] Services should have session affinity work for NodePort service [LinuxOnly] [Conformance]", &none)
+            .unwrap();
+        assert!(helper.starts_with(NEEDS_DNS), "{helper}");
+        assert!(
+            helper.contains("execAffinityTestForNonLBService"),
+            "{helper}"
+        );
+        // With DNS running they are runnable.
+        let c = Classifier::from_tree(Some(d.path()), true);
+        assert_eq!(c.reason("[sig-network] Services should be able to create a functioning NodePort service [Conformance]", &none), None);
     }
 }
