@@ -3,8 +3,8 @@
 
 use super::{Action, StepContext, StepError};
 use crate::actions::JobStateExt;
-use crate::process::{Cmd, Runner, StepLog};
-use crate::provider::docker::{self, Cluster, ClusterSpec};
+use crate::process::{Runner, StepLog};
+use crate::provider::{self, Cluster, ClusterSpec};
 use crate::readiness;
 use crate::scenario::ProviderKind;
 use k8s_openapi::api::core::v1::Node;
@@ -55,7 +55,7 @@ pub async fn stopped_nodes(c: &Cluster, log: &StepLog) -> Vec<String> {
         cancel: CancellationToken::new(),
         grace: Duration::from_secs(1),
     };
-    tokio::time::timeout(Duration::from_secs(10), docker::stopped_nodes(&r, c))
+    tokio::time::timeout(Duration::from_secs(10), c.provider.stopped_nodes(&r, c))
         .await
         .ok()
         .and_then(Result::ok)
@@ -75,7 +75,7 @@ pub async fn diagnose_nodes(c: &Cluster, log: &StepLog) -> String {
     let work = async {
         let mut parts = Vec::new();
         let cp = c.first_control_plane().name.clone();
-        let kubectl = docker::exec(
+        let kubectl = c.exec(
             &cp,
             &[
                 "kubectl",
@@ -119,7 +119,7 @@ pub async fn diagnose_nodes(c: &Cluster, log: &StepLog) -> String {
         }
         for n in &c.nodes {
             let journal = r
-                .output(docker::exec(
+                .output(c.exec(
                     &n.name,
                     &[
                         "journalctl",
@@ -159,6 +159,17 @@ pub async fn diagnose_nodes(c: &Cluster, log: &StepLog) -> String {
 impl Action for ClusterUp {
     fn describe(&self, cx: &StepContext<'_>) -> Vec<String> {
         let t = &cx.job.topology;
+        if cx.job.provider == ProviderKind::Existing {
+            return vec![format!(
+                "attach to the cluster of {} (nothing is created or deleted, no command runs on its nodes)",
+                cx.run
+                    .settings
+                    .kubeconfig
+                    .as_ref()
+                    .map(|k| k.display().to_string())
+                    .unwrap_or_else(|| "--kubeconfig".into())
+            )];
+        }
         vec![format!(
             "create a {} network and {} control-plane + {} worker node container(s), labelled io.shakedown.run={}; import images into each",
             cx.job.provider, t.control_planes, t.workers, cx.run.settings.run_id
@@ -166,33 +177,44 @@ impl Action for ClusterUp {
     }
 
     async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
-        if let Some(why) = crate::provider::unavailable_here(cx.job.provider) {
-            return Err(StepError::infra(format!("failed to create nodes: {why}")));
-        }
-        debug_assert_eq!(cx.job.provider, ProviderKind::Docker);
-        let art = cx.job().artifacts.as_ref().cloned().ok_or_else(|| {
-            StepError::infra(
-                "failed to find images: the plan needs an image-build step before cluster-up",
-            )
+        let provider = provider::for_kind(cx.job.provider, cx.run.settings.kubeconfig.as_deref())
+            .map_err(|e| {
+            StepError::infra(format!(
+                "failed to create nodes: {}",
+                crate::error::chain(&e)
+            ))
         })?;
+        let art = cx.job().artifacts.as_ref().cloned();
+        if art.is_none() && provider.runs_commands() {
+            return Err(StepError::infra(
+                "failed to find images: the plan needs an image-build step before cluster-up",
+            ));
+        }
         let spec = ClusterSpec {
-            name: docker::cluster_name(&cx.run.settings.run_id, &cx.job.context()),
+            name: provider::container::cluster_name(&cx.run.settings.run_id, &cx.job.context()),
             run_id: cx.run.settings.run_id.clone(),
             control_planes: cx.job.topology.control_planes,
             workers: cx.job.topology.workers,
-            node_image: art.node_image.clone(),
-            images_tar: art.images_tar.clone(),
+            node_image: art
+                .as_ref()
+                .map(|a| a.node_image.clone())
+                .unwrap_or_default(),
+            images_tar: art.map(|a| a.images_tar).unwrap_or_default(),
         };
         let r = cx.runner();
         let note = |s: String| cx.note(s);
-        let mut cluster = docker::create(&r, &spec, &note).await?;
-        cluster.keep = cx.run.settings.keep_cluster;
+        let mut cluster = provider.create(&r, &spec, &note).await?;
+        cluster.keep |= cx.run.settings.keep_cluster;
         let summary: Vec<String> = cluster
             .nodes
             .iter()
             .map(|n| format!("{} ({}, {})", n.name, n.role.as_str(), n.ip))
             .collect();
-        cx.note(format!("nodes up: {}", summary.join(", ")));
+        cx.note(format!(
+            "nodes up ({}): {}",
+            provider.name(),
+            summary.join(", ")
+        ));
         cx.job_mut().cluster = Some(cluster);
         Ok(())
     }
@@ -201,7 +223,9 @@ impl Action for ClusterUp {
 #[async_trait::async_trait]
 impl Action for ClusterDown {
     fn describe(&self, cx: &StepContext<'_>) -> Vec<String> {
-        if cx.run.settings.keep_cluster {
+        if cx.job.provider == ProviderKind::Existing {
+            vec!["detach from the existing cluster; it is not ours to delete".into()]
+        } else if cx.run.settings.keep_cluster {
             vec!["keep the cluster (--keep-cluster) and print how to reach it".into()]
         } else {
             vec![format!(
@@ -225,17 +249,26 @@ impl Action for ClusterDown {
             cx.note(how);
             return Ok(());
         }
-        docker::remove(&r, cluster).await?;
-        cx.note("cluster removed");
+        let provider = cluster.provider.clone();
+        provider.remove(&r, cluster).await?;
+        cluster.mark_removed();
+        cluster.forget_kubeconfig();
+        let what = if provider.runs_commands() {
+            "cluster removed"
+        } else {
+            "detached; the cluster is left as it was"
+        };
+        cx.note(what);
         Ok(())
     }
 }
 
 /// Runs `args` in `node`, returning stdout.
-pub async fn in_node(cx: &StepContext<'_>, node: &str, args: &[&str]) -> Result<String, StepError> {
-    Ok(cx.runner().output(docker::exec(node, args)).await?)
-}
-
-pub fn write_cmd(node: &str, path: &str, content: &str) -> Cmd {
-    docker::write_file(node, path, content)
+pub async fn in_node(
+    cx: &StepContext<'_>,
+    c: &Cluster,
+    node: &str,
+    args: &[&str],
+) -> Result<String, StepError> {
+    Ok(cx.runner().output(c.exec(node, args)).await?)
 }

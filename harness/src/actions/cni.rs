@@ -6,10 +6,10 @@
 //!      server-side apply and the variant's DaemonSet rolled out;
 //!   3. every node Ready and every kube-system pod Ready.
 
-use super::cluster::{client, cluster, diagnose_nodes, in_node, write_cmd};
+use super::cluster::{client, cluster, diagnose_nodes, in_node};
 use super::{Action, StepContext, StepError};
 use crate::cni::{apply, bridge, lint, manifest::ManifestObject, ApplyMethod, Release, Variant};
-use crate::provider::docker::{self, Cluster};
+use crate::provider::Cluster;
 use crate::readiness::{self, canonical_image, poll};
 use crate::release::KubeVersion;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -81,21 +81,21 @@ async fn apply_bridge(cx: &StepContext<'_>, c: &Cluster, api: &Api<Node>) -> Res
     let r = cx.runner();
     let pod_subnet = &cx.run.scenario.scenario.cluster.pod_subnet;
     for n in &routes {
-        r.run(write_cmd(
+        r.run(c.write_file(
             &n.name,
             bridge::CONFLIST_PATH,
             &bridge::conflist(&n.pod_cidr),
         ))
         .await?;
-        if r.run(docker::exec(&n.name, &bridge::masquerade("-C", pod_subnet)))
+        if r.run(c.exec(&n.name, &bridge::masquerade("-C", pod_subnet)))
             .await
             .is_err()
         {
-            r.run(docker::exec(&n.name, &bridge::masquerade("-A", pod_subnet)))
+            r.run(c.exec(&n.name, &bridge::masquerade("-A", pod_subnet)))
                 .await?;
         }
         for route in bridge::routes_for(&n.name, &routes) {
-            r.run(docker::exec(&n.name, &route)).await?;
+            r.run(c.exec(&n.name, &route)).await?;
         }
         cx.note(format!("bridge CNI on {}: pod CIDR {}", n.name, n.pod_cidr));
     }
@@ -165,7 +165,13 @@ async fn check_images(
     release: &Release,
 ) -> Result<(), StepError> {
     for n in &c.nodes {
-        let listed = in_node(cx, &n.name, &["ctr", "-n", "k8s.io", "images", "ls", "-q"]).await?;
+        let listed = in_node(
+            cx,
+            c,
+            &n.name,
+            &["ctr", "-n", "k8s.io", "images", "ls", "-q"],
+        )
+        .await?;
         let have: Vec<&str> = listed.lines().collect();
         for img in &release.images {
             let wanted = canonical_image(img).map_err(|e| {

@@ -1,11 +1,11 @@
 //! `kubeadm-init` and `kubeadm-join`, with configs rendered for the release's config API.
 
-use super::cluster::{cluster, diagnose_nodes, write_cmd};
+use super::cluster::{cluster, diagnose_nodes};
 use super::{Action, StepContext, StepError};
 use crate::actions::JobStateExt;
 use crate::images::{ETCD_TAG, IMAGE_REPO};
 use crate::kubeadm::{self, ClusterParams, NodeParams};
-use crate::provider::docker::{self, Cluster};
+use crate::provider::Cluster;
 
 pub struct KubeadmInit;
 pub struct KubeadmJoin;
@@ -146,18 +146,21 @@ impl Action for KubeadmInit {
         let job_dir = cx.job_dir();
         write_redacted(&job_dir.join("kubeadm-init.yaml"), &config)?;
         let r = cx.runner();
-        r.run(write_cmd(&cp.name, INIT_CONFIG_IN_NODE, &config))
+        r.run(c.write_file(&cp.name, INIT_CONFIG_IN_NODE, &config))
             .await?;
         let mut args = vec!["kubeadm".to_string()];
         args.extend(kubeadm::init_args(&p, INIT_CONFIG_IN_NODE));
-        if let Err(e) = r.run(docker::exec(&cp.name, &args)).await {
+        if let Err(e) = r.run(c.exec(&cp.name, &args)).await {
             return Err(diagnosed(cx, c, e).await);
         }
         // The admin kubeconfig already points at the node's address on the docker network,
         // which the host reaches directly. It holds the cluster-admin key: read without
         // logging, kept in the run's private work folder, never in the artifacts.
         let admin = r
-            .output(docker::exec(&cp.name, &["cat", "/etc/kubernetes/admin.conf"]).secret_stdout())
+            .output(
+                c.exec(&cp.name, &["cat", "/etc/kubernetes/admin.conf"])
+                    .secret_stdout(),
+            )
             .await?;
         let path = admin_kubeconfig(cx)?;
         write_private(&path, &admin)?;
@@ -222,9 +225,9 @@ impl Action for KubeadmJoin {
             let r = r.clone();
             async move {
                 if let Some(cfg) = config {
-                    r.run(write_cmd(name, JOIN_CONFIG_IN_NODE, cfg)).await?;
+                    r.run(c.write_file(name, JOIN_CONFIG_IN_NODE, cfg)).await?;
                 }
-                r.run(docker::exec(name, args)).await.map(drop)
+                r.run(c.exec(name, args)).await.map(drop)
             }
         });
         if let Err(e) = futures::future::try_join_all(joins).await {

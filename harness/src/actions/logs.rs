@@ -6,8 +6,6 @@
 use super::cluster::client;
 use super::{Action, StepContext, StepError};
 use crate::actions::JobStateExt;
-use crate::process::Cmd;
-use crate::provider::docker;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, ListParams};
 use std::path::Path;
@@ -47,10 +45,21 @@ impl Action for ExportLogs {
         // Writes into the artifacts that failed (a full disk): what a person would read is
         // missing, so the step fails, whatever else went through.
         let mut unwritten = Vec::new();
-        for n in &c.nodes {
+        if !c.provider.runs_commands() {
+            cx.note(format!(
+                "node journals and files not exported: provider {} runs no commands on nodes",
+                c.provider.name()
+            ));
+        }
+        let nodes = if c.provider.runs_commands() {
+            c.nodes.as_slice()
+        } else {
+            &[]
+        };
+        for n in nodes {
             let dir = out.join("nodes").join(&n.name);
             for unit in ["kubelet", "containerd"] {
-                let cmd = docker::exec(
+                let cmd = c.exec(
                     &n.name,
                     &[
                         "journalctl",
@@ -78,18 +87,13 @@ impl Action for ExportLogs {
                 ("/etc/kubernetes/manifests", "manifests"),
             ] {
                 let _ = std::fs::create_dir_all(&dir);
-                let cmd = Cmd::new("docker").args([
-                    "cp",
-                    "-L",
-                    &format!("{}:{from}", n.name),
-                    &dir.join(to).display().to_string(),
-                ]);
+                let cmd = c.provider.copy_from(&n.name, from, &dir.join(to));
                 match r.run(cmd).await {
                     Ok(_) => done += 1,
                     Err(e) => {
                         let first = e.to_string().lines().next().unwrap_or_default().to_string();
                         let line = format!("{}: {from}: {first}", n.name);
-                        // docker cp writes on this side: its ENOSPC is ours.
+                        // The copy writes on this side: its ENOSPC is ours.
                         if e.stderr().to_ascii_lowercase().contains("no space left") {
                             unwritten.push(line);
                         } else {

@@ -15,7 +15,7 @@ mod smoke;
 
 use crate::images::KubeArtifacts;
 use crate::kubeadm::ClusterParams;
-use crate::provider::docker::Cluster;
+use crate::provider::Cluster;
 use std::any::Any;
 
 pub use crate::engine::step::{Action, RunContext, RunSettings, StepContext, StepError, Steps};
@@ -38,6 +38,15 @@ pub fn lookup(kind: ActionKind) -> Box<dyn Action> {
         ActionKind::Conformance => Box::new(conformance::Conformance),
         ActionKind::ExportLogs => Box::new(logs::ExportLogs),
         ActionKind::ClusterDown => Box::new(cluster::ClusterDown),
+    }
+}
+
+impl From<crate::provider::ProviderError> for StepError {
+    fn from(e: crate::provider::ProviderError) -> StepError {
+        match e {
+            crate::provider::ProviderError::Command(c) => StepError::from(c),
+            other => StepError::infra(crate::error::chain(&other)),
+        }
     }
 }
 

@@ -4,7 +4,6 @@ use super::cluster::cluster;
 use super::{Action, StepContext, StepError};
 use crate::engine::event::{FailureKind, StepOutcome, SubTest};
 use crate::nodechecks;
-use crate::provider::docker;
 use std::time::Instant;
 
 pub struct NodeChecks;
@@ -17,10 +16,31 @@ impl Action for NodeChecks {
 
     async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
         let c = cluster(cx)?;
+        if !c.provider.runs_commands() {
+            cx.note(format!(
+                "node checks skipped: provider {} runs no commands on nodes",
+                c.provider.name()
+            ));
+            cx.subtests = c
+                .nodes
+                .iter()
+                .map(|n| SubTest {
+                    name: format!("{}/node-checks", n.name),
+                    outcome: StepOutcome::Skipped {
+                        reason: format!(
+                            "skipped: provider {} runs no commands on nodes",
+                            c.provider.name()
+                        ),
+                    },
+                    duration: std::time::Duration::ZERO,
+                })
+                .collect();
+            return Ok(());
+        }
         let r = cx.runner();
         let read = |node: &str, path: &str| {
             let r = r.clone();
-            let cmd = docker::exec(node, &["cat", path]);
+            let cmd = c.exec(node, &["cat", path]);
             async move {
                 r.output(cmd)
                     .await
@@ -52,7 +72,7 @@ impl Action for NodeChecks {
 
             let t = Instant::now();
             let rt = match r
-                .output(docker::exec(
+                .output(c.exec(
                     &n.name,
                     &[
                         "ctr",

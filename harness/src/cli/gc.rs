@@ -8,7 +8,7 @@ pub(super) async fn gc(run: Option<&str>, deadline: Duration) -> Result<ExitKind
         deadline,
         process::StepLog::stderr(),
         |r| async move {
-            crate::provider::docker::gc(&r, run)
+            crate::provider::gc_all(&r, run)
                 .await
                 .map_err(|e| CliError::Infra {
                     what: "remove leftovers".into(),

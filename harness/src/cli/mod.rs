@@ -256,6 +256,9 @@ pub struct ScenarioArgs {
     /// Keep clusters after the run and print how to reach them.
     #[arg(long)]
     pub keep_cluster: bool,
+    /// The kubeconfig of a cluster someone else made, for `--provider existing`.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
     /// Deadline for the whole run (overrides the scenario's run_deadline), e.g. 45m.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub deadline: Option<Duration>,

@@ -85,6 +85,10 @@ pub(super) async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKin
         node_image: a.node_image.clone(),
         cache_dir: paths::cache_dir(),
         conformance_shard: a.conformance_shard,
+        kubeconfig: a
+            .kubeconfig
+            .as_ref()
+            .map(|k| std::path::absolute(k).unwrap_or(k.clone())),
     };
     let summary = crate::run::Run::new(p, Arc::new(s), Arc::new(catalog), settings)
         .dry_run(a.dry_run)

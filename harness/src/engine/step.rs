@@ -82,6 +82,8 @@ pub struct RunSettings {
     pub cache_dir: PathBuf,
     /// Run only shard K of N of the selected conformance specs (stable, by name hash).
     pub conformance_shard: Option<(u32, u32)>,
+    /// The kubeconfig of a cluster someone else made (`provider: existing`).
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Shared by all steps and jobs of a run.

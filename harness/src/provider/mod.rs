@@ -1,9 +1,18 @@
-//! Cluster providers: where nodes come from. `docker` (node containers) is built in; kind
-//! and VM providers plug in behind the same types.
+//! Cluster providers: where nodes come from, after kind's `providers` package. One
+//! [`Provider`] trait; actions talk to it (through [`Cluster`]) and never name a container
+//! engine. Implementations:
+//! - [`container::ContainerProvider`]: nodes as containers of docker (built in) or podman;
+//! - [`existing::Existing`]: a cluster someone else made, reached through its kubeconfig
+//!   (no create, no delete, no commands on nodes).
 
-pub mod docker;
+pub mod container;
+pub mod existing;
 
+use crate::process::{Cmd, CommandError, Runner, StepLog};
 use crate::scenario::ProviderKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub const LABEL_MANAGED: &str = "io.shakedown.managed";
 pub const LABEL_RUN: &str = "io.shakedown.run";
@@ -33,11 +42,387 @@ pub struct NodeInfo {
     pub ip: String,
 }
 
+/// What a job asks of its provider: the one description of a cluster to make.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub run_id: String,
+    pub control_planes: u32,
+    pub workers: u32,
+    pub node_image: String,
+    /// The component images, as one `docker save` tarball, loaded into every node.
+    pub images_tar: PathBuf,
+}
+
+/// Why a provider could not make or reach a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("failed to read the cluster's kubeconfig {}", path.display())]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("failed to list the nodes of the cluster in {}", path.display())]
+    Nodes {
+        path: PathBuf,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("provider {provider}: {message}")]
+    Unsupported {
+        provider: &'static str,
+        message: String,
+    },
+}
+
+/// What was removed by label.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub containers: Vec<String>,
+    pub networks: Vec<String>,
+    pub volumes: Vec<String>,
+}
+
+/// Where nodes come from. Nodes are command runners: every command a step runs on a node
+/// is a [`Cmd`] the provider builds, so it is logged and bounded like any other.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + std::fmt::Debug {
+    /// `docker`, `podman`, `existing`: the name in job names and messages.
+    fn name(&self) -> &'static str;
+
+    /// False for a cluster that cannot run commands on its nodes (`existing`): node checks
+    /// and journal export skip, with that reason.
+    fn runs_commands(&self) -> bool {
+        true
+    }
+
+    /// Makes (or attaches to) the cluster: nodes up, images loaded, addresses known.
+    async fn create(
+        &self,
+        r: &Runner,
+        spec: &ClusterSpec,
+        note: &(dyn Fn(String) + Sync),
+    ) -> Result<Cluster, ProviderError>;
+
+    /// `args` run on `node`; with `stdin`, the command reads standard input.
+    fn exec(&self, node: &str, args: &[String], stdin: bool) -> Cmd;
+
+    /// Streams a `docker save` tarball on this machine into the node's containerd.
+    fn load_image(&self, node: &str, tar: &Path) -> Cmd;
+
+    /// Copies `from` on the node to `to` on this machine (following symlinks).
+    fn copy_from(&self, node: &str, from: &str, to: &Path) -> Cmd;
+
+    /// Each node that is not running, with its state: `node X is exited (exit code 137)`.
+    async fn stopped_nodes(
+        &self,
+        r: &Runner,
+        cluster: &Cluster,
+    ) -> Result<Vec<String>, CommandError>;
+
+    /// Removes what `create` made.
+    async fn remove(&self, r: &Runner, cluster: &Cluster) -> Result<(), CommandError>;
+
+    /// The same, synchronously and bounded: the last resort of [`Cluster`]'s drop.
+    fn remove_on_drop(&self, cluster: &Cluster, log: Option<&StepLog>, limit: Duration);
+
+    /// Removes everything labelled by shakedown, or by one run.
+    async fn gc(&self, r: &Runner, run_id: Option<&str>) -> Result<Collected, CommandError>;
+
+    /// How a person reaches a node, for `--keep-cluster`.
+    fn shell_hint(&self, node: &str) -> String;
+}
+
+/// A cluster a provider made. Removed when dropped unless `keep` is set or it was already
+/// removed (cleanup on drop, after testcontainers).
+#[derive(Debug)]
+pub struct Cluster {
+    pub name: String,
+    /// The network the nodes share (empty for `existing`).
+    pub network: String,
+    pub run_id: String,
+    pub nodes: Vec<NodeInfo>,
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig belongs to someone else: never removed.
+    pub kubeconfig_borrowed: bool,
+    pub keep: bool,
+    pub removed: bool,
+    pub provider: Arc<dyn Provider>,
+    /// How long each command of the cleanup on drop may take.
+    pub drop_timeout: Duration,
+    /// Where the commands of a last-resort cleanup on drop are logged.
+    pub log: Option<StepLog>,
+}
+
+/// How long the cleanup on drop waits for each command.
+pub const DROP_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Cluster {
+    pub fn new(
+        provider: Arc<dyn Provider>,
+        name: &str,
+        network: &str,
+        run_id: &str,
+        log: Option<StepLog>,
+    ) -> Cluster {
+        Cluster {
+            name: name.to_string(),
+            network: network.to_string(),
+            run_id: run_id.to_string(),
+            nodes: Vec::new(),
+            kubeconfig: None,
+            kubeconfig_borrowed: false,
+            keep: false,
+            removed: false,
+            provider,
+            drop_timeout: DROP_TIMEOUT,
+            log,
+        }
+    }
+
+    pub fn control_planes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.iter().filter(|n| n.role == Role::ControlPlane)
+    }
+    pub fn workers(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.iter().filter(|n| n.role == Role::Worker)
+    }
+    pub fn first_control_plane(&self) -> &NodeInfo {
+        self.control_planes()
+            .next()
+            .expect("a cluster has a control plane")
+    }
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+    /// Marks the cluster as gone (after `remove`).
+    pub fn mark_removed(&mut self) {
+        self.removed = true;
+    }
+
+    /// `args` run on `node`, through the provider.
+    pub fn exec<S: AsRef<str>>(&self, node: &str, args: &[S]) -> Cmd {
+        let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+        self.provider.exec(node, &args, false)
+    }
+
+    /// Writes `content` to `path` inside the node.
+    pub fn write_file(&self, node: &str, path: &str, content: &str) -> Cmd {
+        let dir = Path::new(path)
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "/".into());
+        let script = format!(
+            "mkdir -p {} && cat > {}",
+            shell_words::quote(&dir),
+            shell_words::quote(path)
+        );
+        self.provider
+            .exec(node, &["sh".into(), "-c".into(), script], true)
+            .stdin(content.as_bytes().to_vec())
+    }
+
+    /// Loads a `docker save` tarball on this machine into the node's containerd.
+    pub fn load_image(&self, node: &str, tar: &Path) -> Cmd {
+        self.provider.load_image(node, tar)
+    }
+
+    /// How to reach a kept cluster.
+    pub fn how_to_reach(&self) -> String {
+        let mut s = format!("cluster {} kept:\n", self.name);
+        if let Some(k) = &self.kubeconfig {
+            s.push_str(&format!(
+                "  export KUBECONFIG={}\n  kubectl get nodes\n",
+                k.display()
+            ));
+        }
+        if self.provider.runs_commands() {
+            for n in &self.nodes {
+                s.push_str(&format!(
+                    "  {}    # {} {}\n",
+                    self.provider.shell_hint(&n.name),
+                    n.role.as_str(),
+                    n.ip
+                ));
+            }
+        }
+        s.push_str(&format!(
+            "  remove it with: shakedown gc --run {}",
+            self.run_id
+        ));
+        s
+    }
+
+    /// Forgets the kubeconfig file (a copy in the run's work folder; never a borrowed one).
+    pub fn forget_kubeconfig(&self) {
+        if let (Some(k), false) = (&self.kubeconfig, self.kubeconfig_borrowed) {
+            let _ = std::fs::remove_file(k);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.keep || self.removed {
+            return;
+        }
+        let provider = self.provider.clone();
+        provider.remove_on_drop(self, self.log.as_ref(), self.drop_timeout);
+        self.forget_kubeconfig();
+    }
+}
+
+/// The provider behind a job's `provider:`; `existing` needs the cluster's kubeconfig.
+pub fn for_kind(
+    kind: ProviderKind,
+    kubeconfig: Option<&Path>,
+) -> Result<Arc<dyn Provider>, ProviderError> {
+    match kind {
+        ProviderKind::Docker => Ok(Arc::new(container::ContainerProvider::docker())),
+        ProviderKind::Podman => Ok(Arc::new(container::ContainerProvider::podman())),
+        ProviderKind::Existing => match kubeconfig {
+            Some(k) => Ok(Arc::new(existing::Existing::new(k))),
+            None => Err(ProviderError::Unsupported {
+                provider: "existing",
+                message: "needs the cluster's kubeconfig: pass --kubeconfig FILE".into(),
+            }),
+        },
+        ProviderKind::Kind | ProviderKind::Vm => Err(ProviderError::Unsupported {
+            provider: kind.as_str(),
+            message: unavailable_here(kind).unwrap_or_default(),
+        }),
+    }
+}
+
 /// Why a job cannot run for real on this machine, if it cannot.
 pub fn unavailable_here(provider: ProviderKind) -> Option<String> {
     match provider {
-        ProviderKind::Docker => None,
+        ProviderKind::Docker | ProviderKind::Podman | ProviderKind::Existing => None,
         ProviderKind::Kind => Some("provider kind needs the kind binary and its node image, which cannot be obtained offline".into()),
         ProviderKind::Vm => Some("provider vm needs a bootable node disk image; none can be built here yet (qemu runs only under TCG)".into()),
+    }
+}
+
+/// Removes what `gc` finds for every container engine on this machine (docker, and podman
+/// where it is installed).
+pub async fn gc_all(r: &Runner, run_id: Option<&str>) -> Result<Collected, CommandError> {
+    let mut all = container::ContainerProvider::docker().gc(r, run_id).await?;
+    let podman = container::ContainerProvider::podman();
+    if podman.installed() {
+        let p = podman.gc(r, run_id).await?;
+        all.containers.extend(p.containers);
+        all.networks.extend(p.networks);
+        all.volumes.extend(p.volumes);
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records what the cluster asks of it.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        dropped: Mutex<Vec<(String, Duration)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        async fn create(
+            &self,
+            _: &Runner,
+            _: &ClusterSpec,
+            _: &(dyn Fn(String) + Sync),
+        ) -> Result<Cluster, ProviderError> {
+            unreachable!()
+        }
+        fn exec(&self, node: &str, args: &[String], stdin: bool) -> Cmd {
+            Cmd::new("exec-on")
+                .arg(node)
+                .arg(stdin.to_string())
+                .args(args.iter().cloned())
+        }
+        fn load_image(&self, node: &str, _: &Path) -> Cmd {
+            Cmd::new("load").arg(node)
+        }
+        fn copy_from(&self, node: &str, _: &str, _: &Path) -> Cmd {
+            Cmd::new("copy").arg(node)
+        }
+        async fn stopped_nodes(
+            &self,
+            _: &Runner,
+            _: &Cluster,
+        ) -> Result<Vec<String>, CommandError> {
+            Ok(Vec::new())
+        }
+        async fn remove(&self, _: &Runner, _: &Cluster) -> Result<(), CommandError> {
+            Ok(())
+        }
+        fn remove_on_drop(&self, c: &Cluster, _: Option<&StepLog>, limit: Duration) {
+            self.dropped.lock().unwrap().push((c.name.clone(), limit));
+        }
+        async fn gc(&self, _: &Runner, _: Option<&str>) -> Result<Collected, CommandError> {
+            Ok(Collected::default())
+        }
+        fn shell_hint(&self, node: &str) -> String {
+            format!("enter {node}")
+        }
+    }
+
+    #[test]
+    fn a_dropped_cluster_is_removed_through_its_provider_unless_kept() {
+        let p = Arc::new(Recorder::default());
+        let d = tempfile::tempdir().unwrap();
+        let kubeconfig = d.path().join("admin.conf");
+        std::fs::write(&kubeconfig, "x").unwrap();
+        let mut c = Cluster::new(p.clone(), "c1", "c1", "run", None);
+        c.kubeconfig = Some(kubeconfig.clone());
+        c.drop_timeout = Duration::from_millis(200);
+        drop(c);
+        assert_eq!(
+            *p.dropped.lock().unwrap(),
+            [("c1".to_string(), Duration::from_millis(200))]
+        );
+        assert!(
+            !kubeconfig.exists(),
+            "the run's copy of the kubeconfig goes too"
+        );
+
+        let mut kept = Cluster::new(p.clone(), "c2", "c2", "run", None);
+        kept.keep = true;
+        drop(kept);
+        let mut removed = Cluster::new(p.clone(), "c3", "c3", "run", None);
+        removed.mark_removed();
+        drop(removed);
+        assert_eq!(
+            p.dropped.lock().unwrap().len(),
+            1,
+            "kept and removed clusters stay"
+        );
+
+        // A borrowed kubeconfig (existing provider) is never deleted.
+        std::fs::write(&kubeconfig, "x").unwrap();
+        let mut borrowed = Cluster::new(p.clone(), "c4", "c4", "run", None);
+        borrowed.kubeconfig = Some(kubeconfig.clone());
+        borrowed.kubeconfig_borrowed = true;
+        drop(borrowed);
+        assert!(kubeconfig.exists());
+    }
+
+    #[test]
+    fn files_are_written_through_the_provider_with_quoted_paths() {
+        let c = Cluster::new(Arc::new(Recorder::default()), "c", "c", "run", None);
+        let w = c.write_file("n1", "/etc/a b/c.yaml", "content");
+        assert_eq!(w.program, "exec-on");
+        assert_eq!(w.args[..2], ["n1".to_string(), "true".into()]);
+        assert_eq!(w.args[4], "mkdir -p '/etc/a b' && cat > '/etc/a b/c.yaml'");
+        assert_eq!(w.stdin.as_deref(), Some(&b"content"[..]));
     }
 }

@@ -76,6 +76,10 @@ pub enum SourceKind {
 pub enum ProviderKind {
     /// Built-in: docker containers as nodes.
     Docker,
+    /// podman containers as nodes, the same node image.
+    Podman,
+    /// A cluster someone else made, reached through `--kubeconfig`.
+    Existing,
     /// kind clusters (needs the `kind` binary).
     Kind,
     /// Virtual machines under qemu.
@@ -86,6 +90,8 @@ impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Docker => "docker",
+            ProviderKind::Podman => "podman",
+            ProviderKind::Existing => "existing",
             ProviderKind::Kind => "kind",
             ProviderKind::Vm => "vm",
         }

@@ -8,7 +8,6 @@ use crate::actions::{StepContext, StepError};
 use crate::cni::apply::FIELD_MANAGER;
 use crate::conformance::incluster::{self as ic, RunnerPod};
 use crate::conformance::{self, unsupported, Selection, SpecState};
-use crate::process::Cmd;
 use crate::readiness::{pod_finished, wait_for};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
@@ -82,12 +81,10 @@ impl InCluster {
                 .await
                 .map_err(|e| StepError::infra(crate::error::chain(&e)))?;
                 cx.note(format!("loading {} into every node", built.tag));
-                let loads = c.node_names().into_iter().map(|n| {
-                    cx.cmd(Cmd::new("sh").arg("-c").arg(format!(
-                        "docker exec -i {n} ctr -n k8s.io images import - < '{}'",
-                        built.tar.display()
-                    )))
-                });
+                let loads = c
+                    .node_names()
+                    .into_iter()
+                    .map(|n| cx.cmd(c.load_image(&n, &built.tar)));
                 futures::future::try_join_all(loads).await?;
                 built.tag
             }

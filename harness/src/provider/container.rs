@@ -1,0 +1,611 @@
+//! Nodes as containers running systemd, containerd and kubelet, started with exactly the
+//! flags this machine allows (no --privileged; see shared/ENVIRONMENT.md). Docker is built
+//! in; podman takes the same shape with its own spelling of a few flags. Every container,
+//! network and volume carries the run's labels, so `shakedown gc` finds what a killed run
+//! left behind.
+
+use super::{
+    Cluster, ClusterSpec, Collected, NodeInfo, Provider, ProviderError, Role, LABEL_CLUSTER,
+    LABEL_MANAGED, LABEL_ROLE, LABEL_RUN,
+};
+use crate::process::{Cmd, CommandError, Runner, StepLog};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the images tarball is mounted inside every node.
+pub const IMAGES_IN_NODE: &str = "/shakedown/images.tar";
+
+/// The container engine behind the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Docker,
+    Podman,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContainerProvider {
+    pub engine: Engine,
+}
+
+impl ContainerProvider {
+    pub fn docker() -> ContainerProvider {
+        ContainerProvider {
+            engine: Engine::Docker,
+        }
+    }
+    pub fn podman() -> ContainerProvider {
+        ContainerProvider {
+            engine: Engine::Podman,
+        }
+    }
+
+    /// The engine's command-line program.
+    pub fn program(&self) -> &'static str {
+        match self.engine {
+            Engine::Docker => "docker",
+            Engine::Podman => "podman",
+        }
+    }
+
+    /// Whether the engine's client is on PATH.
+    pub fn installed(&self) -> bool {
+        std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|d| d.join(self.program()).is_file())
+        })
+    }
+
+    fn cmd(&self) -> Cmd {
+        Cmd::new(self.program())
+    }
+
+    /// The `run` arguments for one node: what ENVIRONMENT.md measured as necessary.
+    pub fn run_args(
+        &self,
+        spec: &ClusterSpec,
+        network: &str,
+        name: &str,
+        role: Role,
+    ) -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "run".into(),
+            "-d".into(),
+            "--name".into(),
+            name.into(),
+            "--hostname".into(),
+            name.into(),
+        ];
+        a.extend(["--network".into(), network.into()]);
+        a.extend(labels(spec));
+        a.extend(["--label".into(), format!("{LABEL_ROLE}={}", role.as_str())]);
+        for f in [
+            "--cgroupns=private",
+            "--cap-add=ALL",
+            "--cap-drop=SYS_RESOURCE",
+            "--security-opt=seccomp=unconfined",
+            "--security-opt=apparmor=unconfined",
+            "--device=/dev/kmsg",
+            "--device-cgroup-rule=a *:* rwm",
+            "--tmpfs=/tmp",
+            "--tmpfs=/run",
+            "--stop-signal=SIGRTMIN+3",
+        ] {
+            a.push(f.into());
+        }
+        match self.engine {
+            // /proc and /sys paths unmasked, as kubelet and kube-proxy write there.
+            Engine::Docker => a.push("--security-opt=systempaths=unconfined".into()),
+            Engine::Podman => {
+                a.push("--security-opt=unmask=ALL".into());
+                // The entrypoint prepares cgroups and execs systemd itself.
+                a.push("--systemd=false".into());
+            }
+        }
+        // A named volume, created with the run's labels before the node (see `create`).
+        a.push(format!("--volume={}:/var", var_volume(name)));
+        // Mounted only where the host has modules; the engine would otherwise create an
+        // empty /lib/modules on the host.
+        if Path::new("/lib/modules").is_dir() {
+            a.push("--volume=/lib/modules:/lib/modules:ro".into());
+        }
+        a.push(format!(
+            "--volume={}:{IMAGES_IN_NODE}:ro",
+            spec.images_tar.display()
+        ));
+        a.push(spec.node_image.clone());
+        a
+    }
+
+    /// Podman keeps its own image store: the node image docker built is copied in once.
+    async fn ensure_image(&self, r: &Runner, image: &str) -> Result<(), CommandError> {
+        if self.engine == Engine::Docker {
+            return Ok(());
+        }
+        if r.run(self.cmd().args(["image", "exists", image]))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        r.run(Cmd::new("sh").arg("-c").arg(format!(
+            "docker save {} | podman load",
+            shell_words::quote(image)
+        )))
+        .await
+        .map(drop)
+    }
+}
+
+/// The node's `/var` volume: named and labelled, so `gc` finds it after a killed run.
+pub fn var_volume(node: &str) -> String {
+    format!("{node}-var")
+}
+
+/// Container names: [a-zA-Z0-9][a-zA-Z0-9_.-]*; hostnames at most 63 characters.
+pub fn cluster_name(run_id: &str, context: &str) -> String {
+    let mut n = format!("sd-{run_id}-{context}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect::<String>();
+    n.truncate(54); // leaves room for "-cp1", "-w12"
+    n.trim_end_matches('-').to_string()
+}
+
+fn labels(spec: &ClusterSpec) -> Vec<String> {
+    vec![
+        "--label".into(),
+        format!("{LABEL_MANAGED}=true"),
+        "--label".into(),
+        format!("{LABEL_RUN}={}", spec.run_id),
+        "--label".into(),
+        format!("{LABEL_CLUSTER}={}", spec.name),
+    ]
+}
+
+pub fn node_names(spec: &ClusterSpec) -> Vec<(String, Role)> {
+    let mut v = Vec::new();
+    for i in 1..=spec.control_planes {
+        v.push((format!("{}-cp{i}", spec.name), Role::ControlPlane));
+    }
+    for i in 1..=spec.workers {
+        v.push((format!("{}-w{i}", spec.name), Role::Worker));
+    }
+    v
+}
+
+/// Runs one cleanup command synchronously (the async runtime may be shutting down), logged
+/// as `+ cmd`, killed after `limit`.
+fn run_bounded(program: &str, args: &[String], log: Option<&StepLog>, limit: Duration) {
+    let cmd = Cmd::new(program).args(args.iter().cloned());
+    let say = |line: String| match log {
+        Some(l) => l.line(&line),
+        None => eprintln!("{line}"),
+    };
+    say(format!("+ {cmd}  # cleanup on drop"));
+    let child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else { return };
+    let t = std::time::Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) if t.elapsed() >= limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                say(format!(
+                    "[shakedown: `{cmd}` did not finish within {limit:?}; killed]"
+                ));
+                return;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// systemd is up when `is-system-running` says running or degraded (a masked unit may
+/// degrade it); containerd must answer too.
+async fn wait_for_systemd(r: &Runner, c: &Cluster, node: &str) -> Result<(), CommandError> {
+    loop {
+        let state = r
+            .output(c.exec(node, &["systemctl", "is-system-running"]))
+            .await
+            .or_else(|e| match &e {
+                CommandError::Failed { stdout, .. } => Ok(stdout.trim().to_string()),
+                _ => Err(e),
+            })?;
+        if state == "running" || state == "degraded" {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            _ = r.cancel.cancelled() => return Err(CommandError::Stopped { cmd: format!("wait for systemd in {node}"), how: "cancelled", elapsed: Default::default() }),
+        }
+    }
+    r.run(c.exec(node, &["ctr", "version"])).await.map(drop)
+}
+
+#[async_trait::async_trait]
+impl Provider for ContainerProvider {
+    fn name(&self) -> &'static str {
+        self.program()
+    }
+
+    /// Creates the network and nodes, waits for systemd, imports the images. On failure the
+    /// returned error leaves nothing behind: the partial cluster is dropped and removed.
+    async fn create(
+        &self,
+        r: &Runner,
+        spec: &ClusterSpec,
+        note: &(dyn Fn(String) + Sync),
+    ) -> Result<Cluster, ProviderError> {
+        self.ensure_image(r, &spec.node_image).await?;
+        let network = spec.name.clone();
+        let mut cluster = Cluster::new(
+            Arc::new(self.clone()),
+            &spec.name,
+            &network,
+            &spec.run_id,
+            Some(r.log.clone()),
+        );
+        let mut net = vec!["network".to_string(), "create".into()];
+        net.extend(labels(spec));
+        net.push(network.clone());
+        r.run(self.cmd().args(net)).await?;
+        for (name, role) in node_names(spec) {
+            // Registered before it starts, so a failure below still removes it.
+            cluster.nodes.push(NodeInfo {
+                name: name.clone(),
+                role,
+                ip: String::new(),
+            });
+            let mut vol = vec!["volume".to_string(), "create".into()];
+            vol.extend(labels(spec));
+            vol.push(var_volume(&name));
+            r.run(self.cmd().args(vol)).await?;
+            r.run(self.cmd().args(self.run_args(spec, &network, &name, role)))
+                .await?;
+        }
+        note(format!(
+            "{} node container(s) started with {}; waiting for systemd",
+            cluster.nodes.len(),
+            self.program()
+        ));
+        futures::future::try_join_all(
+            cluster
+                .nodes
+                .iter()
+                .map(|n| wait_for_systemd(r, &cluster, &n.name)),
+        )
+        .await?;
+        note("importing images into each node's containerd".into());
+        futures::future::try_join_all(cluster.nodes.iter().map(|n| {
+            r.run(cluster.exec(
+                &n.name,
+                &["ctr", "-n", "k8s.io", "images", "import", IMAGES_IN_NODE],
+            ))
+        }))
+        .await?;
+        let template = match self.engine {
+            Engine::Docker => {
+                format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}")
+            }
+            Engine::Podman => {
+                format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}")
+            }
+        };
+        for n in cluster.nodes.iter_mut() {
+            n.ip = r
+                .output(self.cmd().args(["inspect", "--format", &template, &n.name]))
+                .await?;
+        }
+        Ok(cluster)
+    }
+
+    fn exec(&self, node: &str, args: &[String], stdin: bool) -> Cmd {
+        let mut c = self.cmd().arg("exec");
+        if stdin {
+            c = c.arg("-i");
+        }
+        c.arg(node).args(args.iter().cloned())
+    }
+
+    fn load_image(&self, node: &str, tar: &Path) -> Cmd {
+        Cmd::new("sh").arg("-c").arg(format!(
+            "{} exec -i {} ctr -n k8s.io images import - < {}",
+            self.program(),
+            shell_words::quote(node),
+            shell_words::quote(&tar.display().to_string())
+        ))
+    }
+
+    fn copy_from(&self, node: &str, from: &str, to: &Path) -> Cmd {
+        let mut c = self.cmd().arg("cp");
+        if self.engine == Engine::Docker {
+            // podman cp follows symlinks on its own and has no -L.
+            c = c.arg("-L");
+        }
+        c.arg(format!("{node}:{from}"))
+            .arg(to.display().to_string())
+    }
+
+    async fn stopped_nodes(
+        &self,
+        r: &Runner,
+        cluster: &Cluster,
+    ) -> Result<Vec<String>, CommandError> {
+        let out = r
+            .output(
+                self.cmd()
+                    .args([
+                        "inspect",
+                        "--format",
+                        "{{.Name}} {{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}",
+                    ])
+                    .args(cluster.node_names()),
+            )
+            .await
+            .or_else(|e| match &e {
+                // A node removed outright: inspect fails but still prints the others.
+                CommandError::Failed { stdout, .. } => Ok(stdout.clone()),
+                _ => Err(e),
+            })?;
+        let mut seen = Vec::new();
+        let mut stopped = Vec::new();
+        for l in out.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 4 {
+                continue;
+            }
+            let name = f[0].trim_start_matches('/');
+            seen.push(name.to_string());
+            if f[1] != "running" {
+                stopped.push(format!(
+                    "node {name} is {} (exit code {}{})",
+                    f[1],
+                    f[2],
+                    if f[3] == "true" { ", OOM-killed" } else { "" }
+                ));
+            }
+        }
+        for n in cluster.node_names() {
+            if !seen.contains(&n) {
+                stopped.push(format!("node {n} no longer exists"));
+            }
+        }
+        Ok(stopped)
+    }
+
+    /// Removes the cluster's containers, their volumes and the network.
+    async fn remove(&self, r: &Runner, cluster: &Cluster) -> Result<(), CommandError> {
+        let names = cluster.node_names();
+        if !names.is_empty() {
+            r.run(self.cmd().args(["rm", "-f", "-v"]).args(names.clone()))
+                .await?;
+            r.run(
+                self.cmd()
+                    .args(["volume", "rm", "-f"])
+                    .args(names.iter().map(|n| var_volume(n))),
+            )
+            .await?;
+        }
+        r.run(self.cmd().args(["network", "rm", &cluster.network]))
+            .await
+            .map(drop)
+    }
+
+    fn remove_on_drop(&self, cluster: &Cluster, log: Option<&StepLog>, limit: Duration) {
+        let names = cluster.node_names();
+        if !names.is_empty() {
+            let mut args = vec!["rm".to_string(), "-f".into(), "-v".into()];
+            args.extend(names.iter().cloned());
+            run_bounded(self.program(), &args, log, limit);
+            let mut args = vec!["volume".to_string(), "rm".into(), "-f".into()];
+            args.extend(names.iter().map(|n| var_volume(n)));
+            run_bounded(self.program(), &args, log, limit);
+        }
+        run_bounded(
+            self.program(),
+            &["network".into(), "rm".into(), cluster.network.clone()],
+            log,
+            limit,
+        );
+    }
+
+    /// Removes every container, network and volume labelled by shakedown (or by one run).
+    async fn gc(&self, r: &Runner, run_id: Option<&str>) -> Result<Collected, CommandError> {
+        let filter = match run_id {
+            Some(id) => format!("label={LABEL_RUN}={id}"),
+            None => format!("label={LABEL_MANAGED}=true"),
+        };
+        let lines = |s: String| {
+            s.lines()
+                .map(str::to_string)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+        };
+        let mut c = Collected {
+            containers: lines(
+                r.output(self.cmd().args([
+                    "ps",
+                    "-a",
+                    "--filter",
+                    &filter,
+                    "--format",
+                    "{{.Names}}",
+                ]))
+                .await?,
+            ),
+            ..Default::default()
+        };
+        if !c.containers.is_empty() {
+            r.run(
+                self.cmd()
+                    .args(["rm", "-f", "-v"])
+                    .args(c.containers.clone()),
+            )
+            .await?;
+        }
+        c.networks = lines(
+            r.output(self.cmd().args([
+                "network",
+                "ls",
+                "--filter",
+                &filter,
+                "--format",
+                "{{.Name}}",
+            ]))
+            .await?,
+        );
+        if !c.networks.is_empty() {
+            r.run(self.cmd().args(["network", "rm"]).args(c.networks.clone()))
+                .await?;
+        }
+        c.volumes = lines(
+            r.output(self.cmd().args(["volume", "ls", "-q", "--filter", &filter]))
+                .await?,
+        );
+        if !c.volumes.is_empty() {
+            r.run(
+                self.cmd()
+                    .args(["volume", "rm", "-f"])
+                    .args(c.volumes.clone()),
+            )
+            .await?;
+        }
+        Ok(c)
+    }
+
+    fn shell_hint(&self, node: &str) -> String {
+        format!("{} exec -it {node} bash", self.program())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::DROP_TIMEOUT;
+
+    fn spec() -> ClusterSpec {
+        ClusterSpec {
+            name: cluster_name("20261121-103500-ab12", "docker-bridge"),
+            run_id: "20261121-103500-ab12".into(),
+            control_planes: 1,
+            workers: 2,
+            node_image: "shakedown.local/node:v1.20.2-x".into(),
+            images_tar: "/cache/images.tar".into(),
+        }
+    }
+
+    #[test]
+    fn names_are_unique_per_run_and_fit_hostnames() {
+        let s = spec();
+        assert_eq!(s.name, "sd-20261121-103500-ab12-docker-bridge");
+        let names: Vec<String> = node_names(&s).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                format!("{}-cp1", s.name),
+                format!("{}-w1", s.name),
+                format!("{}-w2", s.name)
+            ]
+        );
+        let long = cluster_name("20261121-103500-ab12", &"x".repeat(80));
+        assert!(long.len() <= 54 && !long.ends_with('-'));
+    }
+
+    #[test]
+    fn nodes_are_labelled_and_never_privileged() {
+        for p in [ContainerProvider::docker(), ContainerProvider::podman()] {
+            let a = p.run_args(&spec(), "net", "n1", Role::Worker).join(" ");
+            assert!(!a.contains("--privileged"));
+            for want in [
+                "--label io.shakedown.managed=true",
+                "--label io.shakedown.run=20261121-103500-ab12",
+                "--label io.shakedown.cluster=sd-20261121-103500-ab12-docker-bridge",
+                "--label io.shakedown.role=worker",
+                "--cap-drop=SYS_RESOURCE",
+                "--device-cgroup-rule=a *:* rwm",
+                "--cgroupns=private",
+                "--volume=/cache/images.tar:/shakedown/images.tar:ro",
+                "--volume=n1-var:/var",
+            ] {
+                assert!(a.contains(want), "{}: missing {want} in {a}", p.program());
+            }
+            assert!(a.ends_with("shakedown.local/node:v1.20.2-x"));
+            assert!(
+                !a.contains("--volume=/var "),
+                "an anonymous /var volume escapes gc: {a}"
+            );
+        }
+        let podman = ContainerProvider::podman()
+            .run_args(&spec(), "net", "n1", Role::Worker)
+            .join(" ");
+        assert!(podman.contains("--security-opt=unmask=ALL"), "{podman}");
+        assert!(!podman.contains("systempaths"), "{podman}");
+    }
+
+    #[test]
+    fn commands_name_the_engine_and_quote_paths() {
+        let p = ContainerProvider::podman();
+        let c = p.exec("n1", &["ctr".into(), "version".into()], false);
+        assert_eq!(c.to_string(), "podman exec n1 ctr version");
+        let c = p.load_image("n1", Path::new("/tmp/a b.tar"));
+        assert!(c.to_string().contains("podman exec -i n1"), "{c}");
+        assert!(c.to_string().contains("'/tmp/a b.tar'"), "{c}");
+        assert!(!ContainerProvider::docker()
+            .copy_from("n1", "/var/log/pods", Path::new("/x"))
+            .to_string()
+            .contains("podman"));
+    }
+
+    #[test]
+    fn cleanup_on_drop_is_bounded_and_logged() {
+        let d = tempfile::tempdir().unwrap();
+        // A container CLI that never answers, put first on PATH under the engine's name.
+        let bin = d.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let cli = bin.join("hung-engine");
+        std::fs::write(&cli, "#!/bin/sh\nexec sleep 60\n").unwrap();
+        std::fs::set_permissions(&cli, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let log = StepLog::create(&d.path().join("up.log")).unwrap();
+        let t = std::time::Instant::now();
+        let limit = Duration::from_millis(200);
+        assert!(limit < DROP_TIMEOUT);
+        for args in [
+            vec![
+                "rm".to_string(),
+                "-f".into(),
+                "-v".into(),
+                "sd-x-cp1".into(),
+            ],
+            vec!["network".into(), "rm".into(), "sd-x".into()],
+        ] {
+            run_bounded(&cli.display().to_string(), &args, Some(&log), limit);
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        for want in [
+            "rm -f -v sd-x-cp1",
+            "network rm sd-x",
+            "did not finish within",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in {text}");
+        }
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("+ ")).count(),
+            2,
+            "{text}"
+        );
+    }
+}
