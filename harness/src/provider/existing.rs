@@ -85,9 +85,9 @@ impl Provider for Existing {
                 path: path.clone(),
                 source: Box::new(e),
             })?;
-        let client = kube::Client::try_from(cfg).map_err(|source| ProviderError::Nodes {
+        let client = kube::Client::try_from(cfg).map_err(|e| ProviderError::Nodes {
             path: path.clone(),
-            source,
+            source: Box::new(e),
         })?;
         let api = kube::Api::<Node>::all(client);
         let lp = kube::api::ListParams::default();
@@ -99,9 +99,9 @@ impl Provider for Existing {
                 elapsed: Duration::ZERO,
             })),
         }
-        .map_err(|source| ProviderError::Nodes {
+        .map_err(|e| ProviderError::Nodes {
             path: path.clone(),
-            source,
+            source: Box::new(e),
         })?;
         let mut cluster = Cluster::new(
             Arc::new(self.clone()),

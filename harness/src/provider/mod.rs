@@ -69,7 +69,7 @@ pub enum ProviderError {
     Nodes {
         path: PathBuf,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("provider {provider}: {message}")]
     Unsupported {
