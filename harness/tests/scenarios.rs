@@ -130,10 +130,11 @@ fn main() {
         .with_kind("cluster"),
     );
     // Trials that need docker but no particular scenario job.
-    let docker_trials: [(&str, TrialFn); 3] = [
+    let docker_trials: [(&str, TrialFn); 4] = [
         (FAULT_NODE_KILLED, node_killed_during_init),
         ("gc::leftovers-of-a-killed-run", gc_after_sigkill),
         ("interrupt::bench-bring-up", bench_interrupted),
+        ("existing::release-1.20", existing_cluster),
     ];
     for (name, f) in docker_trials {
         let why = docker.clone().err();
@@ -317,6 +318,39 @@ fn real_run(
     shard: Option<(u32, u32)>,
     e2e_binaries: Option<PathBuf>,
 ) -> Result<shakedown::engine::RunSummary, Failed> {
+    real_run_with(
+        file,
+        job_name,
+        artifacts,
+        Tweaks {
+            shard,
+            e2e_binaries,
+            ..Default::default()
+        },
+    )
+}
+
+/// What a trial changes about a run.
+#[derive(Default)]
+struct Tweaks {
+    shard: Option<(u32, u32)>,
+    e2e_binaries: Option<PathBuf>,
+    keep_cluster: bool,
+    kubeconfig: Option<PathBuf>,
+}
+
+fn real_run_with(
+    file: &std::path::Path,
+    job_name: &str,
+    artifacts: &std::path::Path,
+    t: Tweaks,
+) -> Result<shakedown::engine::RunSummary, Failed> {
+    let Tweaks {
+        shard,
+        e2e_binaries,
+        keep_cluster,
+        kubeconfig,
+    } = t;
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Runtime::new()?;
     let catalog = common::catalog();
@@ -335,6 +369,8 @@ fn real_run(
         artifacts: artifacts.to_path_buf(),
         cache_dir: shakedown::paths::cache_dir(),
         conformance_shard: shard,
+        keep_cluster,
+        kubeconfig,
         ..Default::default()
     };
     RUNNING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -360,6 +396,9 @@ fn real_run(
         );
     }
     let run_id = summary.run_id.clone();
+    if keep_cluster {
+        return Ok(summary);
+    }
     let left = std::process::Command::new("docker")
         .args([
             "ps",
@@ -999,4 +1038,124 @@ fn bench_interrupted() -> Result<(), Failed> {
     check(left.is_empty(), || {
         format!("the interrupted bench left {left:?}")
     })
+}
+
+/// A cluster the harness brought up and kept, tested as someone else's: smoke and a
+/// conformance shard through `--provider existing`. Afterwards it is still there, untouched,
+/// and the trial removes it.
+fn existing_cluster() -> Result<(), Failed> {
+    let root = common::root();
+    let dir = trial_dir("existing-release-1.20");
+    let kept = real_run_with(
+        &root.join("fixtures/scenarios/cluster/kept.yaml"),
+        "kept/docker/bridge",
+        &dir.join("kept"),
+        Tweaks {
+            keep_cluster: true,
+            ..Default::default()
+        },
+    )?;
+    let run_id = kept.run_id.clone();
+    // Removed whatever happens below.
+    struct Gc(String);
+    impl Drop for Gc {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new(env!("CARGO_BIN_EXE_shakedown"))
+                .args(["gc", "--run", &self.0])
+                .output();
+        }
+    }
+    let _gc = Gc(run_id.clone());
+    check(kept.exit_code == 0, || {
+        format!(
+            "the cluster to keep did not come up: {}",
+            kept.coverage_lines().join("; ")
+        )
+    })?;
+    let kubeconfig = shakedown::paths::work_dir(&run_id).join("docker-bridge-admin.conf");
+    check(kubeconfig.is_file(), || {
+        format!(
+            "the kept cluster's kubeconfig {} is missing",
+            kubeconfig.display()
+        )
+    })?;
+    let state = || {
+        docker_lines(&[
+            "ps",
+            "--filter",
+            &format!("label=io.shakedown.run={run_id}"),
+            "--format",
+            "{{.ID}} {{.Names}} {{.Status}}",
+        ])
+        .into_iter()
+        .map(|l| l.split(" Up ").next().unwrap_or_default().to_string())
+        .collect::<Vec<_>>()
+    };
+    let before = state();
+    check(before.len() == 2, || format!("kept nodes: {before:?}"))?;
+
+    let summary = real_run_with(
+        &root.join("fixtures/scenarios/cluster/existing.yaml"),
+        "existing/existing/bridge",
+        &dir.join("existing"),
+        Tweaks {
+            shard: Some((1, 20)),
+            kubeconfig: Some(kubeconfig.clone()),
+            ..Default::default()
+        },
+    )?;
+    let job = &summary.jobs[0];
+    let suite = &common::read_junit(&dir.join(format!("existing/junit_{}.xml", job.context)))[0];
+    for step in ["attach", "smoke", "conformance", "detach"] {
+        let c = suite.case(step);
+        check(c.result == "passed", || {
+            format!("{step}: {} {}", c.result, c.text)
+        })?;
+    }
+    let skipped = suite
+        .cases
+        .iter()
+        .filter(|c| c.name.ends_with("/node-checks") && c.result == "skipped")
+        .count();
+    check(skipped == 2, || {
+        format!("node checks skipped on {skipped} of 2 nodes")
+    })?;
+    let passed: usize = suite
+        .property("conformance.passed")
+        .unwrap_or("0")
+        .parse()?;
+    let failed: usize = suite
+        .property("conformance.failed")
+        .unwrap_or("1")
+        .parse()?;
+    let not_run: usize = suite
+        .property("conformance.not-run")
+        .unwrap_or("1")
+        .parse()?;
+    eprintln!("  existing: conformance passed {passed}, failed {failed}, not run {not_run}");
+    check(passed > 0 && failed == 0 && not_run == 0, || {
+        format!("conformance: {passed} passed, {failed} failed, {not_run} not run")
+    })?;
+    check(summary.exit_code == 0, || {
+        format!(
+            "exit {}: {}",
+            summary.exit_code,
+            summary.coverage_lines().join("; ")
+        )
+    })?;
+    // Untouched: the same containers, still up, and the kubeconfig still there.
+    let after = state();
+    check(after == before, || {
+        format!("the cluster changed: {before:?} -> {after:?}")
+    })?;
+    check(kubeconfig.is_file(), || {
+        "the existing provider removed the kubeconfig".into()
+    })?;
+    let found = common::secrets_in(&dir.join("existing"));
+    check(found.is_empty(), || {
+        format!("secrets in the artifacts: {found:?}")
+    })?;
+    drop(_gc);
+    let left = labelled(&run_id);
+    check(left.is_empty(), || format!("gc left {left:?}"))
 }

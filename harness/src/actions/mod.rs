@@ -45,7 +45,7 @@ impl From<crate::provider::ProviderError> for StepError {
     fn from(e: crate::provider::ProviderError) -> StepError {
         match e {
             crate::provider::ProviderError::Command(c) => StepError::from(c),
-            other => StepError::infra(crate::error::chain(&other)),
+            other => StepError::infra(crate::error::chain(&other)).with_source(other),
         }
     }
 }

@@ -22,12 +22,17 @@ pub trait Steps: Send + Sync {
 }
 
 /// A step failure as an action reports it; the engine adds deadline and interrupt causes.
-#[derive(Debug, Clone)]
+/// The message is what reports show; the cause, when there is one, is kept as the error
+/// itself (a [`CommandError`] with its command, status and output), not only as text.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct StepError {
     /// `None`: decided by the step's kind (test or infrastructure).
     pub kind: Option<FailureKind>,
     pub message: String,
     pub diagnosis: Option<String>,
+    #[source]
+    pub source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl StepError {
@@ -36,6 +41,7 @@ impl StepError {
             kind: None,
             message: message.into(),
             diagnosis: None,
+            source: None,
         }
     }
     pub fn infra(message: impl Into<String>) -> StepError {
@@ -47,6 +53,15 @@ impl StepError {
     pub fn with_diagnosis(mut self, d: impl Into<String>) -> StepError {
         self.diagnosis = Some(d.into());
         self
+    }
+    /// Keeps `e` as the cause.
+    pub fn with_source(mut self, e: impl std::error::Error + Send + Sync + 'static) -> StepError {
+        self.source = Some(Arc::new(e));
+        self
+    }
+    /// The cause as a command error, if it was one.
+    pub fn command_error(&self) -> Option<&CommandError> {
+        self.source.as_deref().and_then(|e| e.downcast_ref())
     }
 }
 
@@ -62,7 +77,9 @@ impl From<CommandError> for StepError {
             kind: None,
             message: e.to_string(),
             diagnosis,
+            source: None,
         }
+        .with_source(e)
     }
 }
 
@@ -160,4 +177,28 @@ pub trait Action: Send + Sync {
     /// What the step would do, for `--dry-run` and `plan`.
     fn describe(&self, cx: &StepContext<'_>) -> Vec<String>;
     async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_failure_stays_the_cause_of_the_step_error() {
+        let e = CommandError::Stopped {
+            cmd: "kubeadm init".into(),
+            how: "SIGTERM",
+            elapsed: std::time::Duration::from_secs(3),
+        };
+        let s = StepError::from(e);
+        assert!(s.message.contains("kubeadm init"), "{}", s.message);
+        match s.command_error() {
+            Some(CommandError::Stopped { cmd, how, .. }) => {
+                assert_eq!((cmd.as_str(), *how), ("kubeadm init", "SIGTERM"))
+            }
+            other => panic!("the cause was lost: {other:?}"),
+        }
+        assert!(std::error::Error::source(&s).is_some());
+        assert!(StepError::new("plain").command_error().is_none());
+    }
 }
