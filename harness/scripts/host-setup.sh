@@ -28,6 +28,7 @@ command -v apt-get >/dev/null || die "failed to prepare host: apt-get not found 
 
 packages=(
   docker.io            # the engine the node containers run on
+  podman               # the second node provider (netavark networks)
   golang-go            # builds Kubernetes from Debian's source package
   dpkg-dev             # apt-get source
   debootstrap          # node and kube-proxy root filesystems

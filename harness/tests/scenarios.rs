@@ -399,16 +399,9 @@ fn real_run_with(
     if keep_cluster {
         return Ok(summary);
     }
-    let left = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=io.shakedown.run={run_id}"),
-        ])
-        .output()?;
-    check(left.stdout.iter().all(|b| b.is_ascii_whitespace()), || {
-        format!("containers of run {run_id} were left behind")
+    let left = labelled(&run_id);
+    check(left.is_empty(), || {
+        format!("run {run_id} left behind: {}", left.join(", "))
     })?;
     Ok(summary)
 }
@@ -745,26 +738,32 @@ fn docker_lines(args: &[&str]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Containers, networks and volumes labelled with this run id.
+/// Containers, networks and volumes labelled with this run id, in docker and (where it is
+/// installed) podman.
 fn labelled(run_id: &str) -> Vec<String> {
     let f = format!("label=io.shakedown.run={run_id}");
     let mut v = Vec::new();
-    for (what, args) in [
-        (
-            "container",
-            vec!["ps", "-a", "--filter", &f, "--format", "{{.Names}}"],
-        ),
-        (
-            "network",
-            vec!["network", "ls", "--filter", &f, "--format", "{{.Name}}"],
-        ),
-        ("volume", vec!["volume", "ls", "-q", "--filter", &f]),
-    ] {
-        v.extend(
-            docker_lines(&args)
-                .into_iter()
-                .map(|n| format!("{what} {n}")),
-        );
+    for engine in ["docker", "podman"] {
+        for (what, args) in [
+            (
+                "container",
+                vec!["ps", "-a", "--filter", &f, "--format", "{{.Names}}"],
+            ),
+            (
+                "network",
+                vec!["network", "ls", "--filter", &f, "--format", "{{.Name}}"],
+            ),
+            ("volume", vec!["volume", "ls", "-q", "--filter", &f]),
+        ] {
+            let out = std::process::Command::new(engine).args(&args).output();
+            let Ok(out) = out else { continue };
+            v.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|n| format!("{engine} {what} {n}")),
+            );
+        }
     }
     v
 }
@@ -916,7 +915,7 @@ fn gc_after_sigkill() -> Result<(), Failed> {
     check(!run_id.is_empty(), || "started.json has no run id".into())?;
     let left = labelled(&run_id);
     eprintln!("  left by the killed run {run_id}: {}", left.join(", "));
-    for what in ["container ", "network ", "volume "] {
+    for what in ["docker container ", "docker network ", "docker volume "] {
         check(left.iter().any(|l| l.starts_with(what)), || {
             format!("the killed run left no labelled {what}(the test proves nothing): {left:?}")
         })?;

@@ -89,20 +89,28 @@ impl ContainerProvider {
             "--tmpfs=/tmp",
             "--tmpfs=/run",
             "--stop-signal=SIGRTMIN+3",
+            // /proc and /sys paths unmasked, as kubelet and kube-proxy write there (podman
+            // takes it as an alias of unmask=ALL).
+            "--security-opt=systempaths=unconfined",
         ] {
             a.push(f.into());
         }
+        // A named volume, created with the run's labels before the node (see `create`).
+        let var = format!("--volume={}:/var", var_volume(name));
         match self.engine {
-            // /proc and /sys paths unmasked, as kubelet and kube-proxy write there.
-            Engine::Docker => a.push("--security-opt=systempaths=unconfined".into()),
+            Engine::Docker => a.push(var),
             Engine::Podman => {
-                a.push("--security-opt=unmask=ALL".into());
-                // The entrypoint prepares cgroups and execs systemd itself.
+                // podman mounts named volumes nosuid,nodev; docker does not.
+                a.push(format!("{var}:suid,dev,exec"));
+                // The entrypoint prepares cgroups and execs systemd itself; `always` would
+                // bind the host's systemd cgroup and break that.
                 a.push("--systemd=false".into());
+                // As root podman asks for nofile 1048576 and nproc above its own 32768;
+                // raising a limit needs CAP_SYS_RESOURCE, which this machine lacks.
+                a.push(format!("--ulimit=nofile={0}:{0}", nofile_hard()));
+                a.push("--ulimit=nproc=32768:32768".into());
             }
         }
-        // A named volume, created with the run's labels before the node (see `create`).
-        a.push(format!("--volume={}:/var", var_volume(name)));
         // Mounted only where the host has modules; the engine would otherwise create an
         // empty /lib/modules on the host.
         if Path::new("/lib/modules").is_dir() {
@@ -136,6 +144,19 @@ impl ContainerProvider {
     }
 }
 
+/// This process's hard limit on open files: the most a podman node may ask for.
+fn nofile_hard() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(1024)
+        .min(1 << 20)
+}
+
+/// The iptables comment that marks the FORWARD rule of one run's podman network.
+fn forward_comment(run_id: &str) -> String {
+    format!("shakedown:{run_id}")
+}
+
 /// The node's `/var` volume: named and labelled, so `gc` finds it after a killed run.
 pub fn var_volume(node: &str) -> String {
     format!("{node}-var")
@@ -155,6 +176,46 @@ pub fn cluster_name(run_id: &str, context: &str) -> String {
         .collect::<String>();
     n.truncate(54); // leaves room for "-cp1", "-w12"
     n.trim_end_matches('-').to_string()
+}
+
+/// `iptables <op> FORWARD` accepting traffic within one podman bridge, marked with the run.
+fn forward_rule(op: &str, bridge: &str, run_id: &str) -> Vec<String> {
+    [
+        op,
+        "FORWARD",
+        "-i",
+        bridge,
+        "-o",
+        bridge,
+        "-m",
+        "comment",
+        "--comment",
+        &forward_comment(run_id),
+        "-j",
+        "ACCEPT",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The FORWARD rules of one run (or of every run), as `-D` arguments for iptables.
+async fn forward_rules(r: &Runner, run_id: Option<&str>) -> Result<Vec<Vec<String>>, CommandError> {
+    let rules = r
+        .output(Cmd::new("iptables").args(["-S", "FORWARD"]))
+        .await?;
+    let mark = run_id
+        .map(forward_comment)
+        .unwrap_or_else(|| "shakedown:".into());
+    Ok(rules
+        .lines()
+        .filter(|l| l.starts_with("-A FORWARD") && l.contains(&mark))
+        .filter_map(|l| shell_words::split(l).ok())
+        .map(|mut words| {
+            words[0] = "-D".into();
+            words
+        })
+        .collect())
 }
 
 fn labels(spec: &ClusterSpec) -> Vec<String> {
@@ -261,6 +322,21 @@ impl Provider for ContainerProvider {
         net.extend(labels(spec));
         net.push(network.clone());
         r.run(self.cmd().args(net)).await?;
+        if self.engine == Engine::Podman {
+            // netavark accepts forwarded traffic only to and from its own subnet; pod
+            // traffic between nodes (pod CIDR to pod CIDR) meets docker's FORWARD DROP.
+            let bridge = r
+                .output(self.cmd().args([
+                    "network",
+                    "inspect",
+                    &network,
+                    "--format",
+                    "{{.NetworkInterface}}",
+                ]))
+                .await?;
+            r.run(Cmd::new("iptables").args(forward_rule("-I", &bridge, &spec.run_id)))
+                .await?;
+        }
         for (name, role) in node_names(spec) {
             // Registered before it starts, so a failure below still removes it.
             cluster.nodes.push(NodeInfo {
@@ -399,8 +475,13 @@ impl Provider for ContainerProvider {
             .await?;
         }
         r.run(self.cmd().args(["network", "rm", &cluster.network]))
-            .await
-            .map(drop)
+            .await?;
+        if self.engine == Engine::Podman {
+            for rule in forward_rules(r, Some(&cluster.run_id)).await? {
+                r.run(Cmd::new("iptables").args(rule)).await?;
+            }
+        }
+        Ok(())
     }
 
     fn remove_on_drop(&self, cluster: &Cluster, log: Option<&StepLog>, limit: Duration) {
@@ -419,6 +500,21 @@ impl Provider for ContainerProvider {
             log,
             limit,
         );
+        if self.engine == Engine::Podman {
+            // The bridge is gone with the network; the rule names it, so delete it by spec.
+            let bridge = std::process::Command::new("iptables")
+                .args(["-S", "FORWARD"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let mark = forward_comment(&cluster.run_id);
+            for l in bridge.lines().filter(|l| l.contains(&mark)) {
+                if let Ok(mut words) = shell_words::split(l) {
+                    words[0] = "-D".into();
+                    run_bounded("iptables", &words, log, limit);
+                }
+            }
+        }
     }
 
     /// Removes every container, network and volume labelled by shakedown (or by one run).
@@ -481,6 +577,11 @@ impl Provider for ContainerProvider {
                     .args(c.volumes.clone()),
             )
             .await?;
+        }
+        if self.engine == Engine::Podman {
+            for rule in forward_rules(r, run_id).await? {
+                r.run(Cmd::new("iptables").args(rule)).await?;
+            }
         }
         Ok(c)
     }
@@ -550,8 +651,30 @@ mod tests {
         let podman = ContainerProvider::podman()
             .run_args(&spec(), "net", "n1", Role::Worker)
             .join(" ");
-        assert!(podman.contains("--security-opt=unmask=ALL"), "{podman}");
-        assert!(!podman.contains("systempaths"), "{podman}");
+        for want in [
+            "--volume=n1-var:/var:suid,dev,exec",
+            "--systemd=false",
+            "--ulimit=nproc=32768:32768",
+            "--ulimit=nofile=",
+        ] {
+            assert!(podman.contains(want), "podman: missing {want} in {podman}");
+        }
+        let docker = ContainerProvider::docker()
+            .run_args(&spec(), "net", "n1", Role::Worker)
+            .join(" ");
+        assert!(
+            !docker.contains("--ulimit") && !docker.contains("--systemd"),
+            "{docker}"
+        );
+    }
+
+    #[test]
+    fn the_podman_forward_rule_is_marked_with_its_run() {
+        let add = forward_rule("-I", "podman3", "r1").join(" ");
+        assert_eq!(
+            add,
+            "-I FORWARD -i podman3 -o podman3 -m comment --comment shakedown:r1 -j ACCEPT"
+        );
     }
 
     #[test]
