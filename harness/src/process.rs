@@ -83,33 +83,26 @@ impl StepLog {
             std::fs::create_dir_all(dir)?;
         }
         let file = std::fs::File::create(path)?;
-        Ok(StepLog {
+        Ok(StepLog::new(Some(file), false, path))
+    }
+
+    /// A log that echoes to stderr and keeps its tail (for commands run outside any step).
+    pub fn stderr() -> StepLog {
+        StepLog::new(None, true, Path::new(""))
+    }
+
+    fn new(file: Option<std::fs::File>, echo: bool, path: &Path) -> StepLog {
+        StepLog {
             inner: Arc::new(Mutex::new(LogInner {
-                file: Some(file),
+                file,
                 write_error: None,
-                echo: false,
+                echo,
                 written: 0,
                 truncated: false,
                 tail: VecDeque::new(),
                 partial: String::new(),
             })),
             path: path.to_path_buf(),
-        })
-    }
-
-    /// A log that echoes to stderr and keeps its tail (for commands run outside any step).
-    pub fn stderr() -> StepLog {
-        StepLog {
-            inner: Arc::new(Mutex::new(LogInner {
-                file: None,
-                write_error: None,
-                echo: true,
-                written: 0,
-                truncated: false,
-                tail: VecDeque::new(),
-                partial: String::new(),
-            })),
-            path: PathBuf::new(),
         }
     }
 
@@ -725,23 +718,11 @@ mod tests {
 
     #[test]
     fn a_failed_log_write_is_remembered() {
-        let log = StepLog {
-            inner: Arc::new(Mutex::new(LogInner {
-                file: Some(
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .open("/dev/full")
-                        .unwrap(),
-                ),
-                write_error: None,
-                echo: false,
-                written: 0,
-                truncated: false,
-                tail: VecDeque::new(),
-                partial: String::new(),
-            })),
-            path: PathBuf::from("/dev/full"),
-        };
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let log = StepLog::new(Some(full), false, Path::new("/dev/full"));
         assert!(log.write_error().is_none());
         log.line("no room for this");
         let e = log.write_error().expect("ENOSPC is remembered");

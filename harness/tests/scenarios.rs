@@ -160,6 +160,17 @@ fn main() {
 
 type TrialFn = fn() -> Result<(), Failed>;
 
+/// The step of a job's results with this name.
+fn step_named<'a>(
+    steps: &'a [shakedown::engine::event::StepResult],
+    name: &str,
+) -> Result<&'a shakedown::engine::event::StepResult, Failed> {
+    steps
+        .iter()
+        .find(|s| s.step == name)
+        .ok_or_else(|| format!("no {name} step").into())
+}
+
 /// Without a docker daemon a cluster trial cannot run. Locally it is ignored with the
 /// reason; under `CI=true` it fails, so CI can never go green with no cluster coverage.
 fn skip_or_fail(why: String) -> Result<Completion, Failed> {
@@ -508,11 +519,7 @@ fn cluster(file: PathBuf, job_name: String) -> Result<(), Failed> {
 fn cluster_offline(file: PathBuf, job_name: String) -> Result<(), Failed> {
     let dir = trial_dir(&job_name);
     let summary = real_run(&file, &job_name, &dir, Some((1, 1000)), None)?;
-    let cni = summary.jobs[0]
-        .steps
-        .iter()
-        .find(|s| s.step == "cni")
-        .ok_or("no cni step")?;
+    let cni = step_named(&summary.jobs[0].steps, "cni")?;
     // Before the image check stops it, the real API server dry-runs every manifest object.
     let prop = |k: &str| cni.property(k);
     let accepted: usize = prop("cni.dry-run-accepted")
@@ -558,10 +565,7 @@ fn no_cni_regression() -> Result<(), Failed> {
     let dir = trial_dir("regression-no-cni");
     let summary = real_run(&file, "no-cni/docker/none", &dir, None, None)?;
     let steps = &summary.jobs[0].steps;
-    let cni = steps
-        .iter()
-        .find(|s| s.step == "cni")
-        .ok_or("no cni step")?;
+    let cni = step_named(steps, "cni")?;
     match &cni.outcome {
         StepOutcome::Failed {
             kind,
@@ -590,10 +594,7 @@ fn no_cni_regression() -> Result<(), Failed> {
         cni.duration < std::time::Duration::from_secs(45 + 5 + 25),
         || format!("cni took {:?}: the deadline did not hold", cni.duration),
     )?;
-    let smoke = steps
-        .iter()
-        .find(|s| s.step == "smoke")
-        .ok_or("no smoke step")?;
+    let smoke = step_named(steps, "smoke")?;
     check(
         matches!(&smoke.outcome, StepOutcome::Skipped { reason } if reason == "skipped: step cni failed"),
         || format!("{:?}", smoke.outcome),
@@ -658,11 +659,7 @@ fn in_cluster() -> Result<(), Failed> {
     // Its content is in the cache now; it would only bloat the artifacts.
     let _ = std::fs::remove_file(&tarball);
     let job = &summary.jobs[0];
-    let conf = job
-        .steps
-        .iter()
-        .find(|s| s.step == "conformance")
-        .ok_or("no conformance step")?;
+    let conf = step_named(&job.steps, "conformance")?;
     let prop = |k: &str| conf.property(k).unwrap_or_default();
     eprintln!(
         "  in-cluster conformance: selected {}, unsupported {}, outside shard {}, passed {}, failed {}, not run {}",
@@ -822,10 +819,7 @@ fn node_killed_during_init() -> Result<(), Failed> {
     let summary = real_run(&file, "node-killed/docker/bridge", &dir, None, None)?;
     let node = killer.join().map_err(|_| "killer thread panicked")??;
     let steps = &summary.jobs[0].steps;
-    let init = steps
-        .iter()
-        .find(|s| s.step == "init")
-        .ok_or("no init step")?;
+    let init = step_named(steps, "init")?;
     match &init.outcome {
         StepOutcome::Failed {
             kind,
