@@ -248,10 +248,14 @@ impl Cluster {
                 ));
             }
         }
-        s.push_str(&format!(
-            "  remove it with: shakedown gc --run {}",
-            self.run_id
-        ));
+        if self.provider.runs_commands() {
+            s.push_str(&format!(
+                "  remove it with: shakedown gc --run {}",
+                self.run_id
+            ));
+        } else {
+            s.push_str("  (someone else's cluster: nothing of it was created, nothing is removed)");
+        }
         s
     }
 
