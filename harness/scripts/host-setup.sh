@@ -11,7 +11,7 @@ die() { printf 'host setup: %s\n' "$*" >&2; exit 1; }
 # unattended-upgrades) holds its locks instead of failing at once.
 apt_wait() {
   local out
-  for _ in $(seq 1 120); do
+  for _ in $(seq 1 60); do
     if out=$(apt-get -o DPkg::Lock::Timeout=5 "$@" 2>&1); then
       return 0
     fi
@@ -72,7 +72,8 @@ fi
 # running one, never for a DOCKER_HOST that points elsewhere, never truncating a log.
 default_host=unix:///var/run/docker.sock
 target=${DOCKER_HOST:-$default_host}
-if ! docker info >/dev/null 2>&1; then
+# A daemon that accepts connections and never answers must not hold this script: bound it.
+if ! timeout 20 docker info >/dev/null 2>&1; then
   if [ "$target" != "$default_host" ]; then
     die "failed to reach the docker daemon at DOCKER_HOST=$target: it does not answer, and host setup starts a daemon only at $default_host (unset DOCKER_HOST, or start the daemon it names)"
   fi
@@ -84,9 +85,9 @@ if ! docker info >/dev/null 2>&1; then
   # and dockerd must outlive this script.
   setsid -f /usr/sbin/dockerd </dev/null >>/var/log/shakedown-dockerd.log 2>&1
   for _ in $(seq 1 60); do
-    docker info >/dev/null 2>&1 && break
+    timeout 10 docker info >/dev/null 2>&1 && break
     sleep 0.5
   done
-  docker info >/dev/null 2>&1 || die "failed to start dockerd at $target: see /var/log/shakedown-dockerd.log"
+  timeout 10 docker info >/dev/null 2>&1 || die "failed to start dockerd at $target: see /var/log/shakedown-dockerd.log"
 fi
 echo "host ready: $(docker version --format 'docker server {{.Server.Version}}'), $(go version)"

@@ -53,12 +53,13 @@ pub fn new_run_id() -> String {
 }
 
 /// Where runs keep what must not go into artifacts (the admin kubeconfig): one private
-/// folder per run under `$SHAKEDOWN_WORK`, else the system temp folder. `cluster-down`
-/// removes a run's folder; `gc` removes the folders of runs it cleans up.
+/// folder per run under `$SHAKEDOWN_WORK`, else `runs/` in the cache folder (the user's
+/// own, unlike a shared /tmp). `cluster-down` empties a run's folder; `gc` removes the
+/// folders of runs it cleans up.
 pub fn work_root() -> PathBuf {
     std::env::var_os("SHAKEDOWN_WORK")
         .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("shakedown-work"))
+        .unwrap_or_else(|| cache_dir().join("runs"))
 }
 
 /// One run's work folder (see [`work_root`]).
@@ -68,13 +69,23 @@ pub fn work_dir(run_id: &str) -> PathBuf {
 
 /// Creates a run's work folder, readable by its owner only.
 pub fn create_work_dir(run_id: &str) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::PermissionsExt;
     let root = work_root();
     std::fs::create_dir_all(&root)?;
-    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))?;
     let d = root.join(run_id);
     std::fs::create_dir_all(&d)?;
-    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+    // Someone else's folder, or a link planted in our place, is refused, not chmod'ed.
+    for p in [&root, &d] {
+        let md = std::fs::symlink_metadata(p)?;
+        if md.file_type().is_symlink() || md.uid() != nix::unistd::Uid::effective().as_raw() {
+            return Err(std::io::Error::other(format!(
+                "{} is a link or belongs to another user",
+                p.display()
+            )));
+        }
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))?;
+    }
     Ok(d)
 }
 

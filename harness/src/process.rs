@@ -207,8 +207,11 @@ impl Deadline {
             let (token, fired) = (token.clone(), fired.clone());
             tokio::spawn(async move {
                 tokio::time::sleep(after).await;
-                fired.store(true, Ordering::SeqCst);
-                token.cancel();
+                // Already cancelled by the parent (Ctrl-C): that, not the deadline, stopped it.
+                if !token.is_cancelled() {
+                    fired.store(true, Ordering::SeqCst);
+                    token.cancel();
+                }
             })
         };
         Deadline {

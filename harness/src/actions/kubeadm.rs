@@ -72,6 +72,7 @@ fn write_private(path: &std::path::Path, content: &str) -> Result<(), StepError>
         .create(true)
         .truncate(true)
         .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(path)
         .and_then(|mut f| f.write_all(content.as_bytes()))
         .map_err(|e| StepError::infra(format!("failed to write {}: {e}", path.display())))

@@ -152,9 +152,10 @@ fn nofile_hard() -> u64 {
         .min(1 << 20)
 }
 
-/// The iptables comment that marks the FORWARD rule of one run's podman network.
-fn forward_comment(run_id: &str) -> String {
-    format!("shakedown:{run_id}")
+/// The iptables comment that marks the FORWARD rule of one cluster's podman network (one
+/// run may have several clusters; removing one must not touch the others' rules).
+fn forward_comment(cluster: &str) -> String {
+    format!("shakedown:{cluster}")
 }
 
 /// The node's `/var` volume: named and labelled, so `gc` finds it after a killed run.
@@ -178,8 +179,9 @@ pub fn cluster_name(run_id: &str, context: &str) -> String {
     n.trim_end_matches('-').to_string()
 }
 
-/// `iptables <op> FORWARD` accepting traffic within one podman bridge, marked with the run.
-fn forward_rule(op: &str, bridge: &str, run_id: &str) -> Vec<String> {
+/// `iptables <op> FORWARD` accepting traffic within one podman bridge, marked with its
+/// cluster.
+fn forward_rule(op: &str, bridge: &str, cluster: &str) -> Vec<String> {
     [
         op,
         "FORWARD",
@@ -190,7 +192,7 @@ fn forward_rule(op: &str, bridge: &str, run_id: &str) -> Vec<String> {
         "-m",
         "comment",
         "--comment",
-        &forward_comment(run_id),
+        &forward_comment(cluster),
         "-j",
         "ACCEPT",
     ]
@@ -199,17 +201,15 @@ fn forward_rule(op: &str, bridge: &str, run_id: &str) -> Vec<String> {
     .collect()
 }
 
-/// The FORWARD rules of one run (or of every run), as `-D` arguments for iptables.
-async fn forward_rules(r: &Runner, run_id: Option<&str>) -> Result<Vec<Vec<String>>, CommandError> {
+/// The FORWARD rules whose mark starts with `mark` (one cluster's; a run's cluster names
+/// start with `sd-<run-id>-`; every run's marks with `shakedown:`), as `-D` arguments.
+async fn forward_rules(r: &Runner, mark: &str) -> Result<Vec<Vec<String>>, CommandError> {
     let rules = r
         .output(Cmd::new("iptables").args(["-S", "FORWARD"]))
         .await?;
-    let mark = run_id
-        .map(forward_comment)
-        .unwrap_or_else(|| "shakedown:".into());
     Ok(rules
         .lines()
-        .filter(|l| l.starts_with("-A FORWARD") && l.contains(&mark))
+        .filter(|l| l.starts_with("-A FORWARD") && l.contains(mark))
         .filter_map(|l| shell_words::split(l).ok())
         .map(|mut words| {
             words[0] = "-D".into();
@@ -240,9 +240,30 @@ pub fn node_names(spec: &ClusterSpec) -> Vec<(String, Role)> {
     v
 }
 
+/// Like [`run_bounded`], returning what the command printed (empty if it failed or hung).
+/// For short outputs: the command is killed at `limit` if it fills its pipe.
+fn output_bounded(
+    program: &str,
+    args: &[String],
+    log: Option<&StepLog>,
+    limit: Duration,
+) -> String {
+    run_bounded_to(program, args, log, limit, true).unwrap_or_default()
+}
+
 /// Runs one cleanup command synchronously (the async runtime may be shutting down), logged
 /// as `+ cmd`, killed after `limit`.
 fn run_bounded(program: &str, args: &[String], log: Option<&StepLog>, limit: Duration) {
+    run_bounded_to(program, args, log, limit, false);
+}
+
+fn run_bounded_to(
+    program: &str,
+    args: &[String],
+    log: Option<&StepLog>,
+    limit: Duration,
+    capture: bool,
+) -> Option<String> {
     let cmd = Cmd::new(program).args(args.iter().cloned());
     let say = |line: String| match log {
         Some(l) => l.line(&line),
@@ -252,21 +273,32 @@ fn run_bounded(program: &str, args: &[String], log: Option<&StepLog>, limit: Dur
     let child = std::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(if capture {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
         .stderr(std::process::Stdio::null())
         .spawn();
-    let Ok(mut child) = child else { return };
+    let Ok(mut child) = child else { return None };
     let t = std::time::Instant::now();
     loop {
         match child.try_wait() {
-            Ok(Some(_)) | Err(_) => return,
+            Ok(Some(_)) => {
+                let mut out = String::new();
+                if let Some(mut p) = child.stdout.take() {
+                    let _ = std::io::Read::read_to_string(&mut p, &mut out);
+                }
+                return Some(out);
+            }
+            Err(_) => return None,
             Ok(None) if t.elapsed() >= limit => {
                 let _ = child.kill();
                 let _ = child.wait();
                 say(format!(
                     "[shakedown: `{cmd}` did not finish within {limit:?}; killed]"
                 ));
-                return;
+                return None;
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
         }
@@ -277,13 +309,31 @@ fn run_bounded(program: &str, args: &[String], log: Option<&StepLog>, limit: Dur
 /// degrade it); containerd must answer too.
 async fn wait_for_systemd(r: &Runner, c: &Cluster, node: &str) -> Result<(), CommandError> {
     loop {
-        let state = r
+        let state = match r
             .output(c.exec(node, &["systemctl", "is-system-running"]))
             .await
-            .or_else(|e| match &e {
-                CommandError::Failed { stdout, .. } => Ok(stdout.trim().to_string()),
-                _ => Err(e),
-            })?;
+        {
+            Ok(s) => s,
+            // `starting` and the like come with a non-zero status; a node that stopped
+            // comes with an exec that failed without any state: say so now, not at the
+            // step's deadline.
+            Err(CommandError::Failed { stdout, .. }) if !stdout.trim().is_empty() => {
+                stdout.trim().to_string()
+            }
+            Err(CommandError::Failed { .. }) => {
+                let provider = c.provider.clone();
+                let stopped = provider.stopped_nodes(r, c).await.unwrap_or_default();
+                if let Some(s) = stopped.iter().find(|s| s.contains(node)) {
+                    return Err(CommandError::Stopped {
+                        cmd: format!("wait for systemd in {node}: {s}"),
+                        how: "the node stopped",
+                        elapsed: Duration::ZERO,
+                    });
+                }
+                String::new()
+            }
+            Err(e) => return Err(e),
+        };
         if state == "running" || state == "degraded" {
             break;
         }
@@ -334,7 +384,7 @@ impl Provider for ContainerProvider {
                     "{{.NetworkInterface}}",
                 ]))
                 .await?;
-            r.run(Cmd::new("iptables").args(forward_rule("-I", &bridge, &spec.run_id)))
+            r.run(Cmd::new("iptables").args(forward_rule("-I", &bridge, &spec.name)))
                 .await?;
         }
         for (name, role) in node_names(spec) {
@@ -461,27 +511,49 @@ impl Provider for ContainerProvider {
         Ok(stopped)
     }
 
-    /// Removes the cluster's containers, their volumes and the network.
+    /// Removes the cluster's containers, their volumes, the network and (podman) its
+    /// FORWARD rule: every removal is tried, so one that fails (a node already gone) does
+    /// not leave the rest behind; the first error is returned.
     async fn remove(&self, r: &Runner, cluster: &Cluster) -> Result<(), CommandError> {
         let names = cluster.node_names();
+        let mut first: Option<CommandError> = None;
+        let mut keep = |res: Result<(), CommandError>| {
+            if let Err(e) = res {
+                first.get_or_insert(e);
+            }
+        };
         if !names.is_empty() {
-            r.run(self.cmd().args(["rm", "-f", "-v"]).args(names.clone()))
-                .await?;
-            r.run(
-                self.cmd()
-                    .args(["volume", "rm", "-f"])
-                    .args(names.iter().map(|n| var_volume(n))),
-            )
-            .await?;
+            keep(
+                r.run(self.cmd().args(["rm", "-f", "-v"]).args(names.clone()))
+                    .await
+                    .map(drop),
+            );
+            keep(
+                r.run(
+                    self.cmd()
+                        .args(["volume", "rm", "-f"])
+                        .args(names.iter().map(|n| var_volume(n))),
+                )
+                .await
+                .map(drop),
+            );
         }
-        r.run(self.cmd().args(["network", "rm", &cluster.network]))
-            .await?;
+        keep(
+            r.run(self.cmd().args(["network", "rm", &cluster.network]))
+                .await
+                .map(drop),
+        );
         if self.engine == Engine::Podman {
-            for rule in forward_rules(r, Some(&cluster.run_id)).await? {
-                r.run(Cmd::new("iptables").args(rule)).await?;
+            match forward_rules(r, &forward_comment(&cluster.name)).await {
+                Ok(rules) => {
+                    for rule in rules {
+                        keep(r.run(Cmd::new("iptables").args(rule)).await.map(drop));
+                    }
+                }
+                Err(e) => keep(Err(e)),
             }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     fn remove_on_drop(&self, cluster: &Cluster, log: Option<&StepLog>, limit: Duration) {
@@ -502,13 +574,9 @@ impl Provider for ContainerProvider {
         );
         if self.engine == Engine::Podman {
             // The bridge is gone with the network; the rule names it, so delete it by spec.
-            let bridge = std::process::Command::new("iptables")
-                .args(["-S", "FORWARD"])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            let mark = forward_comment(&cluster.run_id);
-            for l in bridge.lines().filter(|l| l.contains(&mark)) {
+            let rules = output_bounded("iptables", &["-S".into(), "FORWARD".into()], log, limit);
+            let mark = forward_comment(&cluster.name);
+            for l in rules.lines().filter(|l| l.contains(&mark)) {
                 if let Ok(mut words) = shell_words::split(l) {
                     words[0] = "-D".into();
                     run_bounded("iptables", &words, log, limit);
@@ -578,8 +646,13 @@ impl Provider for ContainerProvider {
             )
             .await?;
         }
-        if self.engine == Engine::Podman {
-            for rule in forward_rules(r, run_id).await? {
+        // Rules exist only where podman clusters ran, and only root can list them.
+        if self.engine == Engine::Podman && nix::unistd::Uid::effective().is_root() {
+            let mark = match run_id {
+                Some(id) => forward_comment(&format!("sd-{id}-")),
+                None => "shakedown:".to_string(),
+            };
+            for rule in forward_rules(r, &mark).await? {
                 r.run(Cmd::new("iptables").args(rule)).await?;
             }
         }
@@ -670,10 +743,10 @@ mod tests {
 
     #[test]
     fn the_podman_forward_rule_is_marked_with_its_run() {
-        let add = forward_rule("-I", "podman3", "r1").join(" ");
+        let add = forward_rule("-I", "podman3", "sd-r1-podman-bridge").join(" ");
         assert_eq!(
             add,
-            "-I FORWARD -i podman3 -o podman3 -m comment --comment shakedown:r1 -j ACCEPT"
+            "-I FORWARD -i podman3 -o podman3 -m comment --comment shakedown:sd-r1-podman-bridge -j ACCEPT"
         );
     }
 

@@ -71,7 +71,7 @@ pub enum ProviderError {
         #[source]
         source: Box<kube::Error>,
     },
-    #[error("provider {provider}: {message}")]
+    #[error("failed to use provider {provider}: {message}")]
     Unsupported {
         provider: &'static str,
         message: String,
@@ -259,10 +259,16 @@ impl Cluster {
         s
     }
 
-    /// Forgets the kubeconfig file (a copy in the run's work folder; never a borrowed one).
+    /// Forgets the kubeconfig file (a copy in the run's work folder; never a borrowed one),
+    /// and the work folder once no other job's file is left in it.
     pub fn forget_kubeconfig(&self) {
         if let (Some(k), false) = (&self.kubeconfig, self.kubeconfig_borrowed) {
             let _ = std::fs::remove_file(k);
+            // Only the run's own work folder, and only once empty (other jobs' files stay).
+            let work = crate::paths::work_dir(&self.run_id);
+            if k.parent() == Some(work.as_path()) {
+                let _ = std::fs::remove_dir(work);
+            }
         }
     }
 }
@@ -309,18 +315,31 @@ pub fn unavailable_here(provider: ProviderKind) -> Option<String> {
     }
 }
 
-/// Removes what `gc` finds for every container engine on this machine (docker, and podman
-/// where it is installed).
+/// Removes what `gc` finds for every container engine installed on this machine, each on
+/// its own: one engine failing does not keep the other's leftovers. The first error is
+/// returned after both ran.
 pub async fn gc_all(r: &Runner, run_id: Option<&str>) -> Result<Collected, CommandError> {
-    let mut all = container::ContainerProvider::docker().gc(r, run_id).await?;
-    let podman = container::ContainerProvider::podman();
-    if podman.installed() {
-        let p = podman.gc(r, run_id).await?;
-        all.containers.extend(p.containers);
-        all.networks.extend(p.networks);
-        all.volumes.extend(p.volumes);
+    let mut all = Collected::default();
+    let mut first = None;
+    for engine in [
+        container::ContainerProvider::docker(),
+        container::ContainerProvider::podman(),
+    ] {
+        if !engine.installed() {
+            continue;
+        }
+        match engine.gc(r, run_id).await {
+            Ok(c) => {
+                all.containers.extend(c.containers);
+                all.networks.extend(c.networks);
+                all.volumes.extend(c.volumes);
+            }
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
     }
-    Ok(all)
+    first.map_or(Ok(all), Err)
 }
 
 #[cfg(test)]
