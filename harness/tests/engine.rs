@@ -480,3 +480,29 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Only the last writer fails (report.html cannot be written: a folder stands there): the
+/// verdict files written before it are corrected to exit 3, not left saying "passed".
+#[tokio::test]
+async fn a_reporter_failing_at_the_end_corrects_the_verdict_already_written() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("report.html/blocked")).unwrap();
+    let path = common::root().join("fixtures/scenarios/engine/spew.yaml");
+    let s = common::run_scenario(&path, dir.path(), false, Default::default()).await;
+    assert!(
+        matches!(s.jobs[0].steps[0].outcome, StepOutcome::Passed),
+        "the step itself passed"
+    );
+    assert_eq!(s.exit, ExitKind::Infrastructure, "{:?}", s.reporter_errors);
+    assert!(
+        s.reporter_errors.iter().any(|e| e.contains("report.html")),
+        "{:?}",
+        s.reporter_errors
+    );
+    let finished: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("finished.json")).unwrap()).unwrap();
+    assert_eq!(finished["passed"], false, "{finished}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["exit_code"], 3, "{summary}");
+}

@@ -182,8 +182,8 @@ async fn check_images(
             })?;
             if !have.contains(&wanted.as_str()) {
                 let mut msg = format!(
-                    "failed to apply {} {}: image {img} is not on node {} and cannot be pulled (no registry is reachable); preload it with: docker save {img} | docker exec -i {} ctr -n k8s.io images import -",
-                    v.name, release.version, n.name, n.name
+                    "failed to apply {} {}: image {img} is not on node {} and cannot be pulled (no registry is reachable); preload it with: {engine} save {img} | {engine} exec -i {} ctr -n k8s.io images import -",
+                    v.name, release.version, n.name, n.name, engine = c.provider.name()
                 );
                 if let Some(l) = &v.offline_limitation {
                     msg.push_str(&format!("\n({l})"));

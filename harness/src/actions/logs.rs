@@ -19,6 +19,9 @@ fn write_bounded(path: &Path, text: &str) -> std::io::Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
+    // Node journals can echo a registered secret (a join command line): redact as the step
+    // log does.
+    let text = crate::process::redact(text);
     let bytes = text.as_bytes();
     let start = bytes.len().saturating_sub(MAX_FILE);
     std::fs::write(path, &bytes[start..])

@@ -39,26 +39,48 @@ pub async fn drive(
 ) -> Vec<String> {
     let mut errors: Vec<String> = Vec::new();
     while let Some(ev) = rx.recv().await {
-        for r in reporters.iter_mut() {
-            // Once an artifact could not be written the run cannot pass: reporters after the
-            // failure (finished.json, the summary, the history) record exit 3, as the CLI
-            // will exit.
-            let corrected = match &ev {
-                Event::RunFinished(s) if !errors.is_empty() => {
-                    let mut s = s.clone();
-                    s.reporter_errors.extend(errors.iter().cloned());
-                    if s.exit != crate::exit::ExitKind::Interrupted {
-                        s.exit = crate::exit::ExitKind::Infrastructure;
-                        s.exit_code = s.exit.code();
-                    }
-                    Some(Event::RunFinished(s))
+        // Once an artifact could not be written the run cannot pass (exit 3): reporters that
+        // write the verdict (finished.json, the summary, the history) must say so.
+        let corrected = |ev: &Event, errors: &[String]| match ev {
+            Event::RunFinished(s) if !errors.is_empty() => {
+                let mut s = s.clone();
+                s.reporter_errors.extend(errors.iter().cloned());
+                if s.exit != crate::exit::ExitKind::Interrupted {
+                    s.exit = crate::exit::ExitKind::Infrastructure;
+                    s.exit_code = s.exit.code();
                 }
-                _ => None,
-            };
-            if let Err(e) = r.on_event(corrected.as_ref().unwrap_or(&ev)) {
+                Some(Event::RunFinished(s))
+            }
+            _ => None,
+        };
+        let before = errors.len();
+        let mut told_a_pass = Vec::new();
+        for (i, r) in reporters.iter_mut().enumerate() {
+            let fixed = corrected(&ev, &errors);
+            if matches!(ev, Event::RunFinished(_)) && fixed.is_none() {
+                told_a_pass.push(i);
+            }
+            if let Err(e) = r.on_event(fixed.as_ref().unwrap_or(&ev)) {
                 let msg = format!("{} reporter: {}", r.name(), crate::error::chain(&e));
                 tracing::error!("{msg}");
                 errors.push(msg);
+            }
+        }
+        // A reporter that failed at the end: those before it already wrote the uncorrected
+        // verdict; they get the corrected one (they rewrite their files).
+        if errors.len() > before {
+            if let Some(fixed) = corrected(&ev, &errors) {
+                for i in told_a_pass {
+                    if let Err(e) = reporters[i].on_event(&fixed) {
+                        let msg = format!(
+                            "{} reporter: {}",
+                            reporters[i].name(),
+                            crate::error::chain(&e)
+                        );
+                        tracing::error!("{msg}");
+                        errors.push(msg);
+                    }
+                }
             }
         }
     }

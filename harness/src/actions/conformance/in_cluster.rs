@@ -27,6 +27,8 @@ pub struct InCluster {
     keep: bool,
     /// When the step ends.
     deadline: Instant,
+    /// The nodes' container engine, for the hint on loading an image by hand.
+    engine: &'static str,
 }
 
 /// Server-side apply of one object built in `conformance::incluster`.
@@ -115,6 +117,7 @@ impl InCluster {
             run_id,
             keep: cx.run.settings.keep_cluster,
             deadline: started + cx.step.timeout.deadline,
+            engine: c.provider.name(),
         })
     }
 
@@ -214,8 +217,9 @@ impl InCluster {
                 p.name
             ))
             .with_diagnosis(format!(
-                "the nodes must be able to pull {}: push it to a registry they reach, or load it into each node's containerd (docker save IMAGE | docker exec -i NODE ctr -n k8s.io images import -), or leave conformance.image unset to build it here",
-                self.image
+                "the nodes must be able to pull {}: push it to a registry they reach, or load it into each node's containerd ({engine} save IMAGE | {engine} exec -i NODE ctr -n k8s.io images import -), or leave conformance.image unset to build it here",
+                self.image,
+                engine = self.engine
             )));
         }
         // Logs stay readable after the containers end; bound the reads, the step may be
@@ -239,12 +243,19 @@ impl InCluster {
         });
         let results = read(ic::RESULTS).await.unwrap_or_default();
         let dir = self.setup.dir.join("in-cluster").join(&p.name);
-        let _ = std::fs::create_dir_all(&dir);
-        let _ = std::fs::write(dir.join("e2e.log"), &log);
-        let _ = std::fs::write(dir.join("results.log"), &results);
+        // What came back is the evidence: failing to keep it fails the step.
+        let unwritten = |e: std::io::Error| {
+            StepError::infra(format!(
+                "failed to write the pod's results into {}: {e}",
+                dir.display()
+            ))
+        };
+        std::fs::create_dir_all(&dir).map_err(unwritten)?;
+        std::fs::write(dir.join("e2e.log"), &log).map_err(unwritten)?;
+        std::fs::write(dir.join("results.log"), &results).map_err(unwritten)?;
         let junit = ic::junit_files(&results);
         for (f, body) in &junit {
-            let _ = std::fs::write(dir.join(f), body);
+            std::fs::write(dir.join(f), body).map_err(unwritten)?;
         }
         let exit = pod.as_ref().and_then(ic::runner_exit);
         cx.note(format!(

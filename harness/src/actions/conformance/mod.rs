@@ -361,7 +361,7 @@ async fn flow(
         .settings
         .artifacts
         .join(format!("e2e-{}.log", cx.job.context()));
-    let _ = std::fs::write(&log_path, e2e_log);
+    let wrote = std::fs::write(&log_path, e2e_log);
     let counts = [
         ("conformance.selected", selected.len()),
         ("conformance.unsupported", unsupported),
@@ -383,6 +383,7 @@ async fn flow(
         selected.len(),
         log_path.display()
     ));
+    wrote.map_err(|e| StepError::infra(format!("failed to write {}: {e}", log_path.display())))?;
     verdict(&Counts {
         runnable: runnable.len(),
         passed,
