@@ -37,11 +37,16 @@ const KEEP: &[ActionKind] = &[
 pub enum BenchError {
     #[error(transparent)]
     Scenario(#[from] crate::scenario::FindError),
-    #[error("scenario {0} has no 1 control plane + 1 worker bridge job to time")]
+    #[error("failed to find a 1 control plane + 1 worker bridge job in scenario {0}")]
     NoJob(String),
 }
 
-pub async fn bring_up(root: &Path, scenario_name: &str, runs: u32) -> Result<ExitKind, BenchError> {
+pub async fn bring_up(
+    root: &Path,
+    scenario_name: &str,
+    runs: u32,
+    deadline: Duration,
+) -> Result<ExitKind, BenchError> {
     let (s, catalog) = crate::scenario::load_named(root, scenario_name)?;
     let jobs: Vec<_> = matrix::expand(&s)
         .into_iter()
@@ -52,6 +57,8 @@ pub async fn bring_up(root: &Path, scenario_name: &str, runs: u32) -> Result<Exi
         return Err(BenchError::NoJob(scenario_name.to_string()));
     }
     let mut p = plan::build(&s, jobs);
+    // Each run stops at the deadline like a scenario's run deadline: cleanup still runs.
+    p.run_deadline = Some(deadline);
     for j in &mut p.jobs {
         j.steps.retain(|st| KEEP.contains(&st.action));
     }

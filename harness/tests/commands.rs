@@ -236,3 +236,61 @@ fn the_secret_scan_finds_each_kind_of_secret_and_nothing_redacted() {
     assert!(!has("kubeadm-init.yaml") && !has("step.log"), "{found:?}");
     assert_eq!(found.len(), 6, "{found:?}");
 }
+
+#[test]
+fn any_branch_runs_against_an_existing_cluster() {
+    let d = tempfile::tempdir().unwrap();
+    // Without the cluster's kubeconfig: refused before anything runs.
+    let out = shakedown()
+        .args([
+            "scenario",
+            "release-1.20",
+            "--provider",
+            "existing",
+            "--dry-run",
+        ])
+        .arg("--artifacts")
+        .arg(d.path().join("a"))
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("--kubeconfig"), "{all}");
+
+    // With it: one job, and no step that would make a cluster.
+    let kubeconfig = d.path().join("someone-elses.conf");
+    std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\n").unwrap();
+    let out = shakedown()
+        .args([
+            "scenario",
+            "release-1.20",
+            "--provider",
+            "existing",
+            "--dry-run",
+        ])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--artifacts")
+        .arg(d.path().join("b"))
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let suites = common::read_junit(&d.path().join("b/junit_existing-bridge.xml"));
+    let steps: Vec<String> = suites[0]
+        .cases
+        .iter()
+        .map(|c| c.name.rsplit(' ').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(suites[0].name, "release-1.20/existing/bridge");
+    for gone in ["init", "join", "cni"] {
+        assert!(!steps.contains(&gone.to_string()), "{gone} in {steps:?}");
+    }
+    for kept in ["up", "smoke", "conformance", "down"] {
+        assert!(
+            steps.contains(&kept.to_string()),
+            "{kept} missing from {steps:?}"
+        );
+    }
+    assert!(all.contains("attach to the cluster of"), "{all}");
+}

@@ -36,20 +36,63 @@ fn graph() -> Graph {
                 continue;
             }
             let text = std::fs::read_to_string(&p).unwrap();
+            let code: String = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
             let edges = g.entry(top.clone()).or_default();
-            for line in text.lines() {
-                if line.trim_start().starts_with("//") {
-                    continue;
-                }
-                for c in re.captures_iter(line) {
-                    if c[1] != top {
-                        edges.insert(c[1].to_string());
-                    }
-                }
+            for m in re.captures_iter(&code).map(|c| c[1].to_string()) {
+                edges.insert(m);
             }
+            for m in grouped(&code) {
+                edges.insert(m);
+            }
+            edges.remove(&top);
         }
     }
     g
+}
+
+/// The top-level modules named in `use crate::{a, b::c, d as e, ...}` groups.
+fn grouped(code: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = code;
+    while let Some(i) = rest.find("crate::{") {
+        let body = &rest[i + "crate::{".len()..];
+        let mut depth = 1;
+        let mut end = body.len();
+        let mut flat = String::new();
+        for (j, ch) in body.char_indices() {
+            match ch {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = j;
+                        break;
+                    }
+                }
+                _ if depth == 1 => flat.push(ch),
+                _ => {}
+            }
+        }
+        for item in flat.split(',') {
+            let first = item
+                .trim()
+                .split("::")
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
+            if !first.is_empty() && first != "self" {
+                out.push(first.to_string());
+            }
+        }
+        rest = &body[end.min(body.len())..];
+    }
+    out
 }
 
 /// A cycle through `from`, if there is one, as the path of modules.
@@ -115,6 +158,15 @@ fn lower_layers_never_import_higher_ones() {
         }
     }
     assert!(wrong.is_empty(), "{wrong:?}");
+}
+
+#[test]
+fn grouped_imports_are_edges_too() {
+    let code = "use crate::{matrix, paths, plan::{self, Stage}, reporter as r};\nuse crate::{\n    cni::Catalog,\n};";
+    assert_eq!(
+        grouped(code),
+        ["matrix", "paths", "plan", "reporter", "cni"]
+    );
 }
 
 #[test]

@@ -762,6 +762,19 @@ fn labelled(run_id: &str) -> Vec<String> {
             );
         }
     }
+    // The podman provider's FORWARD rules, marked with the run's cluster names.
+    let mark = format!("shakedown:sd-{run_id}-");
+    if let Ok(out) = std::process::Command::new("iptables")
+        .args(["-S", "FORWARD"])
+        .output()
+    {
+        v.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains(&mark))
+                .map(|l| format!("iptables rule {l}")),
+        );
+    }
     v
 }
 
@@ -907,6 +920,13 @@ fn gc_after_sigkill() -> Result<(), Failed> {
     }
     up?;
     check(!run_id.is_empty(), || "started.json has no run id".into())?;
+    let work = shakedown::paths::work_dir(&run_id);
+    check(work.is_dir(), || {
+        format!(
+            "the killed run has no work folder {} (the test proves nothing)",
+            work.display()
+        )
+    })?;
     let left = labelled(&run_id);
     eprintln!("  left by the killed run {run_id}: {}", left.join(", "));
     for what in ["docker container ", "docker network ", "docker volume "] {

@@ -132,6 +132,9 @@ pub enum BenchCommand {
         scenario: String,
         #[arg(long, default_value_t = 3)]
         runs: u32,
+        /// Each run gives up after this long (exit 1; its nodes are still removed).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "20m")]
+        deadline: Duration,
     },
 }
 
@@ -508,8 +511,13 @@ pub async fn run(cli: Cli) -> ExitKind {
         }
         Command::Gc { run, deadline } => gc::gc(run.as_deref(), deadline).await,
         Command::Bench {
-            command: BenchCommand::BringUp { scenario, runs },
-        } => crate::bench::bring_up(&root, &scenario, runs)
+            command:
+                BenchCommand::BringUp {
+                    scenario,
+                    runs,
+                    deadline,
+                },
+        } => crate::bench::bring_up(&root, &scenario, runs, deadline)
             .await
             .map_err(CliError::from),
         Command::Cni {

@@ -24,6 +24,20 @@ pub(super) async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKin
         // Relative to where the user is, as any command-line path.
         s.scenario.conformance.e2e_binaries = Some(std::path::absolute(b).unwrap_or(b.clone()));
     }
+    if a.provider.as_deref() == Some("existing") {
+        if a.kubeconfig.is_none() {
+            return Err(CliError::Usage(
+                "--provider existing tests a cluster someone else made: give its --kubeconfig FILE"
+                    .into(),
+            ));
+        }
+        as_existing(&mut s.scenario, a.cni.as_deref());
+    } else if a.kubeconfig.is_some() {
+        return Err(CliError::Usage(
+            "--kubeconfig is for --provider existing (every other provider makes its own cluster)"
+                .into(),
+        ));
+    }
     let s = scenario::recheck(s, &catalog, scenario::today()).map_err(|e| {
         eprintln!("the scenario with the command line's overrides does not validate:");
         CliError::Config(e)
@@ -154,4 +168,25 @@ pub(super) fn new_scenario(root: &Path, branch: &str, from: &str) -> Result<Exit
     }
     println!("next: review it, then run `shakedown ci generate` to add its CI jobs");
     Ok(ExitKind::Passed)
+}
+
+/// Any branch's scenario, run against a cluster someone else made, as hydrophone and
+/// sonobuoy run: one job on the `existing` provider (the CNI the cluster already runs), and
+/// no step that makes a cluster (init, join, cni); `cluster-up` attaches, `cluster-down`
+/// detaches.
+fn as_existing(s: &mut crate::scenario::Scenario, cni: Option<&str>) {
+    use crate::scenario::{ActionKind, ProviderKind};
+    s.providers = vec![ProviderKind::Existing];
+    s.topologies.truncate(1);
+    let keep = cni
+        .map(String::from)
+        .or_else(|| s.cni.first().cloned())
+        .unwrap_or_default();
+    s.cni.retain(|c| *c == keep);
+    s.steps.retain(|st| {
+        !matches!(
+            st.action,
+            ActionKind::KubeadmInit | ActionKind::KubeadmJoin | ActionKind::Cni
+        )
+    });
 }

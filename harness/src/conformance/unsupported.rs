@@ -153,8 +153,11 @@ fn spec_bodies(src: &str) -> Vec<(String, &str)> {
         .iter()
         .enumerate()
         .map(|(i, (at, text))| {
-            let end = found.get(i + 1).map_or(src.len(), |n| n.0);
-            (text.clone(), &src[*at..end])
+            // Up to the next spec, or the next top-level function: the last spec of a file
+            // must not take in the helpers after it.
+            let next_spec = found.get(i + 1).map_or(src.len(), |n| n.0);
+            let next_func = src[*at..].find("\nfunc ").map_or(src.len(), |o| at + o);
+            (text.clone(), &src[*at..next_spec.min(next_func)])
         })
         .collect()
 }
