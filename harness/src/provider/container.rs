@@ -144,6 +144,11 @@ impl ContainerProvider {
     }
 }
 
+/// How often removal looks again for nodes a stopped `run` created late, and how long it
+/// waits between looks.
+const SWEEPS: usize = 3;
+const SWEEP_PAUSE: Duration = Duration::from_secs(1);
+
 /// This process's hard limit on open files: the most a podman node may ask for.
 fn nofile_hard() -> u64 {
     nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
@@ -538,6 +543,45 @@ impl Provider for ContainerProvider {
                 .map(drop),
             );
         }
+        // A `run` stopped halfway (Ctrl-C) may still be created by the daemon after its
+        // client died: look again by the cluster's label until nothing is left.
+        let filter = format!("label={LABEL_CLUSTER}={}", cluster.name);
+        for _ in 0..SWEEPS {
+            let containers = r
+                .output(self.cmd().args(["ps", "-aq", "--filter", &filter]))
+                .await
+                .unwrap_or_default();
+            let volumes = r
+                .output(self.cmd().args(["volume", "ls", "-q", "--filter", &filter]))
+                .await
+                .unwrap_or_default();
+            if containers.trim().is_empty() && volumes.trim().is_empty() {
+                break;
+            }
+            if !containers.trim().is_empty() {
+                keep(
+                    r.run(
+                        self.cmd()
+                            .args(["rm", "-f", "-v"])
+                            .args(containers.split_whitespace()),
+                    )
+                    .await
+                    .map(drop),
+                );
+            }
+            if !volumes.trim().is_empty() {
+                keep(
+                    r.run(
+                        self.cmd()
+                            .args(["volume", "rm", "-f"])
+                            .args(volumes.split_whitespace()),
+                    )
+                    .await
+                    .map(drop),
+                );
+            }
+            tokio::time::sleep(SWEEP_PAUSE).await;
+        }
         keep(
             r.run(self.cmd().args(["network", "rm", &cluster.network]))
                 .await
@@ -565,6 +609,31 @@ impl Provider for ContainerProvider {
             let mut args = vec!["volume".to_string(), "rm".into(), "-f".into()];
             args.extend(names.iter().map(|n| var_volume(n)));
             run_bounded(self.program(), &args, log, limit);
+        }
+        // Late arrivals of a `run` stopped halfway, by the cluster's label (see `remove`).
+        let filter = format!("label={LABEL_CLUSTER}={}", cluster.name);
+        for _ in 0..SWEEPS {
+            let ls = |what: &[&str]| {
+                let mut a: Vec<String> = what.iter().map(|s| s.to_string()).collect();
+                a.extend(["--filter".to_string(), filter.clone()]);
+                output_bounded(self.program(), &a, log, limit)
+            };
+            let containers = ls(&["ps", "-aq"]);
+            let volumes = ls(&["volume", "ls", "-q"]);
+            if containers.trim().is_empty() && volumes.trim().is_empty() {
+                break;
+            }
+            for (cmd, found) in [
+                (vec!["rm", "-f", "-v"], containers),
+                (vec!["volume", "rm", "-f"], volumes),
+            ] {
+                if !found.trim().is_empty() {
+                    let mut a: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+                    a.extend(found.split_whitespace().map(String::from));
+                    run_bounded(self.program(), &a, log, limit);
+                }
+            }
+            std::thread::sleep(SWEEP_PAUSE);
         }
         run_bounded(
             self.program(),
