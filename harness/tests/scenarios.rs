@@ -104,33 +104,10 @@ fn main() {
             );
         }
     }
-    let in_cluster_skip = docker.clone().err();
-    if let Some(w) = &in_cluster_skip {
-        skipped.push(format!("{IN_CLUSTER_TRIAL}: {w}"));
-    }
-    trials.push(
-        Trial::ignorable_test(IN_CLUSTER_TRIAL, move || match in_cluster_skip {
-            Some(w) => skip_or_fail(w),
-            None => in_cluster().map(|()| Completion::Completed),
-        })
-        .with_kind("cluster"),
-    );
-    let regression_skip = docker.clone().err();
-    if let Some(w) = &regression_skip {
-        skipped.push(format!("regression::kubeadm-1.6.0-no-cni: {w}"));
-    }
-    trials.push(
-        Trial::ignorable_test(
-            "regression::kubeadm-1.6.0-no-cni",
-            move || match regression_skip {
-                Some(w) => skip_or_fail(w),
-                None => no_cni_regression().map(|()| Completion::Completed),
-            },
-        )
-        .with_kind("cluster"),
-    );
     // Trials that need docker but no particular scenario job.
-    let docker_trials: [(&str, TrialFn); 4] = [
+    let docker_trials: [(&str, TrialFn); 6] = [
+        (IN_CLUSTER_TRIAL, in_cluster),
+        ("regression::kubeadm-1.6.0-no-cni", no_cni_regression),
         (FAULT_NODE_KILLED, node_killed_during_init),
         ("gc::leftovers-of-a-killed-run", gc_after_sigkill),
         ("interrupt::bench-bring-up", bench_interrupted),
