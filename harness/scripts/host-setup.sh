@@ -34,6 +34,7 @@ packages=(
   debootstrap          # node and kube-proxy root filesystems
   busybox-static       # test workload image
   etcd-server          # etcd image
+  docker-registry      # the local registry mirror (distribution 2.8) of the registry trials
   rsync
   golang-github-modern-go-reflect2-dev  # replaces the vendored reflect2 that panics on Go >= 1.18
   golang-github-json-iterator-go-dev

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cni;
 pub mod config;
 pub mod conformance;
+pub mod download;
 pub mod engine;
 pub mod error;
 pub mod exit;

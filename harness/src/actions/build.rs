@@ -3,7 +3,9 @@
 
 use super::{Action, StepContext, StepError};
 use crate::actions::JobStateExt;
+use crate::images::release::Wanted;
 use crate::images::{self, BinarySource, BuildRequest};
+use crate::release::bucket::Bucket;
 use crate::scenario::SourceKind;
 
 pub struct ImageBuild;
@@ -11,48 +13,105 @@ pub struct ImageBuild;
 pub fn request(cx: &StepContext<'_>) -> Result<BuildRequest, StepError> {
     let s = &cx.run.scenario;
     let k = &s.scenario.kubernetes;
-    let version = s.version.filter(|v| v.patch.is_some()).ok_or_else(|| {
-        StepError::infra(format!(
-            "failed to resolve Kubernetes {}: release markers need the release bucket, which this machine cannot reach; pass --kubernetes-binaries DIR",
+    let settings = &cx.run.settings;
+    let version = s.version.ok_or_else(|| {
+        StepError::new(format!(
+            "failed to read the Kubernetes version of {}",
             s.version_label()
         ))
     })?;
-    let binaries = match (&cx.run.settings.kubernetes_binaries, k.source) {
+    let binaries = match (&settings.kubernetes_binaries, k.source) {
         (Some(dir), _) => BinarySource::Folder(dir.clone()),
-        (None, SourceKind::Binaries) => BinarySource::Folder(
-            cx.run
-                .settings
-                .root
-                .join(k.binaries.clone().unwrap_or_default()),
-        ),
-        (None, SourceKind::DebianSource) => BinarySource::DebianSource {
-            debian_version: k.debian_version.clone().unwrap_or_default(),
+        (None, SourceKind::Binaries) => {
+            BinarySource::Folder(settings.root.join(k.binaries.clone().unwrap_or_default()))
+        }
+        (None, SourceKind::DebianSource) => {
+            if version.patch.is_none() {
+                return Err(StepError::new(format!(
+                    "failed to build Kubernetes {}: a Debian source build needs a fixed version, not a marker",
+                    s.version_label()
+                )));
+            }
+            BinarySource::DebianSource {
+                debian_version: k.debian_version.clone().unwrap_or_default(),
+            }
+        }
+        (None, SourceKind::Release) => BinarySource::Release {
+            bucket: settings
+                .release_url
+                .clone()
+                .unwrap_or_else(Bucket::default_bucket),
+            wanted: match (&k.marker, &k.version) {
+                (Some(m), _) => Wanted::Marker(m.clone()),
+                (None, Some(v)) => Wanted::Version(v.clone()),
+                (None, None) => Wanted::Version(version.to_string()),
+            },
         },
-        (None, SourceKind::Release) => BinarySource::Release,
     };
+    let mut mirrors = s.scenario.cluster.registry_mirrors.clone();
+    for m in &settings.registry_mirrors {
+        // The command line wins over the scenario for the same registry.
+        mirrors.retain(|x| x.registry != m.registry);
+        mirrors.push(m.clone());
+    }
     Ok(BuildRequest {
-        root: cx.run.settings.root.clone(),
-        cache: cx.run.settings.cache_dir.clone(),
+        root: settings.root.clone(),
+        cache: settings.cache_dir.clone(),
         version,
         binaries,
-        node_image: cx.run.settings.node_image.clone(),
+        node_image: settings.node_image.clone(),
+        mirrors,
     })
+}
+
+fn describe_source(b: &BinarySource, version: &str) -> String {
+    match b {
+        BinarySource::Release { bucket, wanted } => format!(
+            "download Kubernetes {} from the release bucket {} (kubeadm, kubelet, kubectl, the server and test tarballs), each verified against its published digest",
+            match wanted {
+                Wanted::Marker(m) => format!("{m} (resolved from {})", bucket.marker_url(m)),
+                Wanted::Version(v) => v.clone(),
+            },
+            bucket.base()
+        ),
+        BinarySource::Folder(d) => format!(
+            "take Kubernetes binaries from {} (their version is kubeadm's own)",
+            d.display()
+        ),
+        BinarySource::DebianSource { debian_version } => format!(
+            "build Kubernetes {version} from Debian's source package {debian_version}"
+        ),
+    }
 }
 
 #[async_trait::async_trait]
 impl Action for ImageBuild {
     fn describe(&self, cx: &StepContext<'_>) -> Vec<String> {
         match request(cx) {
-            Ok(r) => vec![
-                format!(
-                    "obtain Kubernetes {} binaries from {:?}",
-                    r.version, r.binaries
-                ),
-                format!(
-                    "build component images and a node image, cached under {}",
-                    r.cache.display()
-                ),
-            ],
+            Ok(r) => {
+                let images = if r.mirrors.is_empty() {
+                    match r.binaries {
+                        BinarySource::Release { .. } => "load the control-plane images of the server tarball into nodes; pull the rest (etcd, pause, CoreDNS, agnhost) from their registries".to_string(),
+                        _ => "build component images to preload into nodes".to_string(),
+                    }
+                } else {
+                    format!(
+                        "pull images under their upstream names through {}",
+                        r.mirrors
+                            .iter()
+                            .map(|m| m.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                vec![
+                    describe_source(&r.binaries, &r.version.to_string()),
+                    format!(
+                        "{images}; build a node image, cached under {}",
+                        r.cache.display()
+                    ),
+                ]
+            }
             Err(e) => vec![format!("fail: {}", e.message)],
         }
     }
@@ -65,10 +124,16 @@ impl Action for ImageBuild {
             .await
             .map_err(|e| StepError::infra(crate::error::chain(&e)))?;
         cx.note(format!(
-            "node image {}, images {}",
+            "Kubernetes {}, node image {}, preloaded images {}",
+            art.raw_version,
             art.node_image,
-            art.images_tar.display()
+            art.image_set
+                .preload
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "none".into())
         ));
+        cx.property("kubernetes.version", &art.raw_version);
         cx.job_mut().artifacts = Some(art);
         Ok(())
     }

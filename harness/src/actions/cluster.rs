@@ -199,12 +199,17 @@ impl Action for ClusterUp {
                 .as_ref()
                 .map(|a| a.node_image.clone())
                 .unwrap_or_default(),
-            images_tar: art.map(|a| a.images_tar).unwrap_or_default(),
+            images_tar: art.as_ref().and_then(|a| a.image_set.preload.clone()),
         };
         let r = cx.runner();
         let note = |s: String| cx.note(s);
         let mut cluster = provider.create(&r, &spec, &note).await?;
         cluster.keep |= cx.run.settings.keep_cluster;
+        if let Some(set) = art.as_ref().map(|a| &a.image_set) {
+            if set.needs_node_config() && provider.runs_commands() {
+                configure_containerd(cx, &cluster, set).await?;
+            }
+        }
         let summary: Vec<String> = cluster
             .nodes
             .iter()
@@ -261,6 +266,57 @@ impl Action for ClusterDown {
         cx.note(what);
         Ok(())
     }
+}
+
+/// Writes the image set's containerd config (sandbox image, registry mirrors) into every
+/// node and restarts containerd, before kubeadm pulls anything.
+async fn configure_containerd(
+    cx: &StepContext<'_>,
+    c: &Cluster,
+    set: &crate::images::set::ImageSet,
+) -> Result<(), StepError> {
+    let r = cx.runner();
+    let files = set.node_files();
+    cx.note(format!(
+        "containerd: sandbox {}{}",
+        set.pause,
+        if set.mirrors.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", mirrors {}",
+                set.mirrors
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    ));
+    futures::future::try_join_all(c.nodes.iter().map(|n| {
+        let (r, files) = (&r, &files);
+        async move {
+            for (path, content) in files {
+                r.run(c.write_file(&n.name, path, content)).await?;
+            }
+            r.run(c.exec(&n.name, &["systemctl", "restart", "containerd"]))
+                .await?;
+            // containerd answers on its socket once the restart is through.
+            r.run(c.exec(
+                &n.name,
+                &["sh", "-c", "for i in $(seq 50); do ctr version >/dev/null 2>&1 && exit 0; sleep 0.2; done; ctr version"],
+            ))
+            .await
+        }
+    }))
+    .await
+    .map_err(|e| {
+        StepError::infra(format!(
+            "failed to configure containerd in the nodes: {}",
+            crate::error::chain(&e)
+        ))
+    })?;
+    Ok(())
 }
 
 /// Runs `args` in `node`, returning stdout.

@@ -3,7 +3,7 @@
 use super::cluster::{cluster, diagnose_nodes};
 use super::{Action, StepContext, StepError};
 use crate::actions::JobStateExt;
-use crate::images::{ETCD_TAG, IMAGE_REPO};
+use crate::images::set::DnsAddon;
 use crate::kubeadm::{self, ClusterParams, NodeParams};
 use crate::provider::Cluster;
 
@@ -36,8 +36,10 @@ fn params(cx: &StepContext<'_>, c: &Cluster) -> Result<ClusterParams, StepError>
     Ok(ClusterParams {
         version,
         api,
-        image_repository: IMAGE_REPO.into(),
-        etcd_image_tag: Some(ETCD_TAG.into()),
+        image_repository: art.image_set.repository.clone(),
+        etcd_image_tag: art.image_set.etcd_tag.clone(),
+        dns_addon: art.image_set.dns == DnsAddon::Install,
+        raw_version: art.raw_version.clone(),
         pod_subnet: s.scenario.cluster.pod_subnet.clone(),
         service_subnet: s.scenario.cluster.service_subnet.clone(),
         rbac: s.scenario.cluster.rbac,

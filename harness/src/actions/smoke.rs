@@ -2,6 +2,7 @@
 
 use super::cluster::{client, cluster};
 use super::{Action, StepContext, StepError};
+use crate::actions::JobStateExt;
 use crate::smoke::Smoke as Checks;
 
 pub struct Smoke;
@@ -24,6 +25,7 @@ impl Action for Smoke {
     async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
         let c = cluster(cx)?;
         let nodes = c.node_names();
+        let art = cx.job().artifacts.clone();
         let mut checks = Checks {
             client: client(c).await?,
             namespace: format!("shakedown-smoke-{}", cx.run.settings.run_id).to_ascii_lowercase(),
@@ -31,6 +33,11 @@ impl Action for Smoke {
             cancel: cx.cancel.clone(),
             results: Vec::new(),
             token_secrets: cx.run.scenario.version.is_none_or(|v| v.minor < 24),
+            agnhost: art
+                .as_ref()
+                .map(|a| a.image_set.agnhost.clone())
+                .unwrap_or_else(crate::smoke::local_agnhost),
+            pull_policy: art.as_ref().map_or("Never", |a| a.image_set.pull_policy()),
         };
         let failed = checks.run(&nodes).await;
         checks.cleanup().await;

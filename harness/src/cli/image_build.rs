@@ -13,6 +13,7 @@ pub(super) async fn image_build(
     debian_version: Option<String>,
     binaries: Option<PathBuf>,
     node_image: Option<String>,
+    release_url: Option<crate::release::bucket::Bucket>,
     deadline: Duration,
 ) -> Result<ExitKind, CliError> {
     use crate::images::{self, BinarySource, BuildRequest};
@@ -25,7 +26,10 @@ pub(super) async fn image_build(
     ) {
         (Some(dir), _) => BinarySource::Folder(dir),
         (None, Some(d)) => BinarySource::DebianSource { debian_version: d },
-        (None, None) => BinarySource::Release,
+        (None, None) => BinarySource::Release {
+            bucket: release_url.unwrap_or_else(crate::release::bucket::Bucket::default_bucket),
+            wanted: images::release::Wanted::Version(version.to_string()),
+        },
     };
     let req = BuildRequest {
         root: root.to_path_buf(),
@@ -33,6 +37,7 @@ pub(super) async fn image_build(
         version: v,
         binaries: source,
         node_image,
+        mirrors: Vec::new(),
     };
     let log_path = req
         .cache
@@ -73,10 +78,48 @@ pub(super) async fn image_build(
     println!("binaries:   {}", a.bin_dir.display());
     println!(
         "images:     {} ({} images)",
-        a.images_tar.display(),
+        a.image_set
+            .preload
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "none: every image is pulled".into()),
         a.images.len()
     );
     println!("node image: {}", a.node_image);
     println!("log:        {}", log_path.display());
     Ok(ExitKind::Passed)
+}
+
+/// This machine's own build of `version` (cached), for commands that serve it to others.
+pub(super) async fn local_build(
+    root: &Path,
+    version: &str,
+    r: &process::Runner,
+) -> Result<crate::images::KubeArtifacts, CliError> {
+    use crate::images::{self, BinarySource, BuildRequest};
+    let v: crate::release::KubeVersion = version
+        .parse()
+        .map_err(|e: crate::release::version::VersionError| CliError::Usage(e.to_string()))?;
+    let debian_version = debian_version_for(&v).ok_or_else(|| {
+        CliError::Usage(format!(
+            "{version} cannot be built on this machine: only Debian's source package of v1.20.2 is known"
+        ))
+    })?;
+    let req = BuildRequest {
+        root: root.to_path_buf(),
+        cache: paths::cache_dir(),
+        version: v,
+        binaries: BinarySource::DebianSource {
+            debian_version: debian_version.into(),
+        },
+        node_image: None,
+        mirrors: Vec::new(),
+    };
+    let note = |s: String| eprintln!("{s}");
+    images::build(&req, r, &note)
+        .await
+        .map_err(|e| CliError::Infra {
+            what: format!("build Kubernetes {version}"),
+            source: Box::new(e),
+        })
 }

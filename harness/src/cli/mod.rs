@@ -8,6 +8,8 @@ mod gc;
 mod host_setup;
 mod image_build;
 mod list;
+mod registry;
+mod release_layout;
 mod run_scenario;
 mod show_history;
 mod show_plan;
@@ -80,6 +82,16 @@ pub enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// A registry on this machine serving the images built here under their upstream names.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
+    /// Release buckets.
+    Release {
+        #[command(subcommand)]
+        command: ReleaseCommand,
+    },
     /// Remove every container, network and volume shakedown created (or one run's).
     Gc {
         /// Only what this run created (its id is in the artifacts and node names).
@@ -117,7 +129,53 @@ pub enum ImageCommand {
         /// Use this node image instead of building one.
         #[arg(long)]
         node_image: Option<String>,
+        /// The release bucket to download from when no source is given.
+        #[arg(long, env = "SHAKEDOWN_RELEASE_URL", value_parser = parse_bucket)]
+        release_url: Option<crate::release::bucket::Bucket>,
         /// Give up after this long (exit 3); a cold build takes about 13 minutes here.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "60m")]
+        deadline: Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Start Debian's docker-registry in a container, published on 127.0.0.1 and on docker's
+    /// bridge address only.
+    Start {
+        #[arg(long, default_value_t = 5000)]
+        port: u16,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+        deadline: Duration,
+    },
+    /// Push this machine's build into it under the names kubeadm and the workloads pull,
+    /// and print the --registry-mirror flags that reach it.
+    Push {
+        #[arg(long, default_value_t = 5000)]
+        port: u16,
+        #[arg(long, default_value = "v1.20.2")]
+        kubernetes: String,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "60m")]
+        deadline: Duration,
+    },
+    /// Remove the registry and what it stored.
+    Stop {
+        #[arg(long, default_value_t = 5000)]
+        port: u16,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2m")]
+        deadline: Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// Lay this machine's build out as a release bucket (markers, binaries, tarballs and
+    /// their .sha256/.sha512 files) under DIR, to serve and pass as --release-url.
+    Layout {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "v1.20.2")]
+        kubernetes: String,
         #[arg(long, value_parser = humantime::parse_duration, default_value = "60m")]
         deadline: Duration,
     },
@@ -274,6 +332,14 @@ pub struct ScenarioArgs {
     /// Use this node image instead of building one.
     #[arg(long)]
     pub node_image: Option<String>,
+    /// The release bucket `source: release` downloads from (default https://dl.k8s.io).
+    #[arg(long, env = "SHAKEDOWN_RELEASE_URL", value_parser = parse_bucket)]
+    pub release_url: Option<crate::release::bucket::Bucket>,
+    /// Pull images named under REGISTRY from URL instead, and only from there (repeatable),
+    /// e.g. registry.k8s.io=http://172.17.0.1:5000. Nothing is preloaded but a release's
+    /// control-plane images.
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=URL")]
+    pub registry_mirrors: Vec<crate::release::mirror::Mirror>,
     /// Run only shard K of N of the runnable conformance specs (a stable hash of each name
     /// picks the shard), e.g. 1/6.
     #[arg(long, value_parser = parse_shard)]
@@ -333,6 +399,10 @@ impl From<ConformanceModeArg> for crate::scenario::ConformanceMode {
             ConformanceModeArg::ConformanceLite => Self::ConformanceLite,
         }
     }
+}
+
+fn parse_bucket(s: &str) -> Result<crate::release::bucket::Bucket, String> {
+    crate::release::bucket::Bucket::new(s).map_err(|e| e.to_string())
 }
 
 fn parse_shard(s: &str) -> Result<(u32, u32), String> {
@@ -496,6 +566,7 @@ pub async fn run(cli: Cli) -> ExitKind {
                     debian_version,
                     kubernetes_binaries,
                     node_image,
+                    release_url,
                     deadline,
                 },
         } => {
@@ -505,10 +576,20 @@ pub async fn run(cli: Cli) -> ExitKind {
                 debian_version,
                 kubernetes_binaries,
                 node_image,
+                release_url,
                 deadline,
             )
             .await
         }
+        Command::Registry { command } => registry::registry(&root, command).await,
+        Command::Release {
+            command:
+                ReleaseCommand::Layout {
+                    out,
+                    kubernetes,
+                    deadline,
+                },
+        } => release_layout::release_layout(&root, &out, &kubernetes, deadline).await,
         Command::Gc { run, deadline } => gc::gc(run.as_deref(), deadline).await,
         Command::Bench {
             command:

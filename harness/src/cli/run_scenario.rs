@@ -103,6 +103,8 @@ pub(super) async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKin
             .kubeconfig
             .as_ref()
             .map(|k| std::path::absolute(k).unwrap_or(k.clone())),
+        release_url: a.release_url.clone(),
+        registry_mirrors: a.registry_mirrors.clone(),
     };
     let summary = crate::run::Run::new(p, Arc::new(s), Arc::new(catalog), settings)
         .dry_run(a.dry_run)

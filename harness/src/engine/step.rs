@@ -101,6 +101,10 @@ pub struct RunSettings {
     pub conformance_shard: Option<(u32, u32)>,
     /// The kubeconfig of a cluster someone else made (`provider: existing`).
     pub kubeconfig: Option<PathBuf>,
+    /// The release bucket for `source: release` (default `https://dl.k8s.io`).
+    pub release_url: Option<crate::release::bucket::Bucket>,
+    /// Registry mirrors from the command line, added to the scenario's.
+    pub registry_mirrors: Vec<crate::release::mirror::Mirror>,
 }
 
 /// Shared by all steps and jobs of a run.

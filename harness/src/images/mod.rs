@@ -3,8 +3,16 @@
 //! stage is cached by the content of its inputs under the cache folder, so a second run
 //! only checks.
 
+pub mod registry;
+pub mod release;
+pub mod set;
+
+use crate::download::Downloader;
 use crate::process::{Cmd, CommandError, Runner};
-use crate::release::KubeVersion;
+use crate::release::bucket::Bucket;
+use crate::release::mirror::Mirror;
+use crate::release::{era, KubeVersion};
+use set::{DnsAddon, ImageSet};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -14,11 +22,11 @@ pub const PAUSE_TAG: &str = "3.4.1";
 pub const AGNHOST_TAG: &str = "2.21";
 pub const BUSYBOX_TAG: &str = "1.29";
 
-/// Binaries the cluster and the images need.
-pub const REQUIRED_BINARIES: &[&str] = &[
-    "kubeadm",
-    "kubelet",
-    "kubectl",
+/// Binaries every node needs.
+pub const NODE_BINARIES: &[&str] = &["kubeadm", "kubelet", "kubectl"];
+
+/// Binaries the images built here need (without them every image is pulled instead).
+pub const IMAGE_BINARIES: &[&str] = &[
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
@@ -31,10 +39,12 @@ pub const REQUIRED_BINARIES: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct KubeArtifacts {
     pub version: KubeVersion,
+    /// The version as released, e.g. `v1.21.0-rc.0` (tags and kubeadm's config use it).
+    pub raw_version: String,
     pub bin_dir: PathBuf,
-    /// Every component image, saved; nodes import it into containerd.
-    pub images_tar: PathBuf,
-    /// Every image in the tarball, e.g. `shakedown.local/agnhost:2.21`.
+    /// Where images come from and what they are called.
+    pub image_set: ImageSet,
+    /// Every image preloaded into nodes, e.g. `shakedown.local/agnhost:2.21`.
     pub images: Vec<String>,
     pub node_image: String,
     /// The Kubernetes source tree, when built from source (conformance reads its test data).
@@ -47,8 +57,11 @@ pub enum BinarySource {
         debian_version: String,
     },
     Folder(PathBuf),
-    /// Official release binaries: needs network access this machine does not have.
-    Release,
+    /// A release from the bucket (dl.k8s.io or a mirror), verified against its digests.
+    Release {
+        bucket: Bucket,
+        wanted: release::Wanted,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +72,9 @@ pub struct BuildRequest {
     pub binaries: BinarySource,
     /// Use this node image as it is.
     pub node_image: Option<String>,
+    /// Registry mirrors: with any, every image not in a release's server tarball is pulled
+    /// through them under its upstream name instead of preloaded.
+    pub mirrors: Vec<Mirror>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +89,12 @@ pub enum BuildError {
         free_gib: u64,
         need_gib: u64,
     },
-    #[error("failed to obtain Kubernetes {version}: release binaries cannot be downloaded on this machine; pass --kubernetes-binaries DIR with kubeadm, kubelet, kubectl and the control-plane binaries")]
-    NoRelease { version: KubeVersion },
+    #[error("failed to obtain Kubernetes from the release bucket")]
+    Release(#[source] Box<release::ReleaseError>),
+    #[error(
+        "failed to read the version of {kubeadm}: `kubeadm version -o short` printed {output:?}"
+    )]
+    BinaryVersion { kubeadm: PathBuf, output: String },
     #[error("failed to use binaries in {dir}: missing {missing}")]
     MissingBinaries { dir: PathBuf, missing: String },
     #[error("failed to run stage {stage}")]
@@ -83,6 +103,8 @@ pub enum BuildError {
         #[source]
         source: CommandError,
     },
+    #[error("failed to reach the registry at {url} within 10 s: {last}")]
+    RegistryDown { url: String, last: String },
     #[error("failed to prepare {path}")]
     Io {
         path: PathBuf,
@@ -193,15 +215,27 @@ pub async fn build(
 
     // Stage 1: binaries.
     let mut source_tree = None;
+    let mut unpacked = None;
     let (bin_dir, bin_key) = match &req.binaries {
-        BinarySource::Release => {
-            return Err(BuildError::NoRelease {
-                version: req.version,
-            })
+        BinarySource::Release { bucket, wanted } => {
+            let dl = Downloader::new(&req.cache, r.log.clone(), r.cancel.clone());
+            let (raw, v) = release::resolve(&dl, bucket, wanted).await?;
+            note(format!(
+                "release: Kubernetes {raw} from {}{}",
+                bucket.base(),
+                match wanted {
+                    release::Wanted::Marker(m) => format!(" (marker {m})"),
+                    release::Wanted::Version(_) => String::new(),
+                }
+            ));
+            let u = release::fetch(&dl, bucket, &raw, v, &req.cache, note).await?;
+            let out = (u.bin_dir.clone(), u.key.clone());
+            unpacked = Some(u);
+            out
         }
         BinarySource::Folder(dir) => {
             let mut ident = Vec::new();
-            for b in REQUIRED_BINARIES {
+            for b in NODE_BINARIES.iter().chain(IMAGE_BINARIES) {
                 let p = dir.join(b);
                 let md = std::fs::metadata(&p).ok();
                 ident.extend_from_slice(
@@ -259,7 +293,7 @@ pub async fn build(
             (out.join("bin"), k)
         }
     };
-    let missing: Vec<&str> = REQUIRED_BINARIES
+    let missing: Vec<&str> = NODE_BINARIES
         .iter()
         .copied()
         .filter(|b| !bin_dir.join(b).is_file())
@@ -270,52 +304,60 @@ pub async fn build(
             missing: missing.join(", "),
         });
     }
-
-    // Stage 2: component images, saved into one tarball.
-    let work = req.cache.join("work");
-    let images_script = scripts.join("build-images.sh");
-    let k = key(&[
-        &read(&images_script)?,
-        &read(&scripts.join("image-lib.sh"))?,
-        bin_key.as_bytes(),
-    ]);
-    let images_dir = req.cache.join("images").join(&k);
-    let images_tar = images_dir.join("images.tar");
-    if images_dir.join(".done").is_file() && images_tar.is_file() {
-        note(format!("images: cached ({})", images_tar.display()));
-    } else {
-        note("images: building component images (kube-apiserver, etcd, pause, kube-proxy, agnhost, busybox, ...)".into());
-        std::fs::create_dir_all(&images_dir).map_err(io(&images_dir))?;
-        r.run(
-            Cmd::new("bash")
-                .arg(images_script.display().to_string())
-                .env("BIN_DIR", bin_dir.display().to_string())
-                .env("KUBE_VERSION", &version)
-                .env("IMAGE_REPO", IMAGE_REPO)
-                .env("ETCD_TAG", ETCD_TAG)
-                .env("PAUSE_TAG", PAUSE_TAG)
-                .env("AGNHOST_TAG", AGNHOST_TAG)
-                .env("BUSYBOX_TAG", BUSYBOX_TAG)
-                .env(
-                    "AGNHOST_TLS_DIR",
-                    source_tree
-                        .as_ref()
-                        .map(|t| t.join("test/images/agnhost/porter").display().to_string())
-                        .unwrap_or_default(),
-                )
-                .env("WORK", work.display().to_string()),
-        )
-        .await
-        .map_err(|source| BuildError::Stage {
-            stage: "images",
-            source,
-        })?;
-        for f in ["images.tar", "images.txt"] {
-            std::fs::rename(work.join(f), images_dir.join(f)).map_err(io(&images_dir))?;
+    // The version is the binaries' own: a folder or a marker may hold another than asked.
+    let (raw_version, version_parsed) = match &unpacked {
+        Some(u) => (u.raw.clone(), u.version),
+        None if matches!(req.binaries, BinarySource::Folder(_)) => {
+            binaries_version(&bin_dir.join("kubeadm"), r)
+                .await
+                .unwrap_or_else(|| (version.clone(), req.version))
         }
-        std::fs::write(images_dir.join(".done"), &k).map_err(io(&images_dir))?;
-    }
+        None => (version.clone(), req.version),
+    };
+    let version = raw_version.clone();
 
+    // Stage 2: images. Preloaded from this machine's build, or pulled under their upstream
+    // names (with mirrors, or for a release whose control plane comes in its server tarball).
+    let can_build = IMAGE_BINARIES.iter().all(|b| bin_dir.join(b).is_file());
+    let pulled = unpacked.is_some() || !req.mirrors.is_empty() || !can_build;
+    let work = req.cache.join("work");
+    let (image_set, images) = if pulled {
+        if !can_build && unpacked.is_none() && req.mirrors.is_empty() {
+            note(format!(
+                "images: {} has no {}: every image is pulled from its registry",
+                bin_dir.display(),
+                IMAGE_BINARIES
+                    .iter()
+                    .filter(|b| !bin_dir.join(b).is_file())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        pulled_set(
+            req,
+            r,
+            note,
+            &bin_dir,
+            &raw_version,
+            version_parsed,
+            unpacked.as_ref(),
+        )
+        .await?
+    } else {
+        let (tar, images) = local_images(
+            req,
+            r,
+            note,
+            &scripts,
+            &bin_dir,
+            &bin_key,
+            &version,
+            source_tree.as_deref(),
+        )
+        .await?;
+        (ImageSet::local(tar), images)
+    };
     // Stage 3: the node image.
     let node_image = match &req.node_image {
         Some(img) => {
@@ -330,7 +372,7 @@ pub async fn build(
                 &tree_bytes(&assets)?,
                 bin_key.as_bytes(),
             ]);
-            let tag = format!("{IMAGE_REPO}/node:{version}-{k}");
+            let tag = format!("{IMAGE_REPO}/node:{}-{k}", era::image_tag(&version));
             let present = r
                 .run(Cmd::new("docker").args(["image", "inspect", "--format", "{{.Id}}", &tag]))
                 .await
@@ -359,6 +401,83 @@ pub async fn build(
             tag
         }
     };
+    Ok(KubeArtifacts {
+        version: version_parsed,
+        raw_version,
+        bin_dir,
+        image_set,
+        images,
+        node_image,
+        source_tree,
+    })
+}
+
+/// The version `kubeadm version -o short` reports (kubeadm 1.8+; None before, or when it
+/// cannot run here).
+async fn binaries_version(kubeadm: &Path, r: &Runner) -> Option<(String, KubeVersion)> {
+    let out = r
+        .output(Cmd::new(kubeadm.display().to_string()).args(["version", "-o", "short"]))
+        .await
+        .ok()?;
+    let raw = out.lines().next()?.trim().to_string();
+    let v = raw.parse().ok()?;
+    Some((raw, v))
+}
+
+/// Stage 2 for a preloaded cluster: the component images built here, saved into one tarball.
+#[allow(clippy::too_many_arguments)]
+async fn local_images(
+    req: &BuildRequest,
+    r: &Runner,
+    note: &(dyn Fn(String) + Sync),
+    scripts: &Path,
+    bin_dir: &Path,
+    bin_key: &str,
+    version: &str,
+    source_tree: Option<&Path>,
+) -> Result<(PathBuf, Vec<String>), BuildError> {
+    let work = req.cache.join("work");
+    let images_script = scripts.join("build-images.sh");
+    let k = key(&[
+        &read(&images_script)?,
+        &read(&scripts.join("image-lib.sh"))?,
+        bin_key.as_bytes(),
+    ]);
+    let images_dir = req.cache.join("images").join(&k);
+    let images_tar = images_dir.join("images.tar");
+    if images_dir.join(".done").is_file() && images_tar.is_file() {
+        note(format!("images: cached ({})", images_tar.display()));
+    } else {
+        note("images: building component images (kube-apiserver, etcd, pause, kube-proxy, agnhost, busybox, ...)".into());
+        std::fs::create_dir_all(&images_dir).map_err(io(&images_dir))?;
+        r.run(
+            Cmd::new("bash")
+                .arg(images_script.display().to_string())
+                .env("BIN_DIR", bin_dir.display().to_string())
+                .env("KUBE_VERSION", version)
+                .env("IMAGE_REPO", IMAGE_REPO)
+                .env("ETCD_TAG", ETCD_TAG)
+                .env("PAUSE_TAG", PAUSE_TAG)
+                .env("AGNHOST_TAG", AGNHOST_TAG)
+                .env("BUSYBOX_TAG", BUSYBOX_TAG)
+                .env(
+                    "AGNHOST_TLS_DIR",
+                    source_tree
+                        .map(|t| t.join("test/images/agnhost/porter").display().to_string())
+                        .unwrap_or_default(),
+                )
+                .env("WORK", work.display().to_string()),
+        )
+        .await
+        .map_err(|source| BuildError::Stage {
+            stage: "images",
+            source,
+        })?;
+        for f in ["images.tar", "images.txt"] {
+            std::fs::rename(work.join(f), images_dir.join(f)).map_err(io(&images_dir))?;
+        }
+        std::fs::write(images_dir.join(".done"), &k).map_err(io(&images_dir))?;
+    }
     let images = std::fs::read_to_string(images_dir.join("images.txt"))
         .map_err(io(&images_dir))?
         .lines()
@@ -366,14 +485,104 @@ pub async fn build(
         .filter(|l| !l.is_empty())
         .map(String::from)
         .collect();
-    Ok(KubeArtifacts {
-        version: req.version,
-        bin_dir,
-        images_tar,
-        images,
-        node_image,
-        source_tree,
-    })
+    Ok((images_tar, images))
+}
+
+/// Stage 2 for a cluster that pulls: the names kubeadm of this release pulls, a release's
+/// control-plane images preloaded from its server tarball, and whether the DNS addon's
+/// image can be pulled at all (a mirror that lacks it says so before kubeadm waits on it).
+#[allow(clippy::too_many_arguments)]
+async fn pulled_set(
+    req: &BuildRequest,
+    r: &Runner,
+    note: &(dyn Fn(String) + Sync),
+    bin_dir: &Path,
+    raw: &str,
+    v: KubeVersion,
+    unpacked: Option<&release::Unpacked>,
+) -> Result<(ImageSet, Vec<String>), BuildError> {
+    let repository = era::default_registry(&v).to_string();
+    let listed = release::kubeadm_images(&bin_dir.join("kubeadm"), raw, &v, &repository, r)
+        .await
+        .unwrap_or_default();
+    let named = |what: &str| {
+        listed
+            .iter()
+            .find(|i| {
+                let last = i.rsplit('/').next().unwrap_or(i);
+                last.split(':').next() == Some(what)
+            })
+            .cloned()
+    };
+    let pause = named("pause")
+        .or_else(|| {
+            era::pause_tag_before_1_11(&v).map(|t| {
+                format!(
+                    "{repository}/{}:{t}",
+                    era::control_plane_image_name(&v, "pause")
+                )
+            })
+        })
+        .unwrap_or_else(|| format!("{repository}/pause"));
+    let (preload, images) = match unpacked {
+        Some(u) => {
+            let (tar, names) = release::preload_tar(u, &repository, &req.cache, r, note).await?;
+            (Some(tar), names)
+        }
+        None => (None, Vec::new()),
+    };
+    let mut set = ImageSet {
+        repository,
+        etcd_tag: None,
+        pause,
+        agnhost: era::agnhost_image(&v, AGNHOST_TAG),
+        preload,
+        agnhost_preloaded: false,
+        mirrors: req.mirrors.clone(),
+        dns: DnsAddon::Install,
+    };
+    if let Some(coredns) = named("coredns") {
+        if let Some(url) = set.mirror_manifest_url(&coredns) {
+            let dl = Downloader::new(&req.cache, r.log.clone(), r.cancel.clone());
+            match dl.exists(&url).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    set.dns = DnsAddon::Skip(format!(
+                        "{coredns} is not in the mirror ({url} answered 404)"
+                    ))
+                }
+                Err(e) => {
+                    set.dns = DnsAddon::Skip(format!(
+                        "the mirror of {coredns} did not answer: {}",
+                        crate::error::chain(&e)
+                    ))
+                }
+            }
+        }
+    }
+    note(format!(
+        "images: pulled as kubeadm {raw} names them under {}{}; sandbox {}; agnhost {}{}",
+        set.repository,
+        if set.mirrors.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " through {}",
+                set.mirrors
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+        set.pause,
+        set.agnhost,
+        match &set.dns {
+            DnsAddon::Install => String::new(),
+            DnsAddon::Skip(why) => format!("; no DNS addon: {why}"),
+        }
+    ));
+    Ok((set, images))
 }
 
 /// The conformance image built here, and its saved tarball for loading into nodes.

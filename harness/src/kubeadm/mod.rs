@@ -13,6 +13,10 @@ pub struct ClusterParams {
     pub api: String,
     pub image_repository: String,
     pub etcd_image_tag: Option<String>,
+    /// Whether kubeadm installs its DNS addon (false where the image cannot be had).
+    pub dns_addon: bool,
+    /// The version as released (`v1.21.0-rc.0`), for `kubernetesVersion`.
+    pub raw_version: String,
     pub pod_subnet: String,
     pub service_subnet: String,
     pub rbac: bool,
@@ -145,7 +149,7 @@ pub fn init_config(p: &ClusterParams, node: &NodeParams) -> Result<String, Rende
         "---\napiVersion: {}\nkind: ClusterConfiguration",
         p.api
     );
-    let _ = writeln!(out, "kubernetesVersion: {}", p.version);
+    let _ = writeln!(out, "kubernetesVersion: {}", p.raw_version);
     let _ = writeln!(out, "imageRepository: {}", p.image_repository);
     let _ = writeln!(
         out,
@@ -195,7 +199,7 @@ fn master_configuration(p: &ClusterParams, node: &NodeParams) -> String {
         "api:\n  advertiseAddress: {}\n  bindPort: 6443",
         node.ip
     );
-    let _ = writeln!(out, "kubernetesVersion: {}", p.version);
+    let _ = writeln!(out, "kubernetesVersion: {}", p.raw_version);
     let _ = writeln!(out, "token: \"{}\"", p.token);
     let _ = writeln!(out, "nodeName: {}", node.name);
     let _ = writeln!(
@@ -244,12 +248,16 @@ pub fn join_config(p: &ClusterParams, node: &NodeParams) -> Result<Option<String
     Ok(Some(out))
 }
 
-/// Arguments for `kubeadm init`. Preflight needs crictl, which Debian does not ship, and no
-/// CoreDNS image can be built here: both phases are skipped where phases exist (1.13+).
+/// Arguments for `kubeadm init`. Preflight needs crictl, which Debian does not ship: it is
+/// skipped, and so is the CoreDNS phase where its image cannot be had (phases exist 1.13+).
 pub fn init_args(p: &ClusterParams, config_path: &str) -> Vec<String> {
     let mut a = vec!["init".to_string(), "--config".into(), config_path.into()];
     if p.version.minor >= 13 {
-        a.push("--skip-phases=preflight,addon/coredns".into());
+        a.push(if p.dns_addon {
+            "--skip-phases=preflight".into()
+        } else {
+            "--skip-phases=preflight,addon/coredns".into()
+        });
     } else {
         a.push("--skip-preflight-checks".into());
     }
@@ -304,6 +312,8 @@ mod tests {
             api: api.into(),
             image_repository: "shakedown.local".into(),
             etcd_image_tag: Some("3.4.23-shakedown".into()),
+            dns_addon: false,
+            raw_version: version.to_string(),
             pod_subnet: "10.244.0.0/16".into(),
             service_subnet: "10.96.0.0/12".into(),
             rbac: true,

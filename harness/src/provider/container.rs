@@ -116,10 +116,9 @@ impl ContainerProvider {
         if Path::new("/lib/modules").is_dir() {
             a.push("--volume=/lib/modules:/lib/modules:ro".into());
         }
-        a.push(format!(
-            "--volume={}:{IMAGES_IN_NODE}:ro",
-            spec.images_tar.display()
-        ));
+        if let Some(tar) = &spec.images_tar {
+            a.push(format!("--volume={}:{IMAGES_IN_NODE}:ro", tar.display()));
+        }
         a.push(spec.node_image.clone());
         a
     }
@@ -418,14 +417,18 @@ impl Provider for ContainerProvider {
                 .map(|n| wait_for_systemd(r, &cluster, &n.name)),
         )
         .await?;
-        note("importing images into each node's containerd".into());
-        futures::future::try_join_all(cluster.nodes.iter().map(|n| {
-            r.run(cluster.exec(
-                &n.name,
-                &["ctr", "-n", "k8s.io", "images", "import", IMAGES_IN_NODE],
-            ))
-        }))
-        .await?;
+        if spec.images_tar.is_some() {
+            note("importing images into each node's containerd".into());
+            futures::future::try_join_all(cluster.nodes.iter().map(|n| {
+                r.run(cluster.exec(
+                    &n.name,
+                    &["ctr", "-n", "k8s.io", "images", "import", IMAGES_IN_NODE],
+                ))
+            }))
+            .await?;
+        } else {
+            note("no images to preload: nodes pull every image".into());
+        }
         let template = match self.engine {
             Engine::Docker => {
                 format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}")
@@ -745,7 +748,7 @@ mod tests {
             control_planes: 1,
             workers: 2,
             node_image: "shakedown.local/node:v1.20.2-x".into(),
-            images_tar: "/cache/images.tar".into(),
+            images_tar: Some("/cache/images.tar".into()),
         }
     }
 

@@ -50,8 +50,9 @@ pub struct ClusterSpec {
     pub control_planes: u32,
     pub workers: u32,
     pub node_image: String,
-    /// The component images, as one `docker save` tarball, loaded into every node.
-    pub images_tar: PathBuf,
+    /// The component images, as one `docker save` tarball, loaded into every node (None:
+    /// every image is pulled).
+    pub images_tar: Option<PathBuf>,
 }
 
 /// Why a provider could not make or reach a cluster.

@@ -1,6 +1,9 @@
 //! Facts about Kubernetes releases that the harness needs: versions, the kubeadm config API
 //! each release serves, and the control-plane taints kubeadm applies.
 
+pub mod bucket;
+pub mod era;
+pub mod mirror;
 pub mod version;
 
 pub use version::KubeVersion;

@@ -343,6 +343,22 @@ fn validate(
                 );
             }
         }
+        if let Some(rt) = s.cluster.runtime {
+            let runtimes = release::era::runtimes_for(&v);
+            if !runtimes.contains(&rt) {
+                err(
+                    "cluster.runtime",
+                    format!(
+                        "kubelet {v} cannot use the {rt} runtime; it can use {}",
+                        runtimes
+                            .iter()
+                            .map(|r| r.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    ),
+                );
+            }
+        }
         if let Some(t) = &s.cluster.control_plane_taint {
             let taints = release::control_plane_taints(&v);
             if !taints.contains(&t.as_str()) {

@@ -129,6 +129,14 @@ pub struct ClusterSpec {
     pub pod_subnet: String,
     #[serde(default = "default_service_subnet")]
     pub service_subnet: String,
+    /// The nodes' container runtime: `containerd`, or `docker` through kubelet's dockershim
+    /// (1.6-1.23; 1.6-1.9 need it). Derived from the version when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<crate::release::era::Runtime>,
+    /// Registry mirrors, `REGISTRY=URL` (e.g. `registry.k8s.io=http://10.0.0.2:5000`): pulls
+    /// of that registry go to URL only, and images are pulled instead of preloaded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registry_mirrors: Vec<crate::release::mirror::Mirror>,
 }
 
 fn yes() -> bool {
@@ -152,6 +160,8 @@ impl Default for ClusterSpec {
             rbac: true,
             pod_subnet: default_pod_subnet(),
             service_subnet: default_service_subnet(),
+            runtime: None,
+            registry_mirrors: Vec::new(),
         }
     }
 }

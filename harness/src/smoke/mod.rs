@@ -24,19 +24,31 @@ pub struct Smoke {
     pub results: Vec<SubTest>,
     /// Before 1.24 a ServiceAccount is usable only once its token secret exists.
     pub token_secrets: bool,
+    /// The agnhost image and its pull policy (`Never` when preloaded).
+    pub agnhost: String,
+    pub pull_policy: &'static str,
 }
 
-fn agnhost() -> String {
+/// The agnhost image of a cluster whose images are preloaded from this machine's build.
+pub fn local_agnhost() -> String {
     format!("{IMAGE_REPO}/agnhost:{AGNHOST_TAG}")
+}
+
+/// Where smoke pods go and what they run.
+pub struct PodTemplate<'a> {
+    pub namespace: &'a str,
+    pub run_id: &'a str,
+    /// agnhost: preloaded (`Never` pulled) or from a registry (`IfNotPresent`).
+    pub image: &'a str,
+    pub pull_policy: &'a str,
 }
 
 /// A pod pinned to `node` through the scheduler (nodeSelector), tolerating control-plane
 /// taints of every era.
 pub fn pod(
+    t: &PodTemplate<'_>,
     name: &str,
-    namespace: &str,
     node: &str,
-    run_id: &str,
     role: &str,
     args: &[String],
     restart: &str,
@@ -46,8 +58,8 @@ pub fn pod(
         "kind": "Pod",
         "metadata": {
             "name": name,
-            "namespace": namespace,
-            "labels": { LABEL_SMOKE: run_id, "app": role, "io.shakedown.node": node },
+            "namespace": t.namespace,
+            "labels": { LABEL_SMOKE: t.run_id, "app": role, "io.shakedown.node": node },
         },
         "spec": {
             "nodeSelector": { "kubernetes.io/hostname": node },
@@ -57,7 +69,7 @@ pub fn pod(
             ],
             "restartPolicy": restart,
             "terminationGracePeriodSeconds": 1,
-            "containers": [{ "name": role, "image": agnhost(), "imagePullPolicy": "Never", "args": args }],
+            "containers": [{ "name": role, "image": t.image, "imagePullPolicy": t.pull_policy, "args": args }],
         },
     });
     serde_json::from_value(v).expect("static pod shape")
@@ -73,6 +85,15 @@ fn failure(message: String) -> StepOutcome {
 }
 
 impl Smoke {
+    fn template(&self) -> PodTemplate<'_> {
+        PodTemplate {
+            namespace: &self.namespace,
+            run_id: &self.run_id,
+            image: &self.agnhost,
+            pull_policy: self.pull_policy,
+        }
+    }
+
     fn record(&mut self, name: &str, started: Instant, outcome: StepOutcome) -> bool {
         let ok = matches!(outcome, StepOutcome::Passed);
         self.results.push(SubTest {
@@ -152,10 +173,9 @@ impl Smoke {
                 .create(
                     &PostParams::default(),
                     &pod(
+                        &self.template(),
                         &name,
-                        &self.namespace,
                         node,
-                        &self.run_id,
                         "smoke-server",
                         &args,
                         "Always",
@@ -416,15 +436,7 @@ impl Smoke {
         script: &str,
         host_dir: Option<&str>,
     ) -> Result<(), String> {
-        let mut p = pod(
-            name,
-            &self.namespace,
-            node,
-            &self.run_id,
-            "smoke-client",
-            &[],
-            "Never",
-        );
+        let mut p = pod(&self.template(), name, node, "smoke-client", &[], "Never");
         if let Some(spec) = p.spec.as_mut() {
             spec.containers[0].command = Some(vec!["sh".into(), "-c".into(), script.into()]);
             if let Some(dir) = host_dir {
@@ -492,15 +504,7 @@ impl Smoke {
             target.to_string(),
             "--timeout=5s".to_string(),
         ];
-        let p = pod(
-            name,
-            &self.namespace,
-            node,
-            &self.run_id,
-            "smoke-client",
-            &args,
-            "Never",
-        );
+        let p = pod(&self.template(), name, node, "smoke-client", &args, "Never");
         self.run_to_completion(pods, p).await
     }
 
@@ -577,11 +581,17 @@ mod tests {
 
     #[test]
     fn smoke_pods_are_pinned_labelled_and_tolerate_every_era() {
+        let agnhost = local_agnhost();
+        let t = PodTemplate {
+            namespace: "ns",
+            run_id: "run1",
+            image: &agnhost,
+            pull_policy: "Never",
+        };
         let p = pod(
+            &t,
             "server-0",
-            "ns",
             "cp1",
-            "run1",
             "smoke-server",
             &["netexec".into()],
             "Always",
