@@ -16,6 +16,8 @@
 #   DEBIAN_MIRROR  default http://deb.debian.org/debian
 #   ASSETS_DIR     default <this script>/../assets/node
 #   ONLY_ROOTFS    if 1, stop after the cached rootfs exists (prefetch; BIN_DIR unused)
+#   RUNTIME        containerd (default) or docker: Debian's docker.io as well, for kubelet's
+#                  dockershim (kubelet 1.6-1.23); its rootfs is cached apart
 # Output: the image NODE_TAG, labelled io.shakedown.managed=true; its tag on stdout.
 set -euo pipefail
 : "${WORK:?WORK must be set}"
@@ -24,6 +26,8 @@ if [ "$ONLY_ROOTFS" != 1 ]; then
   : "${BIN_DIR:?BIN_DIR must be set}" "${KUBE_VERSION:?KUBE_VERSION must be set}"
 fi
 KUBE_VERSION=${KUBE_VERSION:-}
+RUNTIME=${RUNTIME:-containerd}
+case $RUNTIME in containerd | docker) ;; *) echo "build node image: RUNTIME must be containerd or docker, not $RUNTIME" >&2; exit 1 ;; esac
 IMAGE_REPO=${IMAGE_REPO:-shakedown.local}
 NODE_TAG=${NODE_TAG:-$IMAGE_REPO/node:$KUBE_VERSION}
 DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
@@ -46,10 +50,15 @@ command -v rsync >/dev/null || die "failed to find rsync (apt-get install rsync)
 
 # Packages measured as needed in ../../shared/ENVIRONMENT.md.
 packages=systemd,systemd-sysv,dbus,containerd,runc,containernetworking-plugins,iptables,iproute2,conntrack,ethtool,socat,ebtables,kmod,util-linux,mount,ca-certificates,procps,libseccomp2
+rootfs_name="node-$DEBIAN_SUITE"
+if [ "$RUNTIME" = docker ]; then
+  packages="$packages,docker.io"
+  rootfs_name="node-$DEBIAN_SUITE-docker"
+fi
 
 mkdir -p "$WORK/rootfs" "$WORK/debootstrap-cache"
 WORK=$(cd "$WORK" && pwd)  # debootstrap --cache-dir needs an absolute path
-rootfs="$WORK/rootfs/node-$DEBIAN_SUITE"
+rootfs="$WORK/rootfs/$rootfs_name"
 # The cache key includes the package list: a changed list rebuilds the rootfs.
 stamp="$DEBIAN_SUITE $packages"
 if [ -f "$rootfs/.shakedown-complete" ] && [ "$(cat "$rootfs/.shakedown-complete")" = "$stamp" ]; then
@@ -72,7 +81,7 @@ fi
 
 # Skip the rest when NODE_TAG was built from the same inputs (label io.shakedown.input).
 key=$( { cat "$BIN_DIR/kubeadm" "$BIN_DIR/kubelet" "$BIN_DIR/kubectl" "$rootfs/.shakedown-complete" "${BASH_SOURCE[0]}"
-         echo "$KUBE_VERSION"
+         echo "$KUBE_VERSION $RUNTIME"
          (cd "$ASSETS_DIR" && find . -type f | LC_ALL=C sort | xargs -d '\n' sha256sum)
        } | sha256sum | cut -c1-16)
 have=$(docker image inspect --format '{{ index .Config.Labels "io.shakedown.input" }}' "$NODE_TAG" 2>/dev/null || true)
@@ -103,9 +112,28 @@ out=$(systemctl --root="$stage" mask \
   systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket \
   systemd-udev-trigger.service systemd-udev-settle.service \
   systemd-remount-fs.service 2>&1) || die "failed to mask units in the node rootfs: $out"
-log systemctl --root="$stage" enable containerd.service kubelet.service
-out=$(systemctl --root="$stage" enable containerd.service kubelet.service 2>&1) \
-  || die "failed to enable containerd and kubelet in the node rootfs: $out"
+units="containerd.service kubelet.service"
+if [ "$RUNTIME" = docker ]; then
+  # dockershim: kubelet talks to dockerd, which keeps its own image store. Pods get their
+  # network from CNI, so dockerd's bridge, iptables rules and masquerading stay off.
+  units="$units docker.service"
+  mkdir -p "$stage/etc/docker"
+  cat >"$stage/etc/docker/daemon.json" <<'JSON'
+{
+  "exec-opts": ["native.cgroupdriver=cgroupfs"],
+  "bridge": "none",
+  "iptables": false,
+  "ip-masq": false,
+  "storage-driver": "overlay2",
+  "log-driver": "json-file",
+  "log-opts": {"max-size": "50m"}
+}
+JSON
+fi
+log systemctl --root="$stage" enable $units
+# shellcheck disable=SC2086
+out=$(systemctl --root="$stage" enable $units 2>&1) \
+  || die "failed to enable $units in the node rootfs: $out"
 # Every node must get its own machine-id at boot (systemd fills an empty file);
 # kubelet reports it and duplicates confuse node identity.
 run truncate -s 0 "$stage/etc/machine-id"
@@ -122,6 +150,7 @@ tar -C "$stage" --numeric-owner -c . | docker import \
   --change 'ENV container=docker' \
   --change 'LABEL io.shakedown.managed=true' \
   --change "LABEL io.shakedown.kube-version=$KUBE_VERSION" \
+  --change "LABEL io.shakedown.runtime=$RUNTIME" \
   --change "LABEL io.shakedown.input=$key" \
   - "$NODE_TAG" >/dev/null || die "failed to docker import $NODE_TAG"
 # The previous build is now untagged: drop it unless a node container still uses it.

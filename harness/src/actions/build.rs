@@ -60,6 +60,11 @@ pub fn request(cx: &StepContext<'_>) -> Result<BuildRequest, StepError> {
         version,
         binaries,
         node_image: settings.node_image.clone(),
+        runtime: s
+            .scenario
+            .cluster
+            .runtime
+            .unwrap_or_else(|| crate::release::era::default_runtime(&version)),
         mirrors,
     })
 }

@@ -200,13 +200,24 @@ impl Action for ClusterUp {
                 .map(|a| a.node_image.clone())
                 .unwrap_or_default(),
             images_tar: art.as_ref().and_then(|a| a.image_set.preload.clone()),
+            runtime: art
+                .as_ref()
+                .map_or(crate::release::era::Runtime::Containerd, |a| a.runtime),
         };
         let r = cx.runner();
         let note = |s: String| cx.note(s);
         let mut cluster = provider.create(&r, &spec, &note).await?;
         cluster.keep |= cx.run.settings.keep_cluster;
         if let Some(set) = art.as_ref().map(|a| &a.image_set) {
-            if set.needs_node_config() && provider.runs_commands() {
+            let dockershim = art
+                .as_ref()
+                .is_some_and(|a| a.runtime == crate::release::era::Runtime::Docker);
+            if dockershim && !set.mirrors.is_empty() {
+                return Err(StepError::infra(
+                    "failed to configure registry mirrors: with the docker runtime (dockershim) nodes pull through dockerd, whose mirror settings are not written yet; preload images instead",
+                ));
+            }
+            if set.needs_node_config() && provider.runs_commands() && !dockershim {
                 configure_containerd(cx, &cluster, set).await?;
             }
         }

@@ -8,6 +8,7 @@
 
 use super::cluster::{client, cluster, diagnose_nodes, in_node};
 use super::{Action, StepContext, StepError};
+use crate::actions::JobStateExt;
 use crate::cni::{apply, bridge, lint, manifest::ManifestObject, ApplyMethod, Release, Variant};
 use crate::provider::Cluster;
 use crate::readiness::{self, canonical_image, poll};
@@ -156,8 +157,45 @@ fn lint_gate(
     Ok((release, objects))
 }
 
-/// Third-party variants: their images must already be on every node, since no registry is
-/// reachable. Fails in seconds, naming the image and how to preload it.
+/// Where an image missing from a node would come from.
+enum Pull {
+    /// Its registry has a mirror that has it, or the nodes pull from upstream registries.
+    Pullable,
+    /// Neither present nor pullable, and why not.
+    No(String),
+}
+
+/// Whether a missing image can be pulled: through its mirror (asked, HEAD on the manifest),
+/// from its upstream registry when the cluster pulls, never when everything is preloaded.
+async fn pullable(cx: &StepContext<'_>, img: &str) -> Pull {
+    let Some(set) = cx.job().artifacts.as_ref().map(|a| a.image_set.clone()) else {
+        return Pull::No("no registry is configured".into());
+    };
+    if let Some(url) = set.mirror_manifest_url(img) {
+        let r = cx.runner();
+        let dl = crate::download::Downloader::new(
+            &cx.run.settings.cache_dir,
+            r.log.clone(),
+            r.cancel.clone(),
+        );
+        return match dl.exists(&url).await {
+            Ok(true) => Pull::Pullable,
+            Ok(false) => Pull::No(format!("its mirror does not have it ({url} answered 404)")),
+            Err(e) => Pull::No(format!(
+                "its mirror did not answer: {}",
+                crate::error::chain(&e)
+            )),
+        };
+    }
+    if set.agnhost_preloaded {
+        Pull::No("every image is preloaded and no registry is configured (pass --registry-mirror REGISTRY=URL on a machine with a registry)".into())
+    } else {
+        Pull::Pullable
+    }
+}
+
+/// Third-party variants: each image must be on every node or pullable. An image that is
+/// neither fails the step in seconds, naming the image, what was tried and how to fix it.
 async fn check_images(
     cx: &StepContext<'_>,
     c: &Cluster,
@@ -181,8 +219,12 @@ async fn check_images(
                 ))
             })?;
             if !have.contains(&wanted.as_str()) {
+                let why = match pullable(cx, img).await {
+                    Pull::Pullable => continue,
+                    Pull::No(why) => why,
+                };
                 let mut msg = format!(
-                    "failed to apply {} {}: image {img} is not on node {} and cannot be pulled (no registry is reachable); preload it with: {engine} save {img} | {engine} exec -i {} ctr -n k8s.io images import -",
+                    "failed to apply {} {}: image {img} is not on node {} and cannot be pulled: {why}; preload it with: {engine} save {img} | {engine} exec -i {} ctr -n k8s.io images import -",
                     v.name, release.version, n.name, n.name, engine = c.provider.name()
                 );
                 if let Some(l) = &v.offline_limitation {

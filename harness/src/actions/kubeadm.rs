@@ -40,6 +40,7 @@ fn params(cx: &StepContext<'_>, c: &Cluster) -> Result<ClusterParams, StepError>
         etcd_image_tag: art.image_set.etcd_tag.clone(),
         dns_addon: art.image_set.dns == DnsAddon::Install,
         raw_version: art.raw_version.clone(),
+        runtime: art.runtime,
         pod_subnet: s.scenario.cluster.pod_subnet.clone(),
         service_subnet: s.scenario.cluster.service_subnet.clone(),
         rbac: s.scenario.cluster.rbac,
@@ -149,6 +150,18 @@ impl Action for KubeadmInit {
         let job_dir = cx.job_dir();
         write_redacted(&job_dir.join("kubeadm-init.yaml"), &config)?;
         let r = cx.runner();
+        // 1.6-1.10: kubeadm writes no kubelet config; every node's drop-in carries the flags.
+        if let Some(dropin) = kubeadm::kubelet_dropin(&p, p.runtime) {
+            std::fs::write(job_dir.join("10-kubeadm.conf"), &dropin).map_err(|e| {
+                StepError::infra(format!("failed to write the kubelet drop-in artifact: {e}"))
+            })?;
+            for n in &c.nodes {
+                r.run(c.write_file(&n.name, kubeadm::KUBELET_DROPIN, &dropin))
+                    .await?;
+                r.run(c.exec(&n.name, &["systemctl", "daemon-reload"]))
+                    .await?;
+            }
+        }
         r.run(c.write_file(&cp.name, INIT_CONFIG_IN_NODE, &config))
             .await?;
         let mut args = vec!["kubeadm".to_string()];

@@ -39,6 +39,8 @@ pub struct Settings {
     pub repo: String,
     /// Container image the jobs run in.
     pub image: String,
+    /// Matrix cells left out of the jobs (`--skip-job` on the run).
+    pub leave_out: Vec<String>,
 }
 
 impl Default for Settings {
@@ -46,6 +48,7 @@ impl Default for Settings {
         Settings {
             repo: DEFAULT_REPO.into(),
             image: DEFAULT_IMAGE.into(),
+            leave_out: Vec::new(),
         }
     }
 }
@@ -68,6 +71,9 @@ impl Settings {
         }
         if self.image != DEFAULT_IMAGE {
             c.push_str(&format!(" --image {}", self.image));
+        }
+        for j in &self.leave_out {
+            c.push_str(&format!(" --leave-out {j}"));
         }
         c
     }
@@ -201,12 +207,21 @@ pub fn jobs(s: &LoadedScenario, root: &Path, settings: &Settings) -> Option<Jobs
         a
     };
     let args = |trigger: &str| {
-        vec![
+        let mut a = vec![
             "scenario".to_string(),
             branch.clone(),
             "--trigger".into(),
             trigger.into(),
-        ]
+        ];
+        for j in settings
+            .leave_out
+            .iter()
+            .filter(|j| j.split('/').next() == Some(branch.as_str()))
+        {
+            a.push("--skip-job".into());
+            a.push(j.clone());
+        }
+        a
     };
     let periodic = ci.periodic.as_ref().map(|p| {
         let interval = humantime::parse_duration(&p.interval).unwrap_or_default();

@@ -27,9 +27,19 @@ pub(super) fn load_all(root: &Path) -> Result<Vec<LoadedScenario>, CliError> {
 
 pub(super) fn ci_generate(root: &Path, a: CiGenerateArgs) -> Result<ExitKind, CliError> {
     let scenarios = load_all(root)?;
+    let jobs: Vec<String> = scenarios
+        .iter()
+        .flat_map(|s| matrix::expand(s).into_iter().map(|j| j.name))
+        .collect();
+    if let Some(unknown) = a.leave_out.iter().find(|k| !jobs.contains(k)) {
+        return Err(CliError::Usage(format!(
+            "--leave-out {unknown}: no scenario has this job (`shakedown list` shows them)"
+        )));
+    }
     let settings = ci::Settings {
         repo: a.repo,
         image: a.image,
+        leave_out: a.leave_out,
     };
     let out = a.out.unwrap_or_else(|| root.join("ci"));
     let infra = |what: &str, e: ci::CiError| CliError::Infra {

@@ -37,6 +37,7 @@ pub(super) async fn image_build(
         version: v,
         binaries: source,
         node_image,
+        runtime: crate::release::era::default_runtime(&v),
         mirrors: Vec::new(),
     };
     let log_path = req
@@ -113,6 +114,7 @@ pub(super) async fn local_build(
             debian_version: debian_version.into(),
         },
         node_image: None,
+        runtime: crate::release::era::Runtime::Containerd,
         mirrors: Vec::new(),
     };
     let note = |s: String| eprintln!("{s}");

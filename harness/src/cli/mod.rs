@@ -252,6 +252,10 @@ pub struct CiGenerateArgs {
     /// Folder to write (default: ci/ under the repository root).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Leave this matrix cell out of the generated jobs (repeatable), e.g.
+    /// release-1.20/docker/weave on an offline CI machine that cannot pull weave's images.
+    #[arg(long = "leave-out", value_name = "JOB")]
+    pub leave_out: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -308,6 +312,10 @@ pub struct ScenarioArgs {
     /// Only run jobs with this CNI variant.
     #[arg(long)]
     pub cni: Option<String>,
+    /// Leave this job out (repeatable), e.g. release-1.20/docker/weave: a cell this
+    /// machine cannot run (see README).
+    #[arg(long = "skip-job", value_name = "JOB")]
+    pub skip_jobs: Vec<String>,
     /// Run the whole engine with actions that only log what they would do.
     #[arg(long)]
     pub dry_run: bool,
@@ -635,8 +643,21 @@ fn plan_jobs(
     s: &LoadedScenario,
     provider: Option<&str>,
     cni: Option<&str>,
+    skip: &[String],
 ) -> Result<plan::Plan, CliError> {
-    let jobs = matrix::filter(matrix::expand(s), provider, cni);
+    let all = matrix::expand(s);
+    if let Some(unknown) = skip.iter().find(|k| !all.iter().any(|j| &j.name == *k)) {
+        return Err(CliError::Usage(format!(
+            "--skip-job {unknown}: scenario {} has no such job; it has {}",
+            s.name(),
+            all.iter()
+                .map(|j| j.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let mut jobs = matrix::filter(all, provider, cni);
+    jobs.retain(|j| !skip.contains(&j.name));
     if jobs.is_empty() {
         return Err(CliError::Usage(format!(
             "no job of scenario {} matches --provider {} --cni {}",

@@ -39,6 +39,8 @@ pub const IMAGE_BINARIES: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct KubeArtifacts {
     pub version: KubeVersion,
+    /// The runtime the node image carries for kubelet.
+    pub runtime: era::Runtime,
     /// The version as released, e.g. `v1.21.0-rc.0` (tags and kubeadm's config use it).
     pub raw_version: String,
     pub bin_dir: PathBuf,
@@ -72,6 +74,8 @@ pub struct BuildRequest {
     pub binaries: BinarySource,
     /// Use this node image as it is.
     pub node_image: Option<String>,
+    /// The nodes' container runtime (docker: a node image with dockerd for dockershim).
+    pub runtime: era::Runtime,
     /// Registry mirrors: with any, every image not in a release's server tarball is pulled
     /// through them under its upstream name instead of preloaded.
     pub mirrors: Vec<Mirror>,
@@ -209,7 +213,11 @@ pub async fn build(
     let _lock = crate::paths::CacheLock::acquire(&req.cache, &r.cancel, note)
         .await
         .map_err(io(&req.cache))?;
-    preflight(req, r).await?;
+    // A download needs no docker: an unreachable bucket is reported before the host is.
+    let downloads = matches!(req.binaries, BinarySource::Release { .. });
+    if !downloads {
+        preflight(req, r).await?;
+    }
     let scripts = req.root.join("harness/scripts");
     let version = req.version.to_string();
 
@@ -315,6 +323,9 @@ pub async fn build(
         None => (version.clone(), req.version),
     };
     let version = raw_version.clone();
+    if downloads {
+        preflight(req, r).await?;
+    }
 
     // Stage 2: images. Preloaded from this machine's build, or pulled under their upstream
     // names (with mirrors, or for a release whose control plane comes in its server tarball).
@@ -367,12 +378,21 @@ pub async fn build(
         None => {
             let node_script = scripts.join("build-node-image.sh");
             let assets = req.root.join("harness/assets/node");
+            let runtime = req.runtime.to_string();
             let k = key(&[
                 &read(&node_script)?,
                 &tree_bytes(&assets)?,
                 bin_key.as_bytes(),
+                runtime.as_bytes(),
             ]);
-            let tag = format!("{IMAGE_REPO}/node:{}-{k}", era::image_tag(&version));
+            let flavour = match req.runtime {
+                era::Runtime::Containerd => String::new(),
+                era::Runtime::Docker => "-dockershim".into(),
+            };
+            let tag = format!(
+                "{IMAGE_REPO}/node:{}{flavour}-{k}",
+                era::image_tag(&version)
+            );
             let present = r
                 .run(Cmd::new("docker").args(["image", "inspect", "--format", "{{.Id}}", &tag]))
                 .await
@@ -390,7 +410,8 @@ pub async fn build(
                         .env("KUBE_VERSION", &version)
                         .env("IMAGE_REPO", IMAGE_REPO)
                         .env("WORK", work.display().to_string())
-                        .env("NODE_TAG", &tag),
+                        .env("NODE_TAG", &tag)
+                        .env("RUNTIME", &runtime),
                 )
                 .await
                 .map_err(|source| BuildError::Stage {
@@ -403,6 +424,7 @@ pub async fn build(
     };
     Ok(KubeArtifacts {
         version: version_parsed,
+        runtime: req.runtime,
         raw_version,
         bin_dir,
         image_set,

@@ -17,6 +17,8 @@ pub struct ClusterParams {
     pub dns_addon: bool,
     /// The version as released (`v1.21.0-rc.0`), for `kubernetesVersion`.
     pub raw_version: String,
+    /// The nodes' runtime: kubeadm is told its CRI socket.
+    pub runtime: release::era::Runtime,
     pub pod_subnet: String,
     pub service_subnet: String,
     pub rbac: bool,
@@ -47,14 +49,18 @@ pub enum RenderError {
 }
 
 const CRI_SOCKET: &str = "/run/containerd/containerd.sock";
+/// kubelet's built-in dockershim listens here (1.6-1.23).
+const DOCKERSHIM_SOCKET: &str = "/var/run/dockershim.sock";
 
-/// A URL from 1.20 on (proven on v1.20.2 here; a bare path is deprecated from 1.24), a bare
-/// path before.
-fn cri_socket(v: &KubeVersion) -> String {
-    if v.minor >= 20 {
-        format!("unix://{CRI_SOCKET}")
-    } else {
-        CRI_SOCKET.to_string()
+/// containerd's socket as a URL from 1.20 on (proven on v1.20.2 here; a bare path is
+/// deprecated from 1.24), a bare path before; dockershim's as kubeadm's own default names it.
+fn cri_socket(p: &ClusterParams) -> String {
+    match p.runtime {
+        release::era::Runtime::Docker => DOCKERSHIM_SOCKET.to_string(),
+        release::era::Runtime::Containerd if p.version.minor >= 20 => {
+            format!("unix://{CRI_SOCKET}")
+        }
+        release::era::Runtime::Containerd => CRI_SOCKET.to_string(),
     }
 }
 
@@ -86,8 +92,13 @@ fn extra_args(out: &mut String, indent: &str, key: &str, args: &[(&str, String)]
     }
 }
 
-fn kubelet_args(node: &NodeParams) -> Vec<(&'static str, String)> {
-    vec![("node-ip", node.ip.clone())]
+fn kubelet_args(p: &ClusterParams, node: &NodeParams) -> Vec<(&'static str, String)> {
+    let mut a = vec![("node-ip", node.ip.clone())];
+    if p.runtime == release::era::Runtime::Docker {
+        // dockershim runs the CNI plugins itself; Debian installs them in /usr/lib/cni.
+        a.push(("cni-bin-dir", "/usr/lib/cni".into()));
+    }
+    a
 }
 
 /// The `nodeRegistration` block init and join configurations share.
@@ -96,10 +107,16 @@ fn node_registration(out: &mut String, p: &ClusterParams, node: &NodeParams) {
         out,
         "nodeRegistration:\n  name: {}\n  criSocket: {}",
         node.name,
-        cri_socket(&p.version)
+        cri_socket(p)
     );
     let v1beta4 = p.api == "kubeadm.k8s.io/v1beta4";
-    extra_args(out, "  ", "kubeletExtraArgs", &kubelet_args(node), v1beta4);
+    extra_args(
+        out,
+        "  ",
+        "kubeletExtraArgs",
+        &kubelet_args(p, node),
+        v1beta4,
+    );
 }
 
 /// Kubelet settings every node container needs: cgroupfs (the node runs no systemd cgroup
@@ -288,6 +305,32 @@ pub fn join_args(p: &ClusterParams, config_path: Option<&str>) -> Vec<String> {
     }
 }
 
+/// Where the kubelet drop-in lives in a node (the one the node image ships is replaced).
+pub const KUBELET_DROPIN: &str = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf";
+
+/// The cluster DNS address kubeadm picks: the tenth address of the service subnet.
+pub fn cluster_dns(service_subnet: &str) -> Option<std::net::Ipv4Addr> {
+    let base: std::net::Ipv4Addr = service_subnet.split('/').next()?.parse().ok()?;
+    Some(std::net::Ipv4Addr::from(u32::from(base) + 10))
+}
+
+/// The kubelet drop-in of a release whose kubelet takes flags only (1.6-1.10), every
+/// setting a flag as that era's kubeadm packages wrote it. None from 1.11, where kubeadm
+/// writes `config.yaml` and `kubeadm-flags.env` and the node image's drop-in reads them.
+pub fn kubelet_dropin(p: &ClusterParams, runtime: release::era::Runtime) -> Option<String> {
+    use release::era::{kubelet_config_mode, kubelet_flags, KubeletConfigMode};
+    if kubelet_config_mode(&p.version) == KubeletConfigMode::ConfigFile {
+        return None;
+    }
+    let dns = cluster_dns(&p.service_subnet)?.to_string();
+    let flags = kubelet_flags(&p.version, runtime, &dns);
+    Some(format!(
+        "# kubelet {v}: every setting is a flag (kubeadm {v} writes no config.yaml).\n[Service]\nEnvironment=\"KUBELET_ERA_ARGS={}\"\nEnvironmentFile=-/etc/default/kubelet\nExecStart=\nExecStart=/usr/bin/kubelet $KUBELET_ERA_ARGS $KUBELET_EXTRA_ARGS\n",
+        flags.join(" "),
+        v = p.version
+    ))
+}
+
 /// A bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}` from the kernel's random source.
 pub fn new_token() -> std::io::Result<String> {
     use std::io::Read;
@@ -314,6 +357,7 @@ mod tests {
             etcd_image_tag: Some("3.4.23-shakedown".into()),
             dns_addon: false,
             raw_version: version.to_string(),
+            runtime: release::era::Runtime::Containerd,
             pod_subnet: "10.244.0.0/16".into(),
             service_subnet: "10.96.0.0/12".into(),
             rbac: true,
@@ -457,5 +501,40 @@ mod tests {
             .chars()
             .all(|c| c == '.' || c.is_ascii_lowercase() || c.is_ascii_digit()));
         assert_ne!(t, new_token().unwrap());
+    }
+
+    #[test]
+    fn release_1_6_kubelet_is_configured_by_flags_alone() {
+        let p = params("v1.6.13", "kubeadm.k8s.io/v1alpha1");
+        let d = kubelet_dropin(&p, release::era::Runtime::Docker).unwrap();
+        // A systemd drop-in that replaces ExecStart and reads no config file.
+        let exec: Vec<&str> = d.lines().filter(|l| l.starts_with("ExecStart=")).collect();
+        assert_eq!(
+            exec,
+            [
+                "ExecStart=",
+                "ExecStart=/usr/bin/kubelet $KUBELET_ERA_ARGS $KUBELET_EXTRA_ARGS"
+            ]
+        );
+        assert!(!d.contains("--config"));
+        assert!(!d.contains("kubeadm-flags.env"));
+        assert!(d.contains("--cluster-dns=10.96.0.10"));
+        assert!(d.contains("--require-kubeconfig=true"));
+        assert!(
+            !d.contains("--container-runtime"),
+            "1.6 uses dockershim, its default"
+        );
+        // From 1.11 kubeadm writes the kubelet's config itself.
+        assert_eq!(
+            kubelet_dropin(
+                &params("v1.20.2", "kubeadm.k8s.io/v1beta2"),
+                release::era::Runtime::Containerd
+            ),
+            None
+        );
+        assert_eq!(
+            cluster_dns("10.100.0.0/16").unwrap().to_string(),
+            "10.100.0.10"
+        );
     }
 }

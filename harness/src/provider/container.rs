@@ -9,6 +9,7 @@ use super::{
     LABEL_MANAGED, LABEL_ROLE, LABEL_RUN,
 };
 use crate::process::{Cmd, CommandError, Runner, StepLog};
+use crate::release::era::Runtime;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -419,12 +420,22 @@ impl Provider for ContainerProvider {
         .await?;
         if spec.images_tar.is_some() {
             note("importing images into each node's containerd".into());
-            futures::future::try_join_all(cluster.nodes.iter().map(|n| {
-                r.run(cluster.exec(
-                    &n.name,
-                    &["ctr", "-n", "k8s.io", "images", "import", IMAGES_IN_NODE],
-                ))
-            }))
+            let import: &[&str] = match spec.runtime {
+                Runtime::Containerd => &["ctr", "-n", "k8s.io", "images", "import", IMAGES_IN_NODE],
+                // dockershim: kubelet asks dockerd, which keeps its own store; it starts
+                // after systemd reports running, so wait for its socket first.
+                Runtime::Docker => &[
+                    "sh",
+                    "-c",
+                    "for i in $(seq 100); do docker info >/dev/null 2>&1 && break; sleep 0.2; done; docker load -q -i /shakedown/images.tar",
+                ],
+            };
+            futures::future::try_join_all(
+                cluster
+                    .nodes
+                    .iter()
+                    .map(|n| r.run(cluster.exec(&n.name, import))),
+            )
             .await?;
         } else {
             note("no images to preload: nodes pull every image".into());
@@ -749,6 +760,7 @@ mod tests {
             workers: 2,
             node_image: "shakedown.local/node:v1.20.2-x".into(),
             images_tar: Some("/cache/images.tar".into()),
+            runtime: Runtime::Containerd,
         }
     }
 

@@ -53,6 +53,8 @@ pub struct ClusterSpec {
     /// The component images, as one `docker save` tarball, loaded into every node (None:
     /// every image is pulled).
     pub images_tar: Option<PathBuf>,
+    /// Which store the images go into: containerd's, or dockerd's for dockershim.
+    pub runtime: crate::release::era::Runtime,
 }
 
 /// Why a provider could not make or reach a cluster.
