@@ -118,8 +118,45 @@ if [ "$RUNTIME" = docker ]; then
   # network from CNI, so dockerd's bridge, iptables rules and masquerading stay off.
   units="$units docker.service"
   mkdir -p "$stage/etc/docker"
+  # Two things containerd's CRI does that dockerd does not, on a machine whose bounding set
+  # lacks CAP_SYS_RESOURCE: nothing may lower oom_score_adj (dockershim asks -998 of every
+  # sandbox; containerd has restrict_oom_score_adj), and a privileged container gets only
+  # the capabilities the runtime itself holds (dockerd asks for all of them: "unable to apply
+  # caps"). So dockerd's runtime is a wrapper that fixes both in the bundle, then runs runc.
+  cat >"$stage/usr/local/bin/shakedown-runc" <<'SH'
+#!/bin/sh
+bundle=
+prev=
+for a in "$@"; do
+  case $prev in --bundle | -b) bundle=$a ;; esac
+  case $a in --bundle=*) bundle=${a#--bundle=} ;; esac
+  prev=$a
+done
+cfg=$bundle/config.json
+if [ -n "$bundle" ] && [ -f "$cfg" ]; then
+  sed -i 's/"oomScoreAdj":-[0-9]*/"oomScoreAdj":0/' "$cfg"
+  bnd=$(sed -n 's/^CapBnd:[[:space:]]*//p' /proc/self/status)
+  n=0
+  for c in CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP \
+    LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER \
+    SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE \
+    SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP \
+    MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF \
+    CHECKPOINT_RESTORE; do
+    if [ $(( (0x$bnd >> n) & 1 )) = 0 ]; then
+      sed -i "s/\"CAP_$c\",//g; s/,\"CAP_$c\"//g; s/\"CAP_$c\"//g" "$cfg"
+    fi
+    n=$((n + 1))
+  done
+fi
+exec /usr/sbin/runc "$@"
+SH
+  chmod 0755 "$stage/usr/local/bin/shakedown-runc"
   cat >"$stage/etc/docker/daemon.json" <<'JSON'
 {
+  "runtimes": {"shakedown-runc": {"path": "/usr/local/bin/shakedown-runc"}},
+  "default-runtime": "shakedown-runc",
+  "oom-score-adjust": 0,
   "exec-opts": ["native.cgroupdriver=cgroupfs"],
   "bridge": "none",
   "iptables": false,

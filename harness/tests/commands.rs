@@ -294,3 +294,38 @@ fn any_branch_runs_against_an_existing_cluster() {
     }
     assert!(all.contains("attach to the cluster of"), "{all}");
 }
+
+#[test]
+fn release_1_6_fails_at_the_download_naming_the_url_it_tried() {
+    if !host_prepared() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let out = shakedown()
+        .args([
+            "scenario",
+            "release-1.6",
+            "--release-url",
+            "http://127.0.0.1:1",
+        ])
+        .arg("--artifacts")
+        .arg(dir.path().join("artifacts"))
+        .env("SHAKEDOWN_HISTORY", dir.path().join("history.sqlite"))
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    // v1.6.13 publishes SHA-1 digests only: the first request is the kubeadm one.
+    assert!(
+        t.contains(
+            "failed to download http://127.0.0.1:1/release/v1.6.13/bin/linux/amd64/kubeadm.sha1"
+        ),
+        "{t}"
+    );
+    assert!(!t.contains("cannot be downloaded"), "{t}");
+    // "In seconds": the host step plus three refused connections, nowhere near a deadline.
+    assert!(took < Duration::from_secs(120), "took {took:?}");
+    eprintln!("release-1.6 against a dead bucket: exit 3 in {took:.1?}");
+}

@@ -152,7 +152,7 @@ type TrialFn = fn() -> Result<(), Failed>;
 /// smoke and a conformance shard.
 fn dockershim() -> Result<(), Failed> {
     cluster(
-        common::root().join("fixtures/scenarios/cluster/dockershim.yaml"),
+        common::root().join("fixtures/scenarios/cluster/release-1.20-dockershim.yaml"),
         "release-1.20-dockershim/docker/bridge".into(),
     )
 }

@@ -419,7 +419,13 @@ impl Provider for ContainerProvider {
         )
         .await?;
         if spec.images_tar.is_some() {
-            note("importing images into each node's containerd".into());
+            note(format!(
+                "importing images into each node's {}",
+                match spec.runtime {
+                    Runtime::Containerd => "containerd",
+                    Runtime::Docker => "dockerd (dockershim)",
+                }
+            ));
             let import: &[&str] = match spec.runtime {
                 Runtime::Containerd => &["ctr", "-n", "k8s.io", "images", "import", IMAGES_IN_NODE],
                 // dockershim: kubelet asks dockerd, which keeps its own store; it starts

@@ -8,8 +8,8 @@
 //!   honest equivalent of the old fixed version is the newest build of the new line. A
 //!   Debian source version or a binaries folder is specific to the old version: dropped.
 //!   `master` gets `marker: latest`.
-//! - `cluster.kubeadm_api` and `cluster.control_plane_taint` stay when the new release
-//!   accepts them, else become the new release's defaults (for `latest`: derived at run time).
+//! - `cluster.kubeadm_api`, `cluster.control_plane_taint` and `cluster.runtime` stay when
+//!   the new release accepts them, else become the new release's defaults (for `latest`: derived at run time).
 //! - CNI variants that do not support the new release are dropped.
 //! - A conformance waiver belongs to the old branch: dropped (a new branch starts with
 //!   conformance on).
@@ -112,6 +112,15 @@ pub fn derive(from: &LoadedScenario, branch: &str, catalog: &Catalog) -> Result<
                     ));
                 }
             }
+            if let Some(rt) = c.runtime {
+                if !release::era::runtimes_for(&v).contains(&rt) {
+                    c.runtime = None;
+                    notes.push(format!(
+                        "cluster.runtime: kubelet {v} cannot use {rt}; now {} (the default)",
+                        release::era::default_runtime(&v)
+                    ));
+                }
+            }
             if let Some(t) = c.control_plane_taint.clone() {
                 let taints = release::control_plane_taints(&v);
                 if !taints.contains(&t.as_str()) {
@@ -126,6 +135,9 @@ pub fn derive(from: &LoadedScenario, branch: &str, catalog: &Catalog) -> Result<
             }
         }
         None => {
+            if c.runtime.take().is_some() {
+                notes.push("cluster.runtime: derived at run time for latest".into());
+            }
             if c.kubeadm_api.take().is_some() || c.control_plane_taint.take().is_some() {
                 notes.push(
                     "cluster.kubeadm_api and control_plane_taint: derived at run time for latest"
