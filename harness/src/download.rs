@@ -103,6 +103,13 @@ fn agent(url: &str) -> ureq::Agent {
     config.build().into()
 }
 
+fn request_err(url: &str) -> impl FnOnce(ureq::Error) -> DownloadError + '_ {
+    move |e| DownloadError::Request {
+        url: url.to_string(),
+        source: Box::new(e),
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
     move |source| DownloadError::Io {
         path: path.to_path_buf(),
@@ -173,18 +180,24 @@ impl Downloader {
         }
     }
 
+    /// Runs blocking HTTP work off the async threads; Ctrl-C or a deadline abandons it.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        url: &str,
+        work: impl FnOnce() -> Result<T, DownloadError> + Send + 'static,
+    ) -> Result<T, DownloadError> {
+        tokio::select! {
+            r = tokio::task::spawn_blocking(work) => r.unwrap_or_else(|e| Err(DownloadError::Read { url: url.into(), source: std::io::Error::other(e) })),
+            _ = self.cancel.cancelled() => Err(DownloadError::Cancelled { url: url.into() }),
+        }
+    }
+
     /// A small text file (a marker or a digest); a 404 is `Missing`.
     async fn get_text(&self, url: &str) -> Result<Got, DownloadError> {
         self.log.line(&format!("+ GET {url}"));
         let u = url.to_string();
-        let work = tokio::task::spawn_blocking(move || -> Result<Got, DownloadError> {
-            let resp = agent(&u)
-                .get(&u)
-                .call()
-                .map_err(|e| DownloadError::Request {
-                    url: u.clone(),
-                    source: Box::new(e),
-                })?;
+        self.blocking(url, move || -> Result<Got, DownloadError> {
+            let resp = agent(&u).get(&u).call().map_err(request_err(&u))?;
             match resp.status().as_u16() {
                 200 => {}
                 404 | 403 => return Ok(Got::Missing),
@@ -200,11 +213,8 @@ impl Downloader {
                     source: std::io::Error::other(e),
                 })?;
             Ok(Got::Found(body))
-        });
-        tokio::select! {
-            r = work => r.unwrap_or_else(|e| Err(DownloadError::Read { url: url.into(), source: std::io::Error::other(e) })),
-            _ = self.cancel.cancelled() => Err(DownloadError::Cancelled { url: url.into() }),
-        }
+        })
+        .await
     }
 
     /// A text file that must exist (a release marker): a 404 is an error naming the URL.
@@ -222,7 +232,7 @@ impl Downloader {
     pub async fn exists(&self, url: &str) -> Result<bool, DownloadError> {
         self.log.line(&format!("+ HEAD {url}"));
         let u = url.to_string();
-        let work = tokio::task::spawn_blocking(move || -> Result<bool, DownloadError> {
+        self.blocking(url, move || -> Result<bool, DownloadError> {
             let resp = agent(&u)
                 .head(&u)
                 .header(
@@ -230,20 +240,14 @@ impl Downloader {
                     "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
                 )
                 .call()
-                .map_err(|e| DownloadError::Request {
-                    url: u.clone(),
-                    source: Box::new(e),
-                })?;
+                .map_err(request_err(&u))?;
             match resp.status().as_u16() {
                 200 => Ok(true),
                 404 => Ok(false),
                 status => Err(DownloadError::Status { url: u, status }),
             }
-        });
-        tokio::select! {
-            r = work => r.unwrap_or_else(|e| Err(DownloadError::Read { url: url.into(), source: std::io::Error::other(e) })),
-            _ = self.cancel.cancelled() => Err(DownloadError::Cancelled { url: url.into() }),
-        }
+        })
+        .await
     }
 
     /// The strongest digest published beside `url`, trying `kinds` in order.

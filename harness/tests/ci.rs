@@ -592,9 +592,11 @@ fn scenario_new_from_the_1_6_era_moves_every_era_setting() {
     );
     // dockershim is gone in 1.27: the runtime becomes the era's default.
     assert_eq!(c.runtime, None);
-    assert!(std::fs::read_to_string(root.join("scenarios/release-1.27.yaml"))
-        .unwrap()
-        .contains("cluster.runtime: kubelet v1.27 cannot use docker; now containerd"));
+    assert!(
+        std::fs::read_to_string(root.join("scenarios/release-1.27.yaml"))
+            .unwrap()
+            .contains("cluster.runtime: kubelet v1.27 cannot use docker; now containerd")
+    );
     assert_eq!(s.scenario.cni, ["bridge", "weave", "calico"]);
     let re = s.scenario.ci.presubmit.unwrap().run_if_changed.unwrap();
     assert!(re.contains("release-1\\.27") && !re.contains("1.6"), "{re}");

@@ -102,11 +102,7 @@ impl Action for ImageBuild {
                 } else {
                     format!(
                         "pull images under their upstream names through {}",
-                        r.mirrors
-                            .iter()
-                            .map(|m| m.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        crate::release::mirror::list(&r.mirrors)
                     )
                 };
                 vec![

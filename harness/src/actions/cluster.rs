@@ -294,14 +294,7 @@ async fn configure_containerd(
         if set.mirrors.is_empty() {
             String::new()
         } else {
-            format!(
-                ", mirrors {}",
-                set.mirrors
-                    .iter()
-                    .map(|m| m.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!(", mirrors {}", crate::release::mirror::list(&set.mirrors))
         }
     ));
     futures::future::try_join_all(c.nodes.iter().map(|n| {

@@ -50,24 +50,9 @@ pub(super) async fn registry(root: &Path, command: RegistryCommand) -> Result<Ex
                 process::StepLog::stderr(),
                 |r| async move {
                     let art = image_build::local_build(root, &kubernetes, &r).await?;
-                    let gateway = r
-                        .output(process::Cmd::new("docker").args([
-                            "network",
-                            "inspect",
-                            "bridge",
-                            "--format",
-                            "{{(index .IPAM.Config 0).Gateway}}",
-                        ]))
+                    let reg = registry::on_port(port, &r)
                         .await
-                        .map_err(|e| CliError::Infra {
-                            what: "find docker's bridge address".into(),
-                            source: Box::new(e),
-                        })?;
-                    let reg = registry::Registry {
-                        container: registry::container_name(port),
-                        port,
-                        node_endpoint: format!("http://{gateway}:{port}"),
-                    };
+                        .map_err(infra("find the registry"))?;
                     let (pushes, absent) = registry::pushes_for(&art, &r)
                         .await
                         .map_err(infra("list the images kubeadm pulls"))?;

@@ -588,14 +588,7 @@ async fn pulled_set(
         if set.mirrors.is_empty() {
             String::new()
         } else {
-            format!(
-                " through {}",
-                set.mirrors
-                    .iter()
-                    .map(|m| m.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!(" through {}", crate::release::mirror::list(&set.mirrors))
         },
         set.pause,
         set.agnhost,

@@ -23,6 +23,14 @@ pub struct Registry {
 }
 
 impl Registry {
+    fn new(port: u16, gateway: &str) -> Registry {
+        Registry {
+            container: container_name(port),
+            port,
+            node_endpoint: format!("http://{gateway}:{port}"),
+        }
+    }
+
     /// Where this machine pushes: docker treats 127.0.0.0/8 as an insecure registry.
     pub fn push_host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -68,17 +76,9 @@ pub async fn start(
     )
     .await
     .map_err(stage("registry image"))?;
-    let gateway = r
-        .output(Cmd::new("docker").args([
-            "network",
-            "inspect",
-            "bridge",
-            "--format",
-            "{{(index .IPAM.Config 0).Gateway}}",
-        ]))
-        .await
-        .map_err(stage("find docker's bridge address"))?;
-    let name = container_name(port);
+    let gateway = bridge_gateway(r).await?;
+    let reg = Registry::new(port, &gateway);
+    let name = reg.container.clone();
     let _ = r
         .run(Cmd::new("docker").args(["rm", "-f", "-v", &name]))
         .await;
@@ -99,11 +99,6 @@ pub async fn start(
     ]))
     .await
     .map_err(stage("start the registry"))?;
-    let reg = Registry {
-        container: name,
-        port,
-        node_endpoint: format!("http://{gateway}:{port}"),
-    };
     // The API answers once the registry listens.
     let probe = format!("http://{}/v2/", reg.push_host());
     let mut last = String::new();
@@ -125,6 +120,24 @@ pub async fn start(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Err(BuildError::RegistryDown { url: probe, last })
+}
+
+/// docker's bridge address: nodes reach the registry there, and nothing outside does.
+async fn bridge_gateway(r: &Runner) -> Result<String, BuildError> {
+    r.output(Cmd::new("docker").args([
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ]))
+    .await
+    .map_err(stage("find docker's bridge address"))
+}
+
+/// The registry on `port` as nodes reach it.
+pub async fn on_port(port: u16, r: &Runner) -> Result<Registry, BuildError> {
+    Ok(Registry::new(port, &bridge_gateway(r).await?))
 }
 
 async fn ping(url: &str) -> bool {

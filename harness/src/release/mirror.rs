@@ -62,6 +62,15 @@ impl fmt::Display for Mirror {
     }
 }
 
+/// Mirrors as one line: `a=URL, b=URL`.
+pub fn list(mirrors: &[Mirror]) -> String {
+    mirrors
+        .iter()
+        .map(|m| m.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The registry host of an image reference, as containerd and docker read it: the first
 /// path part when it has a dot or a port (or is `localhost`), else `docker.io`.
 pub fn registry_of(image: &str) -> &str {

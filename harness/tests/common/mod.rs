@@ -252,30 +252,40 @@ pub fn secrets_in(dir: &Path) -> Vec<String> {
         .map(|(w, p)| (*w, regex::Regex::new(p).unwrap()))
         .collect();
     let mut found = Vec::new();
+    for p in files_under(dir) {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        if name == "kubeconfig" || name.ends_with("admin.conf") {
+            found.push(format!("{}: a kubeconfig file", p.display()));
+        }
+        let Ok(bytes) = std::fs::read(&p) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        for (n, line) in text.lines().enumerate() {
+            for (what, re) in &res {
+                if re.is_match(line) {
+                    found.push(format!("{}:{}: {what}", p.display(), n + 1));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Every file under `dir`, at any depth (none when it does not exist).
+#[allow(dead_code)]
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-                continue;
-            }
-            let name = p.file_name().unwrap_or_default().to_string_lossy();
-            if name == "kubeconfig" || name.ends_with("admin.conf") {
-                found.push(format!("{}: a kubeconfig file", p.display()));
-            }
-            let Ok(bytes) = std::fs::read(&p) else {
-                continue;
-            };
-            let text = String::from_utf8_lossy(&bytes);
-            for (n, line) in text.lines().enumerate() {
-                for (what, re) in &res {
-                    if re.is_match(line) {
-                        found.push(format!("{}:{}: {what}", p.display(), n + 1));
-                    }
-                }
+            } else {
+                out.push(p);
             }
         }
     }
-    found
+    out
 }

@@ -167,6 +167,32 @@ fn step_passed(suite: &common::Suite, steps: &[&str]) -> Result<(), Failed> {
     Ok(())
 }
 
+/// Runs a stand-in fixture's one job and checks that the cluster came up and smoke passed;
+/// returns the job's JUnit suite.
+fn run_up_and_smoke(
+    fixture: &str,
+    job: &str,
+    dir: &std::path::Path,
+    t: Tweaks,
+) -> Result<common::Suite, Failed> {
+    let summary = real_run_with(
+        &common::root()
+            .join("fixtures/scenarios/cluster")
+            .join(fixture),
+        job,
+        dir,
+        t,
+    )?;
+    let junit = dir.join(format!("junit_{}.xml", summary.jobs[0].context));
+    let suite = common::read_junit(&junit).remove(0);
+    step_passed(
+        &suite,
+        &["build", "up", "init", "join", "nodes", "cni", "smoke"],
+    )?;
+    step_passed(&suite, SMOKE)?;
+    Ok(suite)
+}
+
 const SMOKE: &[&str] = &[
     "smoke/nodes-ready",
     "smoke/pod-on-every-node",
@@ -179,12 +205,11 @@ const SMOKE: &[&str] = &[
 /// stable-1.20` against the 127.0.0.1 bucket; the control plane from the server tarball,
 /// etcd, pause and agnhost through the registry mirror.
 pub fn release_mirror() -> Result<(), Failed> {
-    let root = common::root();
     let bucket = Bucket::serve()?;
     let reg = Registry::start()?;
     let dir = trial_dir("release-mirror-release-1.20");
-    let summary = real_run_with(
-        &root.join("fixtures/scenarios/cluster/release-mirror.yaml"),
+    let suite = &run_up_and_smoke(
+        "release-mirror.yaml",
         "release-mirror/docker/bridge",
         &dir,
         Tweaks {
@@ -193,13 +218,6 @@ pub fn release_mirror() -> Result<(), Failed> {
             ..Default::default()
         },
     )?;
-    let junit = dir.join(format!("junit_{}.xml", summary.jobs[0].context));
-    let suite = &common::read_junit(&junit)[0];
-    step_passed(
-        suite,
-        &["build", "up", "init", "join", "nodes", "cni", "smoke"],
-    )?;
-    step_passed(suite, SMOKE)?;
     check(
         suite.property("kubernetes.version") == Some("v1.20.2"),
         || {
@@ -271,13 +289,7 @@ pub fn bad_checksum() -> Result<(), Failed> {
             ..Default::default()
         },
     )?;
-    check(summary.exit_code == 3, || {
-        format!("exit {}, not 3", summary.exit_code)
-    })?;
-    let build = step_named(&summary.jobs[0].steps, "build")?;
-    let StepOutcome::Failed { message, .. } = &build.outcome else {
-        return Err(format!("build did not fail: {:?}", build.outcome).into());
-    };
+    let message = build_failure(&summary)?;
     let expected = std::fs::read_to_string(kubeadm_in(&bucket).with_extension("sha512"))?;
     let actual = shakedown::download::file_digest(
         shakedown::release::bucket::DigestKind::Sha512,
@@ -293,7 +305,7 @@ pub fn bad_checksum() -> Result<(), Failed> {
         })?;
     }
     // Neither the bad file nor a partial download stays in the cache.
-    let left: Vec<_> = walk(&cache.path().join("downloads"))
+    let left: Vec<_> = common::files_under(&cache.path().join("downloads"))
         .into_iter()
         .filter(|p| {
             p.file_name()
@@ -304,26 +316,22 @@ pub fn bad_checksum() -> Result<(), Failed> {
     Ok(())
 }
 
+/// The build step's failure message of a run that must have exited 3 there.
+fn build_failure(summary: &shakedown::engine::RunSummary) -> Result<String, Failed> {
+    check(summary.exit_code == 3, || {
+        format!("exit {}, not 3", summary.exit_code)
+    })?;
+    let build = step_named(&summary.jobs[0].steps, "build")?;
+    match &build.outcome {
+        StepOutcome::Failed { message, .. } => Ok(message.clone()),
+        other => Err(format!("build did not fail: {other:?}").into()),
+    }
+}
+
 fn kubeadm_in(b: &Bucket) -> PathBuf {
     b.dir
         .path()
         .join("bucket/release/v1.20.2/bin/linux/amd64/kubeadm")
-}
-
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// `release-mirror::unknown-marker`: a marker the bucket does not have fails the build with
@@ -345,13 +353,7 @@ pub fn unknown_marker() -> Result<(), Failed> {
             ..Default::default()
         },
     )?;
-    check(summary.exit_code == 3, || {
-        format!("exit {}, not 3", summary.exit_code)
-    })?;
-    let build = step_named(&summary.jobs[0].steps, "build")?;
-    let StepOutcome::Failed { message, .. } = &build.outcome else {
-        return Err(format!("build did not fail: {:?}", build.outcome).into());
-    };
+    let message = build_failure(&summary)?;
     let url = format!("{}/release/latest-1.19.txt", bucket.url);
     check(message.contains(&url) && message.contains("404"), || {
         format!("the failure does not name {url} and its 404: {message}")
@@ -362,11 +364,10 @@ pub fn unknown_marker() -> Result<(), Failed> {
 /// `registry::release-1.20/docker/bridge`: nothing preloaded; every image pulled under its
 /// upstream name through the local registry.
 pub fn registry() -> Result<(), Failed> {
-    let root = common::root();
     let reg = Registry::start()?;
     let dir = trial_dir("registry-release-1.20");
-    let summary = real_run_with(
-        &root.join("fixtures/scenarios/cluster/registry.yaml"),
+    let suite = &run_up_and_smoke(
+        "registry.yaml",
         "registry/docker/bridge",
         &dir,
         Tweaks {
@@ -374,13 +375,6 @@ pub fn registry() -> Result<(), Failed> {
             ..Default::default()
         },
     )?;
-    let junit = dir.join(format!("junit_{}.xml", summary.jobs[0].context));
-    let suite = &common::read_junit(&junit)[0];
-    step_passed(
-        suite,
-        &["build", "up", "init", "join", "nodes", "cni", "smoke"],
-    )?;
-    step_passed(suite, SMOKE)?;
     let up = std::fs::read_to_string(dir.join("jobs/docker-bridge/02-up.log"))?;
     check(up.contains("no images to preload"), || {
         "images were preloaded into the nodes".into()
