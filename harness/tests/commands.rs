@@ -329,3 +329,51 @@ fn release_1_6_fails_at_the_download_naming_the_url_it_tried() {
     assert!(took < Duration::from_secs(120), "took {took:?}");
     eprintln!("release-1.6 against a dead bucket: exit 3 in {took:.1?}");
 }
+
+#[test]
+fn kubernetes_binaries_give_their_own_version_and_need_no_pause_or_agnhost() {
+    if !host_prepared() {
+        return;
+    }
+    // A folder with only the node binaries. kubeadm is a stand-in script that answers the
+    // two questions the build asks of it; the point is what the harness does with them.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let kubeadm = "#!/bin/sh\ncase \"$*\" in\n  'version -o short') echo v1.20.2 ;;\n  'config images list'*) printf 'k8s.gcr.io/kube-apiserver:v1.20.2\\nk8s.gcr.io/pause:3.2\\nk8s.gcr.io/etcd:3.4.13-0\\nk8s.gcr.io/coredns:1.7.0\\n' ;;\n  *) exit 1 ;;\nesac\n";
+    for (name, body) in [
+        ("kubeadm", kubeadm),
+        ("kubelet", "#!/bin/sh\n"),
+        ("kubectl", "#!/bin/sh\n"),
+    ] {
+        let p = bin.join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let out = shakedown()
+        .args([
+            "image",
+            "build",
+            "--kubernetes",
+            "v1.99.0",
+            "--kubernetes-binaries",
+        ])
+        .arg(&bin)
+        .args([
+            "--node-image",
+            "shakedown.local/node:given",
+            "--deadline",
+            "2m",
+        ])
+        .env("SHAKEDOWN_CACHE", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("kubernetes: v1.20.2"),
+        "the version is kubeadm's, not the one asked: {t}"
+    );
+    assert!(t.contains("none: every image is pulled"), "{t}");
+    assert!(t.contains("sandbox k8s.gcr.io/pause:3.2"), "{t}");
+}

@@ -76,6 +76,7 @@ pub(super) async fn image_build(
     .await;
     bar.finish_and_clear();
     let a = result?;
+    println!("kubernetes: {}", a.raw_version);
     println!("binaries:   {}", a.bin_dir.display());
     println!(
         "images:     {} ({} images)",
