@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Connecting gives up after this long: an unreachable bucket fails in seconds.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A stalled body gives up after this long without a byte.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The response headers must arrive within this long. A body has no overall limit (a large
+/// tarball on a slow link is fine); the step's deadline bounds a stalled one.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
@@ -83,20 +84,29 @@ pub struct Downloader {
     cancel: CancellationToken,
 }
 
-fn is_loopback(url: &str) -> bool {
-    url.parse::<ureq::http::Uri>()
+/// Whether `url` names this machine or a private network (a docker bridge, a local mirror):
+/// such requests never go through a proxy from the environment.
+fn is_local(url: &str) -> bool {
+    let Some(host) = url
+        .parse::<ureq::http::Uri>()
         .ok()
         .and_then(|u| u.host().map(String::from))
-        .is_some_and(|h| matches!(h.as_str(), "127.0.0.1" | "localhost" | "[::1]" | "::1"))
+    else {
+        return false;
+    };
+    if matches!(host.as_str(), "localhost" | "[::1]" | "::1") {
+        return true;
+    }
+    host.parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|ip| ip.is_loopback() || ip.is_private() || ip.is_link_local())
 }
 
 fn agent(url: &str) -> ureq::Agent {
     let mut config = ureq::Agent::config_builder()
         .timeout_connect(Some(CONNECT_TIMEOUT))
-        .timeout_recv_body(Some(READ_TIMEOUT))
-        .timeout_recv_response(Some(READ_TIMEOUT))
+        .timeout_recv_response(Some(RESPONSE_TIMEOUT))
         .http_status_as_error(false);
-    if is_loopback(url) {
+    if is_local(url) {
         // A proxy in the environment must not see requests meant for this machine.
         config = config.proxy(None);
     }
@@ -189,6 +199,15 @@ impl Downloader {
         tokio::select! {
             r = tokio::task::spawn_blocking(work) => r.unwrap_or_else(|e| Err(DownloadError::Read { url: url.into(), source: std::io::Error::other(e) })),
             _ = self.cancel.cancelled() => Err(DownloadError::Cancelled { url: url.into() }),
+        }
+    }
+
+    /// Removes partial downloads a killed run left. Call it holding the build cache lock,
+    /// when no other download into this cache can be running.
+    pub fn clear_partials(&self) {
+        let dir = self.dir.join("partial");
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 
@@ -359,7 +378,36 @@ impl Downloader {
 }
 
 /// Streams `url` into `path`, hashing as it goes; returns the hex digest.
+/// Removes a partial download when dropped, unless it was kept: every way out of a failed or
+/// abandoned download (an error, Ctrl-C, a deadline) leaves nothing behind.
+struct Partial<'a> {
+    path: &'a Path,
+    keep: bool,
+}
+
+impl Drop for Partial<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(self.path);
+        }
+    }
+}
+
 fn stream(
+    url: &str,
+    path: &Path,
+    kind: DigestKind,
+    log: &StepLog,
+    stop: &AtomicBool,
+    name: &str,
+) -> Result<String, DownloadError> {
+    let mut partial = Partial { path, keep: false };
+    let digest = stream_into(url, path, kind, log, stop, name)?;
+    partial.keep = true;
+    Ok(digest)
+}
+
+fn stream_into(
     url: &str,
     path: &Path,
     kind: DigestKind,
@@ -474,9 +522,11 @@ mod tests {
     }
 
     #[test]
-    fn only_loopback_skips_the_proxy() {
-        assert!(is_loopback("http://127.0.0.1:8080/x"));
-        assert!(is_loopback("http://localhost/x"));
-        assert!(!is_loopback("https://dl.k8s.io/release/stable.txt"));
+    fn only_local_addresses_skip_the_proxy() {
+        assert!(is_local("http://127.0.0.1:8080/x"));
+        assert!(is_local("http://localhost/x"));
+        assert!(is_local("http://172.17.0.1:5000/v2/"));
+        assert!(!is_local("https://dl.k8s.io/release/stable.txt"));
+        assert!(!is_local("http://8.8.8.8/"));
     }
 }

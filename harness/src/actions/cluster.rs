@@ -190,6 +190,14 @@ impl Action for ClusterUp {
                 "failed to find images: the plan needs an image-build step before cluster-up",
             ));
         }
+        if let Some(a) = &art {
+            if a.runtime == crate::release::era::Runtime::Docker && !a.image_set.mirrors.is_empty()
+            {
+                return Err(StepError::new(
+                    "failed to configure registry mirrors: with the docker runtime (dockershim) nodes pull through dockerd, whose mirror settings are not written yet; preload images instead",
+                ));
+            }
+        }
         let spec = ClusterSpec {
             name: provider::container::cluster_name(&cx.run.settings.run_id, &cx.job.context()),
             run_id: cx.run.settings.run_id.clone(),
@@ -206,22 +214,9 @@ impl Action for ClusterUp {
         };
         let r = cx.runner();
         let note = |s: String| cx.note(s);
-        let mut cluster = provider.create(&r, &spec, &note).await?;
-        cluster.keep |= cx.run.settings.keep_cluster;
-        if let Some(set) = art.as_ref().map(|a| &a.image_set) {
-            let dockershim = art
-                .as_ref()
-                .is_some_and(|a| a.runtime == crate::release::era::Runtime::Docker);
-            if dockershim && !set.mirrors.is_empty() {
-                return Err(StepError::infra(
-                    "failed to configure registry mirrors: with the docker runtime (dockershim) nodes pull through dockerd, whose mirror settings are not written yet; preload images instead",
-                ));
-            }
-            if set.needs_node_config() && provider.runs_commands() && !dockershim {
-                configure_containerd(cx, &cluster, set).await?;
-            }
-        }
-        let summary: Vec<String> = cluster
+        let mut made = provider.create(&r, &spec, &note).await?;
+        made.keep |= cx.run.settings.keep_cluster;
+        let summary: Vec<String> = made
             .nodes
             .iter()
             .map(|n| format!("{} ({}, {})", n.name, n.role.as_str(), n.ip))
@@ -231,7 +226,16 @@ impl Action for ClusterUp {
             provider.name(),
             summary.join(", ")
         ));
-        cx.job_mut().cluster = Some(cluster);
+        // Recorded before anything else can fail: cluster-down removes (or keeps and shows)
+        // exactly this cluster.
+        cx.job_mut().cluster = Some(made);
+        if let Some(a) = art.as_ref() {
+            let dockershim = a.runtime == crate::release::era::Runtime::Docker;
+            if a.image_set.needs_node_config() && provider.runs_commands() && !dockershim {
+                let c = cluster(cx)?;
+                configure_containerd(cx, c, &a.image_set).await?;
+            }
+        }
         Ok(())
     }
 }

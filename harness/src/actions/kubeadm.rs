@@ -151,7 +151,9 @@ impl Action for KubeadmInit {
         write_redacted(&job_dir.join("kubeadm-init.yaml"), &config)?;
         let r = cx.runner();
         // 1.6-1.10: kubeadm writes no kubelet config; every node's drop-in carries the flags.
-        if let Some(dropin) = kubeadm::kubelet_dropin(&p, p.runtime) {
+        if let Some(dropin) =
+            kubeadm::kubelet_dropin(&p, p.runtime).map_err(|e| StepError::new(e.to_string()))?
+        {
             std::fs::write(job_dir.join("10-kubeadm.conf"), &dropin).map_err(|e| {
                 StepError::infra(format!("failed to write the kubelet drop-in artifact: {e}"))
             })?;

@@ -107,7 +107,7 @@ pub enum BuildError {
         #[source]
         source: CommandError,
     },
-    #[error("failed to reach the registry at {url} within 10 s: {last}")]
+    #[error("failed to reach the registry at {url} after 50 tries: {last}")]
     RegistryDown { url: String, last: String },
     #[error("failed to prepare {path}")]
     Io {
@@ -227,6 +227,8 @@ pub async fn build(
     let (bin_dir, bin_key) = match &req.binaries {
         BinarySource::Release { bucket, wanted } => {
             let dl = Downloader::new(&req.cache, r.log.clone(), r.cancel.clone());
+            // This build holds the cache lock: a partial file now is a killed run's.
+            dl.clear_partials();
             let (raw, v) = release::resolve(&dl, bucket, wanted).await?;
             note(format!(
                 "release: Kubernetes {raw} from {}{}",
@@ -525,7 +527,7 @@ async fn pulled_set(
 ) -> Result<(ImageSet, Vec<String>), BuildError> {
     let repository = era::default_registry(&v).to_string();
     let listed = release::kubeadm_images(&bin_dir.join("kubeadm"), raw, &v, &repository, r)
-        .await
+        .await?
         .unwrap_or_default();
     let named = |what: &str| {
         listed

@@ -101,6 +101,9 @@ pub async fn start(
     .map_err(stage("start the registry"))?;
     // The API answers once the registry listens.
     let probe = format!("http://{}/v2/", reg.push_host());
+    r.log.line(&format!(
+        "+ GET {probe} (until it answers 200, at most 50 tries)"
+    ));
     let mut last = String::new();
     for _ in 0..50 {
         match r
@@ -119,6 +122,8 @@ pub async fn start(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A registry that never answered is not left running.
+    let _ = stop(port, r).await;
     Err(BuildError::RegistryDown { url: probe, last })
 }
 
@@ -255,11 +260,8 @@ pub async fn pushes_for(
         repository,
         r,
     )
-    .await
-    .ok_or_else(|| BuildError::Io {
-        path: art.bin_dir.join("kubeadm"),
-        source: std::io::Error::other("`kubeadm config images list` failed"),
-    })?;
+    .await?
+    .unwrap_or_default();
     Ok(plan_pushes(&art.images, &list, &art.version))
 }
 

@@ -39,6 +39,16 @@ pub enum ReleaseError {
     },
     #[error("failed to unpack {tarball}: it has no {entry}")]
     MissingEntry { tarball: PathBuf, entry: String },
+    #[error("failed to unpack {tarball}: {entry} is not a regular file")]
+    NotAFile { tarball: PathBuf, entry: String },
+    #[error("failed to read the Kubernetes version {raw:?}")]
+    BadVersion {
+        raw: String,
+        #[source]
+        source: crate::release::version::VersionError,
+    },
+    #[error("failed to fetch Kubernetes {raw}: a release download needs a fixed version such as v1.20.2, or a marker")]
+    NoPatch { raw: String },
     #[error("failed to unpack {tarball}")]
     Unpack {
         tarball: PathBuf,
@@ -68,13 +78,15 @@ pub async fn resolve(
 ) -> Result<(String, KubeVersion), BuildError> {
     match wanted {
         Wanted::Version(raw) => {
-            let v = raw.parse().map_err(|_| {
-                release_err(ReleaseError::BadMarker {
-                    marker: raw.clone(),
-                    url: String::new(),
-                    body: raw.clone(),
+            let v: KubeVersion = raw.parse().map_err(|source| {
+                release_err(ReleaseError::BadVersion {
+                    raw: raw.clone(),
+                    source,
                 })
             })?;
+            if v.patch.is_none() {
+                return Err(release_err(ReleaseError::NoPatch { raw: raw.clone() }));
+            }
             Ok((raw.clone(), v))
         }
         Wanted::Marker(m) => {
@@ -231,6 +243,12 @@ fn unpack(tarball: &Path, wanted: &[(String, PathBuf)]) -> Result<(), BuildError
         let path = entry.path().map_err(err)?.to_string_lossy().to_string();
         let path = path.trim_start_matches("./");
         if let Some(i) = wanted.iter().position(|(w, _)| w == path) {
+            if !entry.header().entry_type().is_file() {
+                return Err(release_err(ReleaseError::NotAFile {
+                    tarball: tarball.to_path_buf(),
+                    entry: path.to_string(),
+                }));
+            }
             let to = &wanted[i].1;
             let partial = to.with_extension("partial");
             entry.unpack(&partial).map_err(err)?;
@@ -311,6 +329,12 @@ pub async fn preload_tar(
     })?;
     std::fs::rename(&partial, &tar).map_err(io(&tar))?;
     std::fs::write(dir.join(".done"), &k).map_err(io(&dir))?;
+    // The tarball is what nodes load; the host's docker keeps nothing unlabelled of ours.
+    let mut rmi = Cmd::new("docker").arg("rmi");
+    for n in &names {
+        rmi = rmi.arg(n);
+    }
+    let _ = r.run(rmi).await;
     note(format!(
         "control-plane images from the server tarball, as kubeadm pulls them: {}",
         names.join(", ")
@@ -319,16 +343,17 @@ pub async fn preload_tar(
 }
 
 /// The images kubeadm of this release pulls, as `kubeadm config images list` prints them
-/// (kubeadm 1.11+; older kubeadm has no such command and gets None).
+/// (kubeadm 1.11+; older kubeadm has no such command and gets None). A 1.11+ kubeadm that
+/// cannot answer is an error: guessing would pull the wrong sandbox image.
 pub async fn kubeadm_images(
     kubeadm: &Path,
     raw: &str,
     v: &KubeVersion,
     repository: &str,
     r: &Runner,
-) -> Option<Vec<String>> {
+) -> Result<Option<Vec<String>>, BuildError> {
     if v.minor < 11 {
-        return None;
+        return Ok(None);
     }
     let out = r
         .output(Cmd::new(kubeadm.display().to_string()).args([
@@ -341,14 +366,17 @@ pub async fn kubeadm_images(
             repository,
         ]))
         .await
-        .ok()?;
-    Some(
+        .map_err(|source| BuildError::Stage {
+            stage: "kubeadm config images list",
+            source,
+        })?;
+    Ok(Some(
         out.lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .map(String::from)
             .collect(),
-    )
+    ))
 }
 
 fn release_err(e: ReleaseError) -> BuildError {

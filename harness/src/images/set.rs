@@ -183,7 +183,6 @@ mod tests {
         );
         assert!(h.contains("server = \"http://10.0.0.1:5000\""));
         assert!(h.contains("[host.\"http://10.0.0.1:5000\"]"));
-        assert!(!h.contains("registry-1.docker.io"));
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct NodeParams {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RenderError {
+    #[error("failed to pick the cluster DNS address: service subnet {0:?} is not an IPv4 CIDR")]
+    ServiceSubnet(String),
     #[error("kubeadm {version} does not accept config API {api}; it accepts {accepted}")]
     Unsupported {
         version: KubeVersion,
@@ -317,18 +319,23 @@ pub fn cluster_dns(service_subnet: &str) -> Option<std::net::Ipv4Addr> {
 /// The kubelet drop-in of a release whose kubelet takes flags only (1.6-1.10), every
 /// setting a flag as that era's kubeadm packages wrote it. None from 1.11, where kubeadm
 /// writes `config.yaml` and `kubeadm-flags.env` and the node image's drop-in reads them.
-pub fn kubelet_dropin(p: &ClusterParams, runtime: release::era::Runtime) -> Option<String> {
+pub fn kubelet_dropin(
+    p: &ClusterParams,
+    runtime: release::era::Runtime,
+) -> Result<Option<String>, RenderError> {
     use release::era::{kubelet_config_mode, kubelet_flags, KubeletConfigMode};
     if kubelet_config_mode(&p.version) == KubeletConfigMode::ConfigFile {
-        return None;
+        return Ok(None);
     }
-    let dns = cluster_dns(&p.service_subnet)?.to_string();
+    let dns = cluster_dns(&p.service_subnet)
+        .ok_or_else(|| RenderError::ServiceSubnet(p.service_subnet.clone()))?
+        .to_string();
     let flags = kubelet_flags(&p.version, runtime, &dns);
-    Some(format!(
+    Ok(Some(format!(
         "# kubelet {v}: every setting is a flag (kubeadm {v} writes no config.yaml).\n[Service]\nEnvironment=\"KUBELET_ERA_ARGS={}\"\nEnvironmentFile=-/etc/default/kubelet\nExecStart=\nExecStart=/usr/bin/kubelet $KUBELET_ERA_ARGS $KUBELET_EXTRA_ARGS\n",
         flags.join(" "),
         v = p.version
-    ))
+    )))
 }
 
 /// A bootstrap token `[a-z0-9]{6}.[a-z0-9]{16}` from the kernel's random source.
@@ -506,7 +513,9 @@ mod tests {
     #[test]
     fn release_1_6_kubelet_is_configured_by_flags_alone() {
         let p = params("v1.6.13", "kubeadm.k8s.io/v1alpha1");
-        let d = kubelet_dropin(&p, release::era::Runtime::Docker).unwrap();
+        let d = kubelet_dropin(&p, release::era::Runtime::Docker)
+            .unwrap()
+            .unwrap();
         // A systemd drop-in that replaces ExecStart and reads no config file.
         let exec: Vec<&str> = d.lines().filter(|l| l.starts_with("ExecStart=")).collect();
         assert_eq!(
@@ -530,7 +539,7 @@ mod tests {
                 &params("v1.20.2", "kubeadm.k8s.io/v1beta2"),
                 release::era::Runtime::Containerd
             ),
-            None
+            Ok(None)
         );
         assert_eq!(
             cluster_dns("10.100.0.0/16").unwrap().to_string(),

@@ -426,15 +426,14 @@ impl Provider for ContainerProvider {
                     Runtime::Docker => "dockerd (dockershim)",
                 }
             ));
+            let docker_load = format!(
+                "for i in $(seq 100); do docker info >/dev/null 2>&1 && break; sleep 0.2; done; docker load -q -i {IMAGES_IN_NODE}"
+            );
             let import: &[&str] = match spec.runtime {
                 Runtime::Containerd => &["ctr", "-n", "k8s.io", "images", "import", IMAGES_IN_NODE],
                 // dockershim: kubelet asks dockerd, which keeps its own store; it starts
                 // after systemd reports running, so wait for its socket first.
-                Runtime::Docker => &[
-                    "sh",
-                    "-c",
-                    "for i in $(seq 100); do docker info >/dev/null 2>&1 && break; sleep 0.2; done; docker load -q -i /shakedown/images.tar",
-                ],
+                Runtime::Docker => &["sh", "-c", &docker_load],
             };
             futures::future::try_join_all(
                 cluster

@@ -60,12 +60,14 @@ impl fmt::Display for DigestKind {
     }
 }
 
-/// The digest files a release publishes, strongest first: `.sha1` (and `.md5`) since 1.0,
-/// `.sha512` from 1.12 (kubernetes/release#630), `.sha256` from 1.16. MD5 is never used.
+/// The digest files a release is verified with, strongest first. `.sha1` (and `.md5`) exist
+/// since 1.0, `.sha512` from 1.12 (kubernetes/release#630), `.sha256` from 1.16. A release
+/// that publishes a SHA-2 digest is never checked with a weaker one (a mirror that drops
+/// `.sha512` does not get SHA-1 checks instead); MD5 is never used.
 pub fn published_digests(v: &KubeVersion) -> &'static [DigestKind] {
     match v.minor {
-        16.. => &[DigestKind::Sha512, DigestKind::Sha256, DigestKind::Sha1],
-        12..=15 => &[DigestKind::Sha512, DigestKind::Sha1],
+        16.. => &[DigestKind::Sha512, DigestKind::Sha256],
+        12..=15 => &[DigestKind::Sha512],
         _ => &[DigestKind::Sha1],
     }
 }
@@ -88,7 +90,7 @@ pub struct Bucket {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid release URL {0:?}: expected http://HOST[:PORT][/PATH] or https://...")]
+#[error("failed to read release URL {0:?}: expected http://HOST[:PORT][/PATH] or https://..., without user or password (they would be logged)")]
 pub struct BucketError(pub String);
 
 impl Bucket {
@@ -98,7 +100,12 @@ impl Bucket {
             .strip_prefix("http://")
             .or_else(|| b.strip_prefix("https://"))
             .ok_or_else(|| BucketError(base.to_string()))?;
-        if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) {
+        let authority = rest.split('/').next().unwrap_or("");
+        if rest.is_empty()
+            || rest.starts_with('/')
+            || rest.contains(char::is_whitespace)
+            || authority.contains('@')
+        {
             return Err(BucketError(base.to_string()));
         }
         Ok(Bucket { base: b.into() })
@@ -196,14 +203,22 @@ mod tests {
 
     #[test]
     fn digests_follow_the_era() {
+        assert_eq!(published_digests(&v("v1.12.0")), &[DigestKind::Sha512]);
+        assert_eq!(published_digests(&v("v1.15.12")), &[DigestKind::Sha512]);
         assert_eq!(
-            published_digests(&v("v1.12.0")),
-            &[DigestKind::Sha512, DigestKind::Sha1]
+            published_digests(&v("v1.16.0")),
+            &[DigestKind::Sha512, DigestKind::Sha256]
         );
-        assert_eq!(published_digests(&v("v1.15.12"))[0], DigestKind::Sha512);
-        assert!(published_digests(&v("v1.16.0")).contains(&DigestKind::Sha256));
-        assert!(!published_digests(&v("v1.11.10")).contains(&DigestKind::Sha512));
-        assert_eq!(test_tarball(&v("v1.13.12")), "kubernetes-test.tar.gz");
+        assert_eq!(published_digests(&v("v1.11.10")), &[DigestKind::Sha1]);
+        // No era with a SHA-2 digest falls back to SHA-1.
+        for m in 12..40 {
+            let k = published_digests(&KubeVersion {
+                major: 1,
+                minor: m,
+                patch: Some(0),
+            });
+            assert!(!k.contains(&DigestKind::Sha1), "1.{m}: {k:?}");
+        }
         assert_eq!(
             test_tarball(&v("v1.20.2")),
             "kubernetes-test-linux-amd64.tar.gz"
@@ -232,6 +247,7 @@ mod tests {
             "http://",
             "http:///x",
             "http://a b",
+            "https://user:token@dl.example.com",
         ] {
             assert!(Bucket::new(bad).is_err(), "{bad:?}");
         }

@@ -148,7 +148,9 @@ pub fn kubelet_flags(v: &KubeVersion, runtime: Runtime, cluster_dns: &str) -> Ve
         "--allow-privileged=true".into(),
         "--network-plugin=cni".into(),
         "--cni-conf-dir=/etc/cni/net.d".into(),
-        "--cni-bin-dir=/opt/cni/bin".into(),
+        // Debian's containernetworking-plugins, in the node image (weave and calico add
+        // their own there too).
+        "--cni-bin-dir=/usr/lib/cni".into(),
         format!("--cluster-dns={cluster_dns}"),
         "--cluster-domain=cluster.local".into(),
         "--authorization-mode=Webhook".into(),

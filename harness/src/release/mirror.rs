@@ -16,7 +16,7 @@ pub struct Mirror {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid registry mirror {0:?}: expected REGISTRY=URL, e.g. registry.k8s.io=http://172.17.0.1:5000")]
+#[error("failed to read registry mirror {0:?}: expected REGISTRY=URL without user or password, e.g. registry.k8s.io=http://172.17.0.1:5000")]
 pub struct MirrorError(pub String);
 
 impl FromStr for Mirror {
@@ -33,7 +33,7 @@ impl FromStr for Mirror {
             .strip_prefix("http://")
             .or_else(|| endpoint.strip_prefix("https://"))
             .ok_or_else(err)?;
-        if !host_ok || rest.is_empty() || rest.contains(['/', ' ', '"', '\'']) {
+        if !host_ok || rest.is_empty() || rest.contains(['/', ' ', '"', '\'', '@']) {
             return Err(err());
         }
         Ok(Mirror {
@@ -113,6 +113,7 @@ mod tests {
             "k8s.gcr.io=http://x/path",
             "a b=http://x",
             "k8s.gcr.io=http://x\"y",
+            "k8s.gcr.io=http://user:pw@x",
         ] {
             assert!(bad.parse::<Mirror>().is_err(), "{bad}");
         }
