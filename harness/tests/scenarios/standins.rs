@@ -6,6 +6,14 @@
 use super::*;
 use std::process::{Child, Command, Stdio};
 
+/// One stand-in trial at a time: their setup (a release layout tags images in the host's
+/// docker, a registry push) runs outside the cluster lock and must not interleave.
+static STANDINS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    STANDINS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A free TCP port on 127.0.0.1 (the kernel picks one; it is released at once).
 fn free_port() -> Result<u16, Failed> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -205,6 +213,7 @@ const SMOKE: &[&str] = &[
 /// stable-1.20` against the 127.0.0.1 bucket; the control plane from the server tarball,
 /// etcd, pause and agnhost through the registry mirror.
 pub fn release_mirror() -> Result<(), Failed> {
+    let _one = one_at_a_time();
     let bucket = Bucket::serve()?;
     let reg = Registry::start()?;
     let dir = trial_dir("release-mirror-release-1.20");
@@ -263,6 +272,7 @@ pub fn release_mirror() -> Result<(), Failed> {
 /// the build step refuses it with exit 3, naming the file and both digests, and caches
 /// nothing.
 pub fn bad_checksum() -> Result<(), Failed> {
+    let _one = one_at_a_time();
     let root = common::root();
     let dir = tempfile::tempdir()?;
     let bucket_dir = dir.path().join("bucket");
@@ -337,6 +347,7 @@ fn kubeadm_in(b: &Bucket) -> PathBuf {
 /// `release-mirror::unknown-marker`: a marker the bucket does not have fails the build with
 /// exit 3, naming the marker file's URL.
 pub fn unknown_marker() -> Result<(), Failed> {
+    let _one = one_at_a_time();
     let root = common::root();
     let dir = tempfile::tempdir()?;
     let bucket_dir = dir.path().join("bucket/release");
@@ -364,6 +375,7 @@ pub fn unknown_marker() -> Result<(), Failed> {
 /// `registry::release-1.20/docker/bridge`: nothing preloaded; every image pulled under its
 /// upstream name through the local registry.
 pub fn registry() -> Result<(), Failed> {
+    let _one = one_at_a_time();
     let reg = Registry::start()?;
     let dir = trial_dir("registry-release-1.20");
     let suite = &run_up_and_smoke(
