@@ -331,7 +331,7 @@ fn release_1_6_fails_at_the_download_naming_the_url_it_tried() {
 }
 
 #[test]
-fn kubernetes_binaries_give_their_own_version_and_need_no_pause_or_agnhost() {
+fn fake_kubeadm_folder_gives_its_own_version_and_needs_no_pause_or_agnhost() {
     if !host_prepared() {
         return;
     }
