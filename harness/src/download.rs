@@ -337,7 +337,25 @@ impl Downloader {
                 stop.clone(),
                 name.to_string(),
             );
-            tokio::task::spawn_blocking(move || stream(&u, &p, kind, &log, &stop, &name))
+            let (expected, durl, dir, path) =
+                (expected.clone(), durl.clone(), dir.clone(), path.clone());
+            tokio::task::spawn_blocking(move || -> Result<(), DownloadError> {
+                // Gone on every way out: an error, a mismatch, an abandoned step; after the
+                // rename there is nothing left to remove.
+                let _partial = RemoveOnDrop(&p);
+                let actual = stream(&u, &p, kind, &log, &stop, &name)?;
+                if actual != expected {
+                    return Err(DownloadError::Mismatch {
+                        file: u,
+                        kind,
+                        digest_url: durl,
+                        expected,
+                        actual,
+                    });
+                }
+                std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+                std::fs::rename(&p, &path).map_err(io(&path))
+            })
         };
         let cancelled = self.cancel.clone();
         let watch = async {
@@ -345,29 +363,10 @@ impl Downloader {
             stop.store(true, Ordering::Relaxed);
             std::future::pending::<()>().await
         };
-        let actual = tokio::select! {
-            r = work => r.unwrap_or_else(|e| Err(DownloadError::Read { url: url.into(), source: std::io::Error::other(e) })),
+        tokio::select! {
+            r = work => r.unwrap_or_else(|e| Err(DownloadError::Read { url: url.into(), source: std::io::Error::other(e) }))?,
             _ = watch => unreachable!(),
         };
-        let actual = match actual {
-            Ok(a) => a,
-            Err(e) => {
-                let _ = std::fs::remove_file(&partial);
-                return Err(e);
-            }
-        };
-        if actual != expected {
-            let _ = std::fs::remove_file(&partial);
-            return Err(DownloadError::Mismatch {
-                file: url.into(),
-                kind,
-                digest_url: durl,
-                expected,
-                actual,
-            });
-        }
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        std::fs::rename(&partial, &path).map_err(io(&path))?;
         Ok(Fetched {
             path,
             kind,
@@ -377,37 +376,17 @@ impl Downloader {
     }
 }
 
-/// Streams `url` into `path`, hashing as it goes; returns the hex digest.
-/// Removes a partial download when dropped, unless it was kept: every way out of a failed or
-/// abandoned download (an error, Ctrl-C, a deadline) leaves nothing behind.
-struct Partial<'a> {
-    path: &'a Path,
-    keep: bool,
-}
+/// Removes a partial download when dropped.
+struct RemoveOnDrop<'a>(&'a Path);
 
-impl Drop for Partial<'_> {
+impl Drop for RemoveOnDrop<'_> {
     fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_file(self.path);
-        }
+        let _ = std::fs::remove_file(self.0);
     }
 }
 
+/// Streams `url` into `path`, hashing as it goes; returns the hex digest.
 fn stream(
-    url: &str,
-    path: &Path,
-    kind: DigestKind,
-    log: &StepLog,
-    stop: &AtomicBool,
-    name: &str,
-) -> Result<String, DownloadError> {
-    let mut partial = Partial { path, keep: false };
-    let digest = stream_into(url, path, kind, log, stop, name)?;
-    partial.keep = true;
-    Ok(digest)
-}
-
-fn stream_into(
     url: &str,
     path: &Path,
     kind: DigestKind,
