@@ -358,6 +358,18 @@ impl CommandError {
             _ => "",
         }
     }
+
+    /// The command died of SIGKILL, directly or as reported by `docker exec` (137), or its
+    /// runtime lost the container (255): what a node pulled out from under it looks like.
+    pub fn looks_killed(&self) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        match self {
+            CommandError::Failed { status, .. } => {
+                status.signal() == Some(9) || matches!(status.code(), Some(137) | Some(255))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Kills the whole process group when dropped, unless disarmed after a clean exit and
@@ -630,6 +642,25 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kill_is_told_apart_from_an_ordinary_failure() {
+        use std::os::unix::process::ExitStatusExt;
+        let failed = |raw: i32| CommandError::Failed {
+            cmd: "docker exec n kubeadm init".into(),
+            status: ExitStatus::from_raw(raw),
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        assert!(failed(137 << 8).looks_killed(), "docker exec reports 137");
+        assert!(
+            failed(255 << 8).looks_killed(),
+            "the runtime lost the container"
+        );
+        assert!(failed(9).looks_killed(), "SIGKILL itself");
+        assert!(!failed(1 << 8).looks_killed(), "kubeadm's own failure");
+        assert!(!failed(15).looks_killed(), "SIGTERM is a stop, not a kill");
+    }
 
     #[tokio::test]
     async fn a_deadline_cancels_its_token_and_says_so() {

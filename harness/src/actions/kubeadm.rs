@@ -6,6 +6,7 @@ use crate::actions::JobStateExt;
 use crate::images::set::DnsAddon;
 use crate::kubeadm::{self, ClusterParams, NodeParams};
 use crate::provider::Cluster;
+use std::time::Duration;
 
 pub struct KubeadmInit;
 pub struct KubeadmJoin;
@@ -105,7 +106,14 @@ async fn diagnosed(
         .find(|l| !l.trim().is_empty())
         .map(|l| l.trim().to_string());
     // A node that stopped under kubeadm is not the release's fault: say which and how.
-    let stopped = super::cluster::stopped_nodes(c, &cx.log).await;
+    let mut stopped = super::cluster::stopped_nodes(c, &cx.log).await;
+    // `docker exec` returns as soon as its process is killed, while the container can
+    // still read "running" for a moment during teardown: look again before blaming kubeadm.
+    let settle = std::time::Instant::now();
+    while stopped.is_empty() && e.looks_killed() && settle.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        stopped = super::cluster::stopped_nodes(c, &cx.log).await;
+    }
     if !stopped.is_empty() {
         let mut err = StepError::from(e).with_diagnosis(stopped.join("\n"));
         err.kind = Some(crate::engine::event::FailureKind::Infrastructure);
