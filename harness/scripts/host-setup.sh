@@ -34,6 +34,8 @@ packages=(
   debootstrap          # node and kube-proxy root filesystems
   busybox-static       # test workload image
   etcd-server          # etcd image
+  etcd-client          # etcdctl in the etcd image: HA gates ask etcd for its members and health
+  haproxy              # the load balancer in front of several control planes
   docker-registry      # the local registry mirror (distribution 2.8) of the registry trials
   rsync
   golang-github-modern-go-reflect2-dev  # replaces the vendored reflect2 that panics on Go >= 1.18

@@ -198,6 +198,27 @@ impl Action for ClusterUp {
                 ));
             }
         }
+        let r = cx.runner();
+        // Several control planes stand behind a load balancer; its image is built here.
+        let load_balancer_image = if cx.job.topology.control_planes > 1 && provider.runs_commands()
+        {
+            Some(
+                crate::images::load_balancer::ensure(
+                    &cx.run.settings.root,
+                    &cx.run.settings.cache_dir,
+                    &r,
+                )
+                .await
+                .map_err(|e| {
+                    StepError::infra(format!(
+                        "failed to build the load balancer: {}",
+                        crate::error::chain(&e)
+                    ))
+                })?,
+            )
+        } else {
+            None
+        };
         let spec = ClusterSpec {
             name: provider::container::cluster_name(&cx.run.settings.run_id, &cx.job.context()),
             run_id: cx.run.settings.run_id.clone(),
@@ -211,14 +232,15 @@ impl Action for ClusterUp {
             runtime: art
                 .as_ref()
                 .map_or(crate::release::era::Runtime::Containerd, |a| a.runtime),
+            load_balancer_image,
         };
-        let r = cx.runner();
         let note = |s: String| cx.note(s);
         let mut made = provider.create(&r, &spec, &note).await?;
         made.keep |= cx.run.settings.keep_cluster;
         let summary: Vec<String> = made
             .nodes
             .iter()
+            .chain(made.load_balancer.iter())
             .map(|n| format!("{} ({}, {})", n.name, n.role.as_str(), n.ip))
             .collect();
         cx.note(format!(

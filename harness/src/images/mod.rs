@@ -3,6 +3,7 @@
 //! stage is cached by the content of its inputs under the cache folder, so a second run
 //! only checks.
 
+pub mod load_balancer;
 pub mod registry;
 pub mod release;
 pub mod set;

@@ -5,8 +5,8 @@
 //! left behind.
 
 use super::{
-    Cluster, ClusterSpec, Collected, NodeInfo, Provider, ProviderError, Role, LABEL_CLUSTER,
-    LABEL_MANAGED, LABEL_ROLE, LABEL_RUN,
+    load_balancer, Cluster, ClusterSpec, Collected, NodeInfo, Provider, ProviderError, Role,
+    LABEL_CLUSTER, LABEL_MANAGED, LABEL_ROLE, LABEL_RUN,
 };
 use crate::process::{Cmd, CommandError, Runner, StepLog};
 use crate::release::era::Runtime;
@@ -142,6 +142,21 @@ impl ContainerProvider {
         .await
         .map(drop)
     }
+}
+
+/// A tar stream holding one file, for `cp -` into a container that has no shell.
+fn tar_of_one(name: &str, content: &[u8]) -> Result<Vec<u8>, CommandError> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, name, content)
+        .and_then(|_| b.into_inner())
+        .map_err(|source| CommandError::Spawn {
+            cmd: format!("tar {name}"),
+            source,
+        })
 }
 
 /// How often removal looks again for nodes a stopped `run` created late, and how long it
@@ -458,6 +473,54 @@ impl Provider for ContainerProvider {
                 .output(self.cmd().args(["inspect", "--format", &template, &n.name]))
                 .await?;
         }
+        if let Some(image) = &spec.load_balancer_image {
+            self.ensure_image(r, image).await?;
+            let name = format!("{}-lb", spec.name);
+            // Registered before it exists, so a failure below still removes it.
+            cluster.load_balancer = Some(NodeInfo {
+                name: name.clone(),
+                role: Role::LoadBalancer,
+                ip: String::new(),
+            });
+            let mut create = vec![
+                "create".to_string(),
+                "--name".into(),
+                name.clone(),
+                "--hostname".into(),
+                name.clone(),
+                "--network".into(),
+                network.clone(),
+            ];
+            create.extend(labels(spec));
+            create.extend([
+                "--label".into(),
+                format!("{LABEL_ROLE}={}", Role::LoadBalancer.as_str()),
+                image.clone(),
+            ]);
+            r.run(self.cmd().args(create)).await?;
+            let backends: Vec<(String, String)> = cluster
+                .control_planes()
+                .map(|n| (n.name.clone(), n.ip.clone()))
+                .collect();
+            let config = load_balancer::haproxy_config(&backends);
+            r.run(
+                self.cmd()
+                    .args(["cp", "-", &format!("{name}:{}", load_balancer::CONFIG_DIR)])
+                    .stdin(tar_of_one("haproxy.cfg", config.as_bytes())?),
+            )
+            .await?;
+            r.run(self.cmd().args(["start", &name])).await?;
+            let ip = r
+                .output(self.cmd().args(["inspect", "--format", &template, &name]))
+                .await?;
+            note(format!(
+                "load balancer {name} ({ip}) in front of {} control planes",
+                backends.len()
+            ));
+            if let Some(lb) = cluster.load_balancer.as_mut() {
+                lb.ip = ip;
+            }
+        }
         Ok(cluster)
     }
 
@@ -501,7 +564,7 @@ impl Provider for ContainerProvider {
                         "--format",
                         "{{.Name}} {{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}",
                     ])
-                    .args(cluster.node_names()),
+                    .args(cluster.container_names()),
             )
             .await
             .or_else(|e| match &e {
@@ -527,7 +590,7 @@ impl Provider for ContainerProvider {
                 ));
             }
         }
-        for n in cluster.node_names() {
+        for n in cluster.container_names() {
             if !seen.contains(&n) {
                 stopped.push(format!("node {n} no longer exists"));
             }
@@ -539,7 +602,7 @@ impl Provider for ContainerProvider {
     /// FORWARD rule: every removal is tried, so one that fails (a node already gone) does
     /// not leave the rest behind; the first error is returned.
     async fn remove(&self, r: &Runner, cluster: &Cluster) -> Result<(), CommandError> {
-        let names = cluster.node_names();
+        let names = cluster.container_names();
         let mut first: Option<CommandError> = None;
         let mut keep = |res: Result<(), CommandError>| {
             if let Err(e) = res {
@@ -556,7 +619,7 @@ impl Provider for ContainerProvider {
                 r.run(
                     self.cmd()
                         .args(["volume", "rm", "-f"])
-                        .args(names.iter().map(|n| var_volume(n))),
+                        .args(cluster.node_names().iter().map(|n| var_volume(n))),
                 )
                 .await
                 .map(drop),
@@ -620,13 +683,13 @@ impl Provider for ContainerProvider {
     }
 
     fn remove_on_drop(&self, cluster: &Cluster, log: Option<&StepLog>, limit: Duration) {
-        let names = cluster.node_names();
+        let names = cluster.container_names();
         if !names.is_empty() {
             let mut args = vec!["rm".to_string(), "-f".into(), "-v".into()];
             args.extend(names.iter().cloned());
             run_bounded(self.program(), &args, log, limit);
             let mut args = vec!["volume".to_string(), "rm".into(), "-f".into()];
-            args.extend(names.iter().map(|n| var_volume(n)));
+            args.extend(cluster.node_names().iter().map(|n| var_volume(n)));
             run_bounded(self.program(), &args, log, limit);
         }
         // Late arrivals of a `run` stopped halfway, by the cluster's label (see `remove`).
@@ -747,6 +810,11 @@ impl Provider for ContainerProvider {
         Ok(c)
     }
 
+    /// The node's init gets its stop signal (systemd shuts down), SIGKILL after 10 s.
+    fn stop_node(&self, node: &str) -> Option<Cmd> {
+        Some(self.cmd().args(["stop", "--time", "10", node]))
+    }
+
     fn shell_hint(&self, node: &str) -> String {
         format!("{} exec -it {node} bash", self.program())
     }
@@ -766,6 +834,7 @@ mod tests {
             node_image: "shakedown.local/node:v1.20.2-x".into(),
             images_tar: Some("/cache/images.tar".into()),
             runtime: Runtime::Containerd,
+            load_balancer_image: None,
         }
     }
 

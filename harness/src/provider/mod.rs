@@ -7,6 +7,7 @@
 
 pub mod container;
 pub mod existing;
+pub mod load_balancer;
 
 use crate::process::{Cmd, CommandError, Runner, StepLog};
 use crate::scenario::ProviderKind;
@@ -23,6 +24,8 @@ pub const LABEL_ROLE: &str = "io.shakedown.role";
 pub enum Role {
     ControlPlane,
     Worker,
+    /// haproxy in front of several control planes: not a Kubernetes node.
+    LoadBalancer,
 }
 
 impl Role {
@@ -30,6 +33,7 @@ impl Role {
         match self {
             Role::ControlPlane => "control-plane",
             Role::Worker => "worker",
+            Role::LoadBalancer => "load-balancer",
         }
     }
 }
@@ -55,6 +59,9 @@ pub struct ClusterSpec {
     pub images_tar: Option<PathBuf>,
     /// Which store the images go into: containerd's, or dockerd's for dockershim.
     pub runtime: crate::release::era::Runtime,
+    /// The load balancer's image, for a cluster of several control planes (None: the API
+    /// is reached at the first control plane).
+    pub load_balancer_image: Option<String>,
 }
 
 /// Why a provider could not make or reach a cluster.
@@ -137,6 +144,11 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
 
     /// How a person reaches a node, for `--keep-cluster`.
     fn shell_hint(&self, node: &str) -> String;
+
+    /// Stops a node as its host shutting down would (None: this provider cannot).
+    fn stop_node(&self, _node: &str) -> Option<Cmd> {
+        None
+    }
 }
 
 /// A cluster a provider made. Removed when dropped unless `keep` is set or it was already
@@ -148,6 +160,8 @@ pub struct Cluster {
     pub network: String,
     pub run_id: String,
     pub nodes: Vec<NodeInfo>,
+    /// The load balancer in front of the control planes, when there are several.
+    pub load_balancer: Option<NodeInfo>,
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig belongs to someone else: never removed.
     pub kubeconfig_borrowed: bool,
@@ -176,6 +190,7 @@ impl Cluster {
             network: network.to_string(),
             run_id: run_id.to_string(),
             nodes: Vec::new(),
+            load_balancer: None,
             kubeconfig: None,
             kubeconfig_borrowed: false,
             keep: false,
@@ -199,6 +214,21 @@ impl Cluster {
     }
     pub fn node_names(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+    /// Every container of the cluster: the nodes and the load balancer.
+    pub fn container_names(&self) -> Vec<String> {
+        let mut v = self.node_names();
+        v.extend(self.load_balancer.iter().map(|l| l.name.clone()));
+        v
+    }
+    /// `host:port` where nodes and kubeconfigs reach the API: the load balancer when there
+    /// is one, else the first control plane.
+    pub fn api_endpoint(&self) -> String {
+        let host = match &self.load_balancer {
+            Some(lb) => &lb.ip,
+            None => &self.first_control_plane().ip,
+        };
+        format!("{host}:{}", load_balancer::API_PORT)
     }
     /// Marks the cluster as gone (after `remove`).
     pub fn mark_removed(&mut self) {
