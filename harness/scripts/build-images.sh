@@ -8,7 +8,7 @@
 #   $IMAGE_REPO/kube-controller-manager:$KUBE_VERSION  FROM scratch + static binary
 #   $IMAGE_REPO/kube-scheduler:$KUBE_VERSION           FROM scratch + static binary
 #   $IMAGE_REPO/kube-proxy:$KUBE_VERSION               Debian rootfs (iptables, conntrack, ipset) + binary
-#   $IMAGE_REPO/etcd:$ETCD_TAG                         Debian's etcd with its libc and ld-linux beside it
+#   $IMAGE_REPO/etcd:$ETCD_TAG                         Debian's etcd and etcdctl with their libc and ld-linux beside it
 #   $IMAGE_REPO/pause:$PAUSE_TAG                       static pause from BIN_DIR
 #   $IMAGE_REPO/agnhost:$AGNHOST_TAG                   static agnhost (+ busybox applets for `sh -c` specs)
 #   $IMAGE_REPO/busybox:$BUSYBOX_TAG                   Debian busybox-static with applet symlinks
@@ -25,6 +25,7 @@
 #   AGNHOST_TAG    default 2.21
 #   BUSYBOX_TAG    default 1.29
 #   ETCD_BIN       default /usr/bin/etcd (Debian etcd-server)
+#   ETCDCTL_BIN    default /usr/bin/etcdctl (Debian etcd-client)
 #   BUSYBOX_BIN    default /bin/busybox (Debian busybox-static)
 #   E2E_PAUSE_TAGS extra tags of the pause image that e2e.test asks for (default 3.2)
 #   AGNHOST_TLS_DIR folder with localhost.crt and localhost.key for `agnhost porter` (the
@@ -47,6 +48,7 @@ PAUSE_TAG=${PAUSE_TAG:-3.4.1}
 AGNHOST_TAG=${AGNHOST_TAG:-2.21}
 BUSYBOX_TAG=${BUSYBOX_TAG:-1.29}
 ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
+ETCDCTL_BIN=${ETCDCTL_BIN:-/usr/bin/etcdctl}
 BUSYBOX_BIN=${BUSYBOX_BIN:-/bin/busybox}
 E2E_PAUSE_TAGS=${E2E_PAUSE_TAGS:-3.2}
 AGNHOST_TLS_DIR=${AGNHOST_TLS_DIR:-}
@@ -158,13 +160,16 @@ case $ETCD_TAG in
   "$etcd_version"*) ;;
   *) die "failed to tag etcd: $ETCD_BIN is version $etcd_version but ETCD_TAG is $ETCD_TAG" ;;
 esac
-libs=$(ldd "$ETCD_BIN" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u)
+# etcdctl beside it, as upstream's etcd image has: the HA gates run it in the etcd pod.
+[ -x "$ETCDCTL_BIN" ] || die "failed to find $ETCDCTL_BIN (apt-get install etcd-client)"
+libs=$(ldd "$ETCD_BIN" "$ETCDCTL_BIN" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u)
 [ -n "$libs" ] || die "failed to list the libraries of $ETCD_BIN with ldd"
 # shellcheck disable=SC2086
-k=$(key "$ETCD_BIN" $libs)
+k=$(key "$ETCD_BIN" "$ETCDCTL_BIN" $libs)
 t=$(new_tree etcd)
 mkdir -p "$t/usr/local/bin" "$t/var/lib/etcd"
 run install -m 0755 "$ETCD_BIN" "$t/usr/local/bin/etcd"
+run install -m 0755 "$ETCDCTL_BIN" "$t/usr/local/bin/etcdctl"
 for l in $libs; do
   # Same path as on the host (the interpreter path is baked into the binary);
   # -L turns Debian's merged-/usr symlinks into real files.
