@@ -164,9 +164,42 @@ pub fn pod_finished(p: Option<&Pod>) -> bool {
     )
 }
 
+/// A Service's Endpoints list at least one ready address, for `wait_for`: until then
+/// kube-proxy rejects connections to the ClusterIP ("has no endpoints").
+pub fn endpoints_serving(e: Option<&k8s_openapi::api::core::v1::Endpoints>) -> bool {
+    e.and_then(|e| e.subsets.as_ref()).is_some_and(|subsets| {
+        subsets
+            .iter()
+            .any(|s| s.addresses.as_ref().is_some_and(|a| !a.is_empty()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_serve_once_an_address_is_ready() {
+        let e = |yaml: &str| -> k8s_openapi::api::core::v1::Endpoints {
+            serde_yaml::from_str(yaml).unwrap()
+        };
+        assert!(!endpoints_serving(None));
+        assert!(!endpoints_serving(Some(&e("metadata: {name: smoke}"))));
+        let not_ready = e(r#"
+metadata: {name: smoke}
+subsets:
+- notReadyAddresses: [{ip: 10.244.1.5}]
+  ports: [{port: 8080}]
+"#);
+        assert!(!endpoints_serving(Some(&not_ready)));
+        let ready = e(r#"
+metadata: {name: smoke}
+subsets:
+- addresses: [{ip: 10.244.1.5}]
+  ports: [{port: 8080}]
+"#);
+        assert!(endpoints_serving(Some(&ready)));
+    }
 
     fn node(yaml: &str) -> Node {
         serde_yaml::from_str(yaml).unwrap()

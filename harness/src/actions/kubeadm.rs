@@ -34,6 +34,23 @@ fn params(cx: &StepContext<'_>, c: &Cluster) -> Result<ClusterParams, StepError>
         .map_err(|e| StepError::infra(format!("failed to make a bootstrap token: {e}")))?;
     // From here on the token is `<redacted>` in every log line, command line and error.
     crate::process::add_secret(&token);
+    let mut cert_sans = vec![
+        cp.ip.clone(),
+        cp.name.clone(),
+        "localhost".into(),
+        "127.0.0.1".into(),
+    ];
+    let certificate_key = match &c.load_balancer {
+        Some(lb) => {
+            cert_sans.extend([lb.ip.clone(), lb.name.clone()]);
+            let key = kubeadm::new_certificate_key()
+                .map_err(|e| StepError::infra(format!("failed to make a certificate key: {e}")))?;
+            // It decrypts the cluster's CA keys: never in a log or an artifact.
+            crate::process::add_secret(&key);
+            Some(key)
+        }
+        None => None,
+    };
     Ok(ClusterParams {
         version,
         api,
@@ -45,14 +62,10 @@ fn params(cx: &StepContext<'_>, c: &Cluster) -> Result<ClusterParams, StepError>
         pod_subnet: s.scenario.cluster.pod_subnet.clone(),
         service_subnet: s.scenario.cluster.service_subnet.clone(),
         rbac: s.scenario.cluster.rbac,
-        control_plane_endpoint: format!("{}:6443", cp.ip),
-        cert_sans: vec![
-            cp.ip.clone(),
-            cp.name.clone(),
-            "localhost".into(),
-            "127.0.0.1".into(),
-        ],
+        control_plane_endpoint: c.api_endpoint(),
+        cert_sans,
         token,
+        certificate_key,
     })
 }
 
@@ -202,13 +215,39 @@ impl Action for KubeadmInit {
     }
 }
 
+/// One node's join: its name, its config (None: flags only), `kubeadm join`'s arguments.
+type JoinPlan = (String, Option<String>, Vec<String>);
+
+async fn join_one(
+    r: &crate::process::Runner,
+    c: &Cluster,
+    (name, config, args): &JoinPlan,
+) -> Result<(), crate::process::CommandError> {
+    if let Some(cfg) = config {
+        r.run(c.write_file(name, JOIN_CONFIG_IN_NODE, cfg)).await?;
+    }
+    r.run(c.exec(name, args)).await.map(drop)
+}
+
 #[async_trait::async_trait]
 impl Action for KubeadmJoin {
     fn describe(&self, cx: &StepContext<'_>) -> Vec<String> {
-        let n = cx.job.topology.workers + cx.job.topology.control_planes.saturating_sub(1);
-        vec![format!(
-            "render join configs and run `kubeadm join` on {n} node(s) in parallel"
-        )]
+        let t = &cx.job.topology;
+        let mut v = vec![format!(
+            "render join configs and run `kubeadm join` on {} worker(s) in parallel",
+            t.workers
+        )];
+        if t.control_planes > 1 {
+            v.insert(
+                0,
+                format!(
+                    "join {} more control plane(s) one at a time with `--control-plane` and the uploaded certificates",
+                    t.control_planes - 1
+                ),
+            );
+            v.push("HA gate: the load balancer sees every API server up, etcd has one healthy member per control plane".into());
+        }
+        v
     }
 
     async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
@@ -216,50 +255,58 @@ impl Action for KubeadmJoin {
         let p = cx.job().params.as_ref().cloned().ok_or_else(|| {
             StepError::infra("failed to find the init parameters: kubeadm-init has not run")
         })?;
-        if c.control_planes().count() > 1 {
-            return Err(StepError::infra(
-                "failed to join control planes: several control planes need a load balancer in front of them, which the docker provider does not create yet",
-            ));
-        }
+        let others: Vec<_> = c.control_planes().skip(1).cloned().collect();
         let workers: Vec<_> = c.workers().cloned().collect();
-        if workers.is_empty() {
-            cx.note("no workers to join");
+        if others.is_empty() && workers.is_empty() {
+            cx.note("no nodes to join");
             return Ok(());
         }
         let job_dir = cx.job_dir();
-        let mut plans = Vec::new();
-        for w in &workers {
+        let mut plans: Vec<JoinPlan> = Vec::new();
+        for n in others.iter().chain(workers.iter()) {
             let node = NodeParams {
-                name: w.name.clone(),
-                ip: w.ip.clone(),
-                control_plane: false,
+                name: n.name.clone(),
+                ip: n.ip.clone(),
+                control_plane: n.role == crate::provider::Role::ControlPlane,
             };
             let config =
                 kubeadm::join_config(&p, &node).map_err(|e| StepError::new(e.to_string()))?;
             if let Some(cfg) = &config {
-                write_redacted(&job_dir.join(format!("kubeadm-join-{}.yaml", w.name)), cfg)?;
+                write_redacted(&job_dir.join(format!("kubeadm-join-{}.yaml", n.name)), cfg)?;
             }
             let mut args = vec!["kubeadm".to_string()];
             args.extend(kubeadm::join_args(
                 &p,
                 config.as_ref().map(|_| JOIN_CONFIG_IN_NODE),
             ));
-            plans.push((w.name.clone(), config, args));
+            plans.push((n.name.clone(), config, args));
         }
         let r = cx.runner();
-        let joins = plans.iter().map(|(name, config, args)| {
-            let r = r.clone();
-            async move {
-                if let Some(cfg) = config {
-                    r.run(c.write_file(name, JOIN_CONFIG_IN_NODE, cfg)).await?;
-                }
-                r.run(c.exec(name, args)).await.map(drop)
+        // Control planes one at a time: each adds an etcd member, and etcd takes one
+        // member change at a time. Workers then join together.
+        let (cp_plans, worker_plans) = plans.split_at(others.len());
+        for plan in cp_plans {
+            let t = std::time::Instant::now();
+            if let Err(e) = join_one(&r, c, plan).await {
+                return Err(diagnosed(cx, c, e).await);
             }
-        });
-        if let Err(e) = futures::future::try_join_all(joins).await {
+            cx.note(format!(
+                "control plane {} joined in {:.1}s",
+                plan.0,
+                t.elapsed().as_secs_f64()
+            ));
+        }
+        if let Err(e) =
+            futures::future::try_join_all(worker_plans.iter().map(|p| join_one(&r, c, p))).await
+        {
             return Err(diagnosed(cx, c, e).await);
         }
         cx.note(format!("{} worker(s) joined", workers.len()));
+        if c.load_balancer.is_some() {
+            let (subtests, gated) = super::ha::gate(cx, c).await;
+            cx.subtests.extend(subtests);
+            gated?;
+        }
         Ok(())
     }
 }

@@ -7,6 +7,7 @@ pub mod cluster;
 mod cni;
 mod conformance;
 mod exec;
+mod ha;
 mod host;
 mod kubeadm;
 mod logs;
@@ -35,6 +36,7 @@ pub fn lookup(kind: ActionKind) -> Box<dyn Action> {
         ActionKind::Cni => Box::new(cni::Cni),
         ActionKind::NodeChecks => Box::new(nodechecks::NodeChecks),
         ActionKind::Smoke => Box::new(smoke::Smoke),
+        ActionKind::ControlPlaneLoss => Box::new(ha::ControlPlaneLoss),
         ActionKind::Conformance => Box::new(conformance::Conformance),
         ActionKind::ExportLogs => Box::new(logs::ExportLogs),
         ActionKind::ClusterDown => Box::new(cluster::ClusterDown),

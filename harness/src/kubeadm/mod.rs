@@ -28,6 +28,9 @@ pub struct ClusterParams {
     /// Extra names and addresses for the API server certificate (host access).
     pub cert_sans: Vec<String>,
     pub token: String,
+    /// Several control planes: the key that encrypts the certificates `kubeadm init
+    /// --upload-certs` puts in the cluster, for `join --control-plane` to fetch.
+    pub certificate_key: Option<String>,
 }
 
 /// A node being initialised or joined.
@@ -42,6 +45,8 @@ pub struct NodeParams {
 pub enum RenderError {
     #[error("failed to pick the cluster DNS address: service subnet {0:?} is not an IPv4 CIDR")]
     ServiceSubnet(String),
+    #[error("failed to render an HA config: kubeadm {version} with {api} cannot upload certificates for other control planes (needs kubeadm.k8s.io/v1beta2, kubeadm 1.15 or later)")]
+    NoCertificateUpload { version: KubeVersion, api: String },
     #[error("kubeadm {version} does not accept config API {api}; it accepts {accepted}")]
     Unsupported {
         version: KubeVersion,
@@ -66,7 +71,24 @@ fn cri_socket(p: &ClusterParams) -> String {
     }
 }
 
+/// Whether this config API carries `certificateKey` (v1beta2 on).
+fn has_certificate_key(api: &str) -> bool {
+    !matches!(
+        api,
+        "kubeadm.k8s.io/v1alpha1"
+            | "kubeadm.k8s.io/v1alpha2"
+            | "kubeadm.k8s.io/v1alpha3"
+            | "kubeadm.k8s.io/v1beta1"
+    )
+}
+
 fn check(p: &ClusterParams) -> Result<(), RenderError> {
+    if p.certificate_key.is_some() && !has_certificate_key(&p.api) {
+        return Err(RenderError::NoCertificateUpload {
+            version: p.version,
+            api: p.api.clone(),
+        });
+    }
     let accepted = release::kubeadm_apis_for(&p.version);
     if accepted.contains(&p.api.as_str()) {
         Ok(())
@@ -157,6 +179,9 @@ pub fn init_config(p: &ClusterParams, node: &NodeParams) -> Result<String, Rende
         "bootstrapTokens:\n- token: \"{}\"\n  ttl: 2h0m0s",
         p.token
     );
+    if let Some(key) = &p.certificate_key {
+        let _ = writeln!(out, "certificateKey: \"{key}\"");
+    }
     let _ = writeln!(
         out,
         "localAPIEndpoint:\n  advertiseAddress: {}\n  bindPort: 6443",
@@ -264,6 +289,14 @@ pub fn join_config(p: &ClusterParams, node: &NodeParams) -> Result<Option<String
         p.control_plane_endpoint, p.token
     );
     node_registration(&mut out, p, node);
+    if node.control_plane {
+        let key = p.certificate_key.as_deref().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "controlPlane:\n  localAPIEndpoint:\n    advertiseAddress: {}\n    bindPort: 6443\n  certificateKey: \"{key}\"",
+            node.ip
+        );
+    }
     Ok(Some(out))
 }
 
@@ -279,6 +312,9 @@ pub fn init_args(p: &ClusterParams, config_path: &str) -> Vec<String> {
         });
     } else {
         a.push("--skip-preflight-checks".into());
+    }
+    if p.certificate_key.is_some() {
+        a.push("--upload-certs".into());
     }
     if p.version.minor >= 15 {
         a.push("--v=2".into());
@@ -305,6 +341,15 @@ pub fn join_args(p: &ClusterParams, config_path: Option<&str>) -> Vec<String> {
             "--skip-preflight-checks".into(),
         ],
     }
+}
+
+/// A key for `--upload-certs`: 32 random bytes, hex (what `kubeadm certs certificate-key`
+/// prints).
+pub fn new_certificate_key() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Where the kubelet drop-in lives in a node (the one the node image ships is replaced).
@@ -371,6 +416,7 @@ mod tests {
             control_plane_endpoint: "172.18.0.2:6443".into(),
             cert_sans: vec!["127.0.0.1".into(), "172.18.0.2".into()],
             token: "abcdef.0123456789abcdef".into(),
+            certificate_key: None,
         }
     }
 
@@ -489,6 +535,54 @@ mod tests {
             join_args(&p, Some("/j.yaml")),
             ["join", "--config", "/j.yaml", "--skip-phases=preflight"]
         );
+    }
+
+    #[test]
+    fn ha_uploads_certificates_and_control_planes_join_with_the_key() {
+        let mut p = params("v1.20.2", "kubeadm.k8s.io/v1beta2");
+        p.control_plane_endpoint = "172.18.0.9:6443".into();
+        p.certificate_key = Some("ab12".into());
+        let init = docs(&init_config(&p, &node()).unwrap());
+        assert_eq!(init[0]["certificateKey"], "ab12");
+        assert_eq!(init[1]["controlPlaneEndpoint"], "172.18.0.9:6443");
+        assert!(init_args(&p, "/i.yaml").contains(&"--upload-certs".to_string()));
+        let cp2 = NodeParams {
+            name: "cp2".into(),
+            ip: "172.18.0.4".into(),
+            control_plane: true,
+        };
+        let j = docs(&join_config(&p, &cp2).unwrap().unwrap());
+        assert_eq!(j[0]["controlPlane"]["certificateKey"], "ab12");
+        assert_eq!(
+            j[0]["controlPlane"]["localAPIEndpoint"]["advertiseAddress"],
+            "172.18.0.4"
+        );
+        assert_eq!(
+            j[0]["discovery"]["bootstrapToken"]["apiServerEndpoint"],
+            "172.18.0.9:6443"
+        );
+        // A worker's join carries no control-plane block, and a single control plane
+        // uploads nothing.
+        let w = NodeParams {
+            name: "w1".into(),
+            ip: "172.18.0.5".into(),
+            control_plane: false,
+        };
+        let j = docs(&join_config(&p, &w).unwrap().unwrap());
+        assert!(j[0].get("controlPlane").is_none());
+        let single = params("v1.20.2", "kubeadm.k8s.io/v1beta2");
+        assert!(!init_args(&single, "/i.yaml").contains(&"--upload-certs".to_string()));
+        assert!(docs(&init_config(&single, &node()).unwrap())[0]
+            .get("certificateKey")
+            .is_none());
+    }
+
+    #[test]
+    fn ha_before_certificate_upload_is_refused() {
+        let mut p = params("v1.14.10", "kubeadm.k8s.io/v1beta1");
+        p.certificate_key = Some("ab12".into());
+        let e = init_config(&p, &node()).unwrap_err();
+        assert!(e.to_string().contains("cannot upload certificates"), "{e}");
     }
 
     #[test]

@@ -62,12 +62,13 @@ pub enum ActionKind {
     NodeChecks,
     Smoke,
     Conformance,
+    ControlPlaneLoss,
     ExportLogs,
     ClusterDown,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 12] = [
+    pub const ALL: [ActionKind; 13] = [
         ActionKind::Exec,
         ActionKind::HostSetup,
         ActionKind::ImageBuild,
@@ -78,6 +79,7 @@ impl ActionKind {
         ActionKind::NodeChecks,
         ActionKind::Smoke,
         ActionKind::Conformance,
+        ActionKind::ControlPlaneLoss,
         ActionKind::ExportLogs,
         ActionKind::ClusterDown,
     ];
@@ -95,6 +97,7 @@ impl ActionKind {
             ActionKind::NodeChecks => "node-checks",
             ActionKind::Smoke => "smoke",
             ActionKind::Conformance => "conformance",
+            ActionKind::ControlPlaneLoss => "control-plane-loss",
             ActionKind::ExportLogs => "export-logs",
             ActionKind::ClusterDown => "cluster-down",
         }
@@ -104,9 +107,8 @@ impl ActionKind {
         use ActionKind::*;
         match self {
             HostSetup | ImageBuild | ClusterUp => StepKind::Setup,
-            Exec | KubeadmInit | KubeadmJoin | Cni | NodeChecks | Smoke | Conformance => {
-                StepKind::Test
-            }
+            Exec | KubeadmInit | KubeadmJoin | Cni | NodeChecks | Smoke | Conformance
+            | ControlPlaneLoss => StepKind::Test,
             ExportLogs | ClusterDown => StepKind::Teardown,
         }
     }
@@ -117,7 +119,7 @@ impl ActionKind {
             KubeadmInit => Some(Stage::Init),
             KubeadmJoin => Some(Stage::Join),
             Cni => Some(Stage::Cni),
-            NodeChecks | Smoke => Some(Stage::Smoke),
+            NodeChecks | Smoke | ControlPlaneLoss => Some(Stage::Smoke),
             Conformance => Some(Stage::Conformance),
             Exec | HostSetup | ImageBuild | ClusterUp | ExportLogs | ClusterDown => None,
         }
@@ -137,6 +139,7 @@ impl ActionKind {
             NodeChecks => "tier 1: kernel features, cgroups, container runtime and swap on every node",
             Smoke => "short cluster validation through the API: nodes, scheduling, pod and Service traffic, namespaces",
             Conformance => "run e2e.test conformance with the scenario's mode, focus and skip",
+            ControlPlaneLoss => "stop the last control plane and measure the API's unavailability through the load balancer against disruption.api_max",
             ExportLogs => "export node journals, pod logs, manifests and cluster objects (best effort, bounded)",
             ClusterDown => "remove every resource the job created (unless --keep-cluster)",
         }
@@ -151,6 +154,7 @@ impl ActionKind {
             Exec | HostSetup | ImageBuild | ClusterUp | ExportLogs | ClusterDown => &[],
             KubeadmInit | NodeChecks | Cni | Smoke | Conformance => &[ClusterUp],
             KubeadmJoin => &[KubeadmInit],
+            ControlPlaneLoss => &[KubeadmJoin],
         }
     }
 }

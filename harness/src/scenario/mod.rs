@@ -265,6 +265,16 @@ fn validate(
                 format!("must be at least 1, got {}", t.control_planes),
             );
         }
+        // Several control planes join with certificates kubeadm uploads (1.15+).
+        if let Some(v) = version.filter(|v| t.control_planes > 1 && v.minor < 15) {
+            err(
+                &format!("topologies[{i}].control_planes"),
+                format!(
+                    "{} control planes need kubeadm 1.15 or later (`init --upload-certs`, `join --control-plane`); {v} has no certificate upload",
+                    t.control_planes
+                ),
+            );
+        }
         if t.workers < 0 {
             err(
                 &format!("topologies[{i}].workers"),

@@ -39,6 +39,37 @@ pub struct Scenario {
     /// The CI jobs this scenario feeds.
     #[serde(default, skip_serializing_if = "CiSpec::is_empty")]
     pub ci: CiSpec,
+    /// How much unavailability users may feel during a control-plane loss (and upgrades).
+    #[serde(default, skip_serializing_if = "DisruptionSpec::is_default")]
+    pub disruption: DisruptionSpec,
+}
+
+/// Thresholds on measured unavailability; each becomes a pass or a failure naming the
+/// window.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisruptionSpec {
+    /// The longest the API may go unanswered through the load balancer.
+    #[serde(with = "humantime_serde", default = "default_api_max")]
+    pub api_max: Duration,
+}
+
+fn default_api_max() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for DisruptionSpec {
+    fn default() -> Self {
+        DisruptionSpec {
+            api_max: default_api_max(),
+        }
+    }
+}
+
+impl DisruptionSpec {
+    fn is_default(&self) -> bool {
+        *self == DisruptionSpec::default()
+    }
 }
 
 /// Exactly one of `version` or `marker` names the version; `source` says how to obtain it.
@@ -137,6 +168,20 @@ pub struct ClusterSpec {
     /// of that registry go to URL only, and images are pulled instead of preloaded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub registry_mirrors: Vec<crate::release::mirror::Mirror>,
+    /// What the HA gate does when API watches opened before etcd lost its leader (as it
+    /// does while stacked control planes join) no longer deliver events. Unset: the gate
+    /// fails. Either way it is reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_watch_remedy: Option<StaleWatchRemedy>,
+}
+
+/// A remedy for stale API watches after control planes joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StaleWatchRemedy {
+    /// Restart each API server in turn (the load balancer keeps the API up), so every
+    /// client opens its watches again.
+    RestartApiServers,
 }
 
 fn yes() -> bool {
@@ -162,6 +207,7 @@ impl Default for ClusterSpec {
             service_subnet: default_service_subnet(),
             runtime: None,
             registry_mirrors: Vec::new(),
+            stale_watch_remedy: None,
         }
     }
 }

@@ -4,8 +4,8 @@
 
 use crate::engine::event::{FailureKind, StepOutcome, SubTest};
 use crate::images::{AGNHOST_TAG, IMAGE_REPO};
-use crate::readiness::{self, pod_finished, wait_for};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service, ServiceAccount};
+use crate::readiness::{self, endpoints_serving, pod_finished, wait_for};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::runtime::wait::conditions;
 use std::time::{Duration, Instant};
@@ -15,6 +15,8 @@ pub const LABEL_SMOKE: &str = "io.shakedown.smoke";
 const SERVER_PORT: i32 = 8080;
 /// How long one check may wait for a pod; the step deadline bounds the whole.
 const POD_WAIT: Duration = Duration::from_secs(90);
+/// Connections tried to the Service ClusterIP before it counts as failed.
+const SERVICE_TRIES: u32 = 3;
 
 pub struct Smoke {
     pub client: kube::Client,
@@ -293,14 +295,40 @@ impl Smoke {
                 Ok(s) => {
                     let ip = s.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
                     let from = &nodes[nodes.len() - 1];
-                    match self
-                        .client_pod(&pods, "svc-client", from, &format!("{ip}:80"))
-                        .await
-                    {
-                        Ok(()) => StepOutcome::Passed,
-                        Err(e) => failure(format!(
-                            "pod on {from} → Service smoke ClusterIP {ip}:80: {e}"
-                        )),
+                    let eps: Api<Endpoints> = Api::namespaced(self.client.clone(), &self.namespace);
+                    match wait_for(eps, "smoke", endpoints_serving, POD_WAIT, &self.cancel).await {
+                        Err(e) => failure(format!("Service smoke never got endpoints: {e}")),
+                        Ok(_) => {
+                            // Endpoints exist; each node's kube-proxy programs them on its
+                            // next sync. A few tries, as e2e's service checks poll.
+                            let mut tries = Vec::new();
+                            for i in 1..=SERVICE_TRIES {
+                                match self
+                                    .client_pod(
+                                        &pods,
+                                        &format!("svc-client-{i}"),
+                                        from,
+                                        &format!("{ip}:80"),
+                                    )
+                                    .await
+                                {
+                                    Ok(()) => {
+                                        tries.clear();
+                                        break;
+                                    }
+                                    Err(e) => tries.push(format!("try {i}: {e}")),
+                                }
+                                tokio::time::sleep(Duration::from_secs(2)).await;
+                            }
+                            if tries.is_empty() {
+                                StepOutcome::Passed
+                            } else {
+                                failure(format!(
+                                    "pod on {from} → Service smoke ClusterIP {ip}:80:\n{}",
+                                    tries.join("\n")
+                                ))
+                            }
+                        }
                     }
                 }
             };

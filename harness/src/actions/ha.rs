@@ -1,0 +1,535 @@
+//! Highly available control planes: the readiness gate after they join, and the
+//! `control-plane-loss` step that stops one and measures what the API's users feel.
+
+use super::cluster::{client, cluster};
+use super::{Action, StepContext, StepError};
+use crate::engine::event::{FailureKind, StepOutcome, SubTest};
+use crate::process::Cmd;
+use crate::provider::load_balancer::{self, STATS_PORT};
+use crate::provider::Cluster;
+use std::time::{Duration, Instant};
+
+/// How long the gate waits for the load balancer and etcd to agree.
+const GATE_LIMIT: Duration = Duration::from_secs(180);
+
+/// The load balancer's own view of the API servers: each `(name, status)`.
+async fn backend_status(lb_ip: &str) -> Result<Vec<(String, String)>, String> {
+    let url = format!("http://{lb_ip}:{STATS_PORT}/stats;csv");
+    let body = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(3)))
+            .proxy(None)
+            .build()
+            .into();
+        agent
+            .get(&url)
+            .call()
+            .map_err(|e| format!("failed to read {url}: {e}"))?
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("failed to read {url}: {e}"))
+    })
+    .await
+    .map_err(|e| format!("failed to read the load balancer's stats: {e}"))??;
+    load_balancer::backend_status(&body)
+}
+
+/// etcdctl in the first control plane's etcd pod, with kubeadm's health-check client.
+fn etcdctl(c: &Cluster, args: &[&str]) -> Cmd {
+    let cp = &c.first_control_plane().name;
+    let mut a = vec![
+        "kubectl".to_string(),
+        "--kubeconfig=/etc/kubernetes/admin.conf".into(),
+        "-n".into(),
+        "kube-system".into(),
+        "exec".into(),
+        format!("etcd-{cp}"),
+        "--".into(),
+        "etcdctl".into(),
+        "--endpoints=https://127.0.0.1:2379".into(),
+        "--cacert=/etc/kubernetes/pki/etcd/ca.crt".into(),
+        "--cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt".into(),
+        "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key".into(),
+    ];
+    a.extend(args.iter().map(|s| s.to_string()));
+    c.exec(cp, &a)
+}
+
+#[derive(serde::Deserialize)]
+struct MemberList {
+    #[serde(default)]
+    members: Vec<Member>,
+}
+
+#[derive(serde::Deserialize)]
+struct Member {
+    #[serde(default)]
+    name: String,
+    #[serde(default, rename = "clientURLs")]
+    client_urls: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct EndpointHealth {
+    endpoint: String,
+    health: bool,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// `etcdctl member list -w json`: every member started (named, serving clients) and as
+/// many as `want`.
+pub fn members_ok(json: &str, want: usize) -> Result<Vec<String>, String> {
+    let list: MemberList = serde_json::from_str(json)
+        .map_err(|e| format!("failed to parse etcd's member list: {e}"))?;
+    let started: Vec<String> = list
+        .members
+        .iter()
+        .filter(|m| !m.name.is_empty() && !m.client_urls.is_empty())
+        .map(|m| m.name.clone())
+        .collect();
+    if list.members.len() != want || started.len() != want {
+        return Err(format!(
+            "etcd has {} member(s), {} started ({}); want {want}, one per control plane",
+            list.members.len(),
+            started.len(),
+            started.join(", ")
+        ));
+    }
+    Ok(started)
+}
+
+/// `etcdctl endpoint health --cluster -w json`: every endpoint healthy.
+pub fn endpoints_healthy(json: &str) -> Result<usize, String> {
+    let list: Vec<EndpointHealth> = serde_json::from_str(json)
+        .map_err(|e| format!("failed to parse etcd's endpoint health: {e}"))?;
+    let sick: Vec<String> = list
+        .iter()
+        .filter(|h| !h.health)
+        .map(|h| {
+            format!(
+                "{} ({})",
+                h.endpoint,
+                h.error.as_deref().unwrap_or("unhealthy")
+            )
+        })
+        .collect();
+    if sick.is_empty() {
+        Ok(list.len())
+    } else {
+        Err(format!("etcd endpoints unhealthy: {}", sick.join(", ")))
+    }
+}
+
+/// Waits until the load balancer sees every API server UP (bounded).
+async fn wait_backends_up(cx: &StepContext<'_>, lb_ip: &str, want: usize) -> Result<(), String> {
+    let t = Instant::now();
+    loop {
+        let last = match backend_status(lb_ip).await {
+            Ok(s) if s.len() == want && s.iter().all(|(_, st)| st == "UP") => return Ok(()),
+            Ok(s) => format!(
+                "the load balancer sees {}",
+                s.iter()
+                    .map(|(n, st)| format!("{n} {st}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(e) => e,
+        };
+        if t.elapsed() > GATE_LIMIT {
+            return Err(format!("within {GATE_LIMIT:?}: {last}"));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = cx.cancel.cancelled() => return Err(format!("stopped: {last}")),
+        }
+    }
+}
+
+/// Waits until etcd has one started, healthy member per control plane (bounded).
+async fn wait_etcd_healthy(
+    cx: &StepContext<'_>,
+    c: &Cluster,
+    want: usize,
+) -> Result<Vec<String>, String> {
+    let r = cx.runner();
+    let t = Instant::now();
+    loop {
+        let checked = match r
+            .output(etcdctl(c, &["member", "list", "-w", "json"]))
+            .await
+            .map_err(|e| crate::error::chain(&e))
+            .and_then(|j| members_ok(&j, want))
+        {
+            Ok(names) => r
+                .output(etcdctl(
+                    c,
+                    &["endpoint", "health", "--cluster", "-w", "json"],
+                ))
+                .await
+                .map_err(|e| crate::error::chain(&e))
+                .and_then(|j| endpoints_healthy(&j))
+                .map(|_| names),
+            Err(e) => Err(e),
+        };
+        let last = match checked {
+            Ok(names) => return Ok(names),
+            Err(e) => e,
+        };
+        if t.elapsed() > GATE_LIMIT {
+            return Err(format!("within {GATE_LIMIT:?}: {last}"));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = cx.cancel.cancelled() => return Err(format!("stopped: {last}")),
+        }
+    }
+}
+
+/// How long a new Service may wait for the endpoints controller.
+const CONTROLLERS_ACT_WITHIN: Duration = Duration::from_secs(20);
+
+/// The controllers act on a new object: a Service that selects nothing still gets an
+/// (empty) Endpoints object from the leading controller-manager. It does not when that
+/// controller-manager's watch on Services went stale.
+async fn controllers_act(
+    cx: &StepContext<'_>,
+    kube: &kube::Client,
+    attempt: u32,
+) -> Result<(), String> {
+    use k8s_openapi::api::core::v1::{Endpoints, Service};
+    use kube::api::{Api, DeleteParams, PostParams};
+    let name = format!("shakedown-ha-probe-{attempt}");
+    let svcs: Api<Service> = Api::namespaced(kube.clone(), "default");
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": { "name": name, "labels": { crate::provider::LABEL_RUN: cx.run.settings.run_id } },
+        "spec": { "selector": { "io.shakedown.probe": "selects-nothing" }, "ports": [{ "port": 80 }] }
+    }))
+    .map_err(|e| format!("failed to build the probe Service: {e}"))?;
+    svcs.create(&PostParams::default(), &svc)
+        .await
+        .map_err(|e| format!("failed to create Service default/{name}: {e}"))?;
+    let eps: Api<Endpoints> = Api::namespaced(kube.clone(), "default");
+    let got = crate::readiness::wait_for(
+        eps,
+        &name,
+        |e: Option<&Endpoints>| e.is_some(),
+        CONTROLLERS_ACT_WITHIN,
+        &cx.cancel,
+    )
+    .await;
+    let _ = svcs.delete(&name, &DeleteParams::default()).await;
+    got.map(drop)
+        .map_err(|e| format!("no controller made Endpoints for new Service default/{name}: {e}"))
+}
+
+/// What the first control plane's API server logged about etcd losing its leader.
+async fn leader_loss_evidence(cx: &StepContext<'_>, c: &Cluster) -> String {
+    let cp = &c.first_control_plane().name;
+    let script = "grep -h 'etcdserver: no leader' /var/log/pods/kube-system_kube-apiserver-*/kube-apiserver/*.log | cut -c1-200 | head -n 3";
+    match cx.runner().output(c.exec(cp, &["sh", "-c", script])).await {
+        Ok(s) if !s.trim().is_empty() => format!("{cp}'s API server logged:\n{s}"),
+        _ => format!("{cp}'s API server logged no 'etcdserver: no leader'"),
+    }
+}
+
+/// Restarts each control plane's API server in turn, waiting for the load balancer to
+/// see all of them up again before the next.
+async fn restart_api_servers(cx: &StepContext<'_>, c: &Cluster, lb_ip: &str) -> Result<(), String> {
+    let r = cx.runner();
+    let want = c.control_planes().count();
+    for cp in c.control_planes() {
+        r.run(c.exec(&cp.name, &["pkill", "-x", "kube-apiserver"]))
+            .await
+            .map_err(|e| crate::error::chain(&e))?;
+        // The load balancer marks it down after two failed checks, up after two good ones.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        wait_backends_up(cx, lb_ip, want)
+            .await
+            .map_err(|e| format!("API server of {} did not come back: {e}", cp.name))?;
+        cx.note(format!("restarted the API server of {}", cp.name));
+    }
+    Ok(())
+}
+
+fn subtest(name: &str, t: Instant, outcome: StepOutcome) -> SubTest {
+    SubTest {
+        name: format!("ha/{name}"),
+        outcome,
+        duration: t.elapsed(),
+    }
+}
+
+fn failed(message: String) -> StepOutcome {
+    StepOutcome::Failed {
+        kind: FailureKind::Test,
+        message,
+        diagnosis: None,
+        log_tail: String::new(),
+    }
+}
+
+/// After the control planes joined, each its own testcase: the load balancer sees every
+/// API server up; etcd has one healthy member per control plane; the controllers act on a
+/// new object (watches opened before etcd lost its leader still deliver). A failure stops
+/// the step with the reason; stale watches are remedied only when the scenario says how.
+pub async fn gate(cx: &StepContext<'_>, c: &Cluster) -> (Vec<SubTest>, Result<(), StepError>) {
+    let mut subtests = Vec::new();
+    let result = gate_into(cx, c, &mut subtests).await;
+    (subtests, result)
+}
+
+async fn gate_into(
+    cx: &StepContext<'_>,
+    c: &Cluster,
+    subtests: &mut Vec<SubTest>,
+) -> Result<(), StepError> {
+    let lb = c
+        .load_balancer
+        .clone()
+        .ok_or_else(|| StepError::infra("failed to run the HA gate: no load balancer"))?;
+    let want = c.control_planes().count();
+
+    let t = Instant::now();
+    let lb_result = wait_backends_up(cx, &lb.ip, want).await;
+    subtests.push(subtest(
+        "load-balancer-sees-every-api-server",
+        t,
+        lb_result
+            .clone()
+            .map_or_else(failed, |_| StepOutcome::Passed),
+    ));
+    lb_result.map_err(|e| StepError::new(format!("failed the HA gate: {e}")))?;
+
+    let t = Instant::now();
+    let etcd_result = wait_etcd_healthy(cx, c, want).await;
+    subtests.push(subtest(
+        "etcd-members-healthy",
+        t,
+        etcd_result
+            .clone()
+            .map_or_else(failed, |_| StepOutcome::Passed),
+    ));
+    let members = etcd_result.map_err(|e| StepError::new(format!("failed the HA gate: {e}")))?;
+    cx.note(format!(
+        "load balancer {} sees {want} API server(s) UP; etcd members {} all healthy",
+        lb.name,
+        members.join(", ")
+    ));
+
+    let kube = client(c).await?;
+    let t = Instant::now();
+    match controllers_act(cx, &kube, 1).await {
+        Ok(()) => {
+            subtests.push(subtest(
+                "controllers-act-on-new-objects",
+                t,
+                StepOutcome::Passed,
+            ));
+            Ok(())
+        }
+        Err(e) => {
+            let evidence = leader_loss_evidence(cx, c).await;
+            let found = format!(
+                "stale API watches after control planes joined: {e}. Watches opened before etcd lost its leader no longer deliver events.\n{evidence}"
+            );
+            match cx.run.scenario.scenario.cluster.stale_watch_remedy {
+                None => {
+                    subtests.push(subtest(
+                        "controllers-act-on-new-objects",
+                        t,
+                        failed(found.clone()),
+                    ));
+                    Err(StepError::new(format!(
+                        "failed the HA gate: {e} (set cluster.stale_watch_remedy to restart API servers)"
+                    ))
+                    .with_diagnosis(found))
+                }
+                Some(crate::scenario::StaleWatchRemedy::RestartApiServers) => {
+                    cx.note(format!(
+                        "{found}\nremedy (cluster.stale_watch_remedy: restart-api-servers): restarting each API server in turn"
+                    ));
+                    restart_api_servers(cx, c, &lb.ip)
+                        .await
+                        .map_err(|e| StepError::new(format!("failed the HA gate remedy: {e}")))?;
+                    let t2 = Instant::now();
+                    let again = controllers_act(cx, &kube, 2).await;
+                    subtests.push(subtest(
+                        "controllers-act-on-new-objects",
+                        t,
+                        StepOutcome::Skipped {
+                            reason: format!(
+                                "stale watches found and remedied by restarting the API servers (cluster.stale_watch_remedy): {e}"
+                            ),
+                        },
+                    ));
+                    subtests.push(subtest(
+                        "controllers-act-after-api-server-restart",
+                        t2,
+                        again.clone().map_or_else(failed, |_| StepOutcome::Passed),
+                    ));
+                    again.map_err(|e| {
+                        StepError::new(format!("failed the HA gate after the remedy: {e}"))
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Stops the last control plane and probes the API through the load balancer every
+/// 100 ms for a while: the longest window without an answer is reported, and fails the step
+/// above the scenario's `disruption.api_max`.
+pub struct ControlPlaneLoss;
+
+/// How long the API is probed after the control plane stops.
+const PROBE_FOR: Duration = Duration::from_secs(30);
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+
+/// Probe results in order (`true`: answered) at a fixed period: the longest run of
+/// failures as time, and the failure count.
+pub fn longest_outage(results: &[(Instant, bool)]) -> (Duration, usize) {
+    let mut longest = Duration::ZERO;
+    let mut start: Option<Instant> = None;
+    let mut failed = 0;
+    for (at, ok) in results {
+        if *ok {
+            if let Some(s) = start.take() {
+                longest = longest.max(at.duration_since(s));
+            }
+        } else {
+            failed += 1;
+            start.get_or_insert(*at);
+        }
+    }
+    if let (Some(s), Some((end, _))) = (start, results.last()) {
+        longest = longest.max(end.duration_since(s));
+    }
+    (longest, failed)
+}
+
+#[async_trait::async_trait]
+impl Action for ControlPlaneLoss {
+    fn describe(&self, cx: &StepContext<'_>) -> Vec<String> {
+        vec![format!(
+            "stop the last control-plane node; probe the API through the load balancer every {PROBE_EVERY:?} for {PROBE_FOR:?}; fail if it is unavailable longer than {:?}",
+            cx.run.scenario.scenario.disruption.api_max
+        )]
+    }
+
+    async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
+        let c = cluster(cx)?;
+        if c.load_balancer.is_none() {
+            return Err(StepError::new(
+                "failed to test control-plane loss: the topology has one control plane, so there is nothing to fail over to",
+            ));
+        }
+        let victim = c
+            .control_planes()
+            .last()
+            .map(|n| n.name.clone())
+            .unwrap_or_default();
+        let kube = client(c).await?;
+        let r = cx.runner();
+        let limit = cx.run.scenario.scenario.disruption.api_max;
+        let mut results = Vec::new();
+        let probe = |kube: kube::Client| async move {
+            matches!(
+                tokio::time::timeout(Duration::from_secs(1), kube.apiserver_version()).await,
+                Ok(Ok(_))
+            )
+        };
+        // A baseline: the API must answer before anything is stopped.
+        if !probe(kube.clone()).await {
+            return Err(StepError::new(
+                "failed to reach the API through the load balancer before stopping a control plane",
+            ));
+        }
+        let stop = c.provider.stop_node(&victim).ok_or_else(|| {
+            StepError::new(format!(
+                "failed to stop {victim}: provider {} cannot stop nodes",
+                c.provider.name()
+            ))
+        })?;
+        r.run(stop).await?;
+        cx.note(format!("stopped control plane {victim}"));
+        let t = Instant::now();
+        while t.elapsed() < PROBE_FOR {
+            let at = Instant::now();
+            let ok = probe(kube.clone()).await;
+            results.push((at, ok));
+            tokio::select! {
+                _ = tokio::time::sleep(PROBE_EVERY.saturating_sub(at.elapsed())) => {}
+                _ = cx.cancel.cancelled() => break,
+            }
+        }
+        let (longest, failed) = longest_outage(&results);
+        cx.note(format!(
+            "API through the load balancer after losing {victim}: {} probe(s), {failed} failed, longest unavailability {:.1}s (allowed {:?})",
+            results.len(),
+            longest.as_secs_f64(),
+            limit
+        ));
+        if longest > limit {
+            return Err(StepError::new(format!(
+                "the API was unavailable for {:.1}s after control plane {victim} stopped, more than the allowed {limit:?}",
+                longest.as_secs_f64()
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_members_must_all_be_started_and_counted() {
+        let three = r#"{"header":{},"members":[
+            {"ID":1,"name":"cp1","peerURLs":["https://a:2380"],"clientURLs":["https://a:2379"]},
+            {"ID":2,"name":"cp2","peerURLs":["https://b:2380"],"clientURLs":["https://b:2379"]},
+            {"ID":3,"name":"cp3","peerURLs":["https://c:2380"],"clientURLs":["https://c:2379"]}]}"#;
+        assert_eq!(members_ok(three, 3).unwrap(), ["cp1", "cp2", "cp3"]);
+        assert!(members_ok(three, 2).unwrap_err().contains("want 2"));
+        // A member added but not yet started has no name and no client URLs.
+        let unstarted = r#"{"members":[
+            {"ID":1,"name":"cp1","clientURLs":["https://a:2379"]},
+            {"ID":2,"peerURLs":["https://b:2380"]}]}"#;
+        assert!(members_ok(unstarted, 2).unwrap_err().contains("1 started"));
+    }
+
+    #[test]
+    fn one_sick_endpoint_fails_the_health_check() {
+        let ok = r#"[{"endpoint":"https://a:2379","health":true,"took":"1ms"},
+                     {"endpoint":"https://b:2379","health":true,"took":"2ms"}]"#;
+        assert_eq!(endpoints_healthy(ok).unwrap(), 2);
+        let sick = r#"[{"endpoint":"https://a:2379","health":true},
+                       {"endpoint":"https://b:2379","health":false,"error":"context deadline exceeded"}]"#;
+        let e = endpoints_healthy(sick).unwrap_err();
+        assert!(
+            e.contains("https://b:2379 (context deadline exceeded)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_longest_outage_spans_consecutive_failures() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let r = vec![
+            (at(0), true),
+            (at(100), false),
+            (at(200), false),
+            (at(300), true),
+            (at(400), false),
+            (at(500), true),
+        ];
+        assert_eq!(longest_outage(&r), (Duration::from_millis(200), 3));
+        // Still down at the end: counted up to the last probe.
+        let r = vec![(at(0), true), (at(100), false), (at(700), false)];
+        assert_eq!(longest_outage(&r), (Duration::from_millis(600), 2));
+        assert_eq!(longest_outage(&[]), (Duration::ZERO, 0));
+    }
+}
