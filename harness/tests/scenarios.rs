@@ -174,6 +174,7 @@ fn ha() -> Result<(), Failed> {
         "join",
         "join/ha/load-balancer-sees-every-api-server",
         "join/ha/etcd-members-healthy",
+        "etcd-backup",
         "cni",
         "smoke/nodes-ready",
         "smoke/pod-to-pod-across-nodes",
@@ -201,8 +202,17 @@ fn ha() -> Result<(), Failed> {
     check(summary.exit_code == 0, || {
         format!("expected exit 0, got {}", summary.exit_code)
     })?;
+    // The backup's figures and the restore drill's key counts.
+    let log = std::fs::read_to_string(dir.join("jobs/docker-bridge/05-etcd-backup.log"))?;
+    for what in ["snapshot saved in", "restore drill in"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(what))
+            .ok_or_else(|| format!("the etcd-backup log has no `{what}` line"))?;
+        eprintln!("  {line}");
+    }
     // The disruption figures, as the step measured them.
-    let log = std::fs::read_to_string(dir.join("jobs/docker-bridge/07-control-plane-loss.log"))?;
+    let log = std::fs::read_to_string(dir.join("jobs/docker-bridge/08-control-plane-loss.log"))?;
     let figures = log
         .lines()
         .find(|l| l.contains("longest unavailability"))

@@ -6,6 +6,7 @@ pub mod build;
 pub mod cluster;
 mod cni;
 mod conformance;
+mod etcd;
 mod exec;
 mod ha;
 mod host;
@@ -37,6 +38,7 @@ pub fn lookup(kind: ActionKind) -> Box<dyn Action> {
         ActionKind::NodeChecks => Box::new(nodechecks::NodeChecks),
         ActionKind::Smoke => Box::new(smoke::Smoke),
         ActionKind::ControlPlaneLoss => Box::new(ha::ControlPlaneLoss),
+        ActionKind::EtcdBackup => Box::new(etcd::EtcdBackup),
         ActionKind::Conformance => Box::new(conformance::Conformance),
         ActionKind::ExportLogs => Box::new(logs::ExportLogs),
         ActionKind::ClusterDown => Box::new(cluster::ClusterDown),

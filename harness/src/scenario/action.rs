@@ -63,12 +63,13 @@ pub enum ActionKind {
     Smoke,
     Conformance,
     ControlPlaneLoss,
+    EtcdBackup,
     ExportLogs,
     ClusterDown,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 13] = [
+    pub const ALL: [ActionKind; 14] = [
         ActionKind::Exec,
         ActionKind::HostSetup,
         ActionKind::ImageBuild,
@@ -80,6 +81,7 @@ impl ActionKind {
         ActionKind::Smoke,
         ActionKind::Conformance,
         ActionKind::ControlPlaneLoss,
+        ActionKind::EtcdBackup,
         ActionKind::ExportLogs,
         ActionKind::ClusterDown,
     ];
@@ -98,6 +100,7 @@ impl ActionKind {
             ActionKind::Smoke => "smoke",
             ActionKind::Conformance => "conformance",
             ActionKind::ControlPlaneLoss => "control-plane-loss",
+            ActionKind::EtcdBackup => "etcd-backup",
             ActionKind::ExportLogs => "export-logs",
             ActionKind::ClusterDown => "cluster-down",
         }
@@ -108,7 +111,7 @@ impl ActionKind {
         match self {
             HostSetup | ImageBuild | ClusterUp => StepKind::Setup,
             Exec | KubeadmInit | KubeadmJoin | Cni | NodeChecks | Smoke | Conformance
-            | ControlPlaneLoss => StepKind::Test,
+            | ControlPlaneLoss | EtcdBackup => StepKind::Test,
             ExportLogs | ClusterDown => StepKind::Teardown,
         }
     }
@@ -121,7 +124,9 @@ impl ActionKind {
             Cni => Some(Stage::Cni),
             NodeChecks | Smoke | ControlPlaneLoss => Some(Stage::Smoke),
             Conformance => Some(Stage::Conformance),
-            Exec | HostSetup | ImageBuild | ClusterUp | ExportLogs | ClusterDown => None,
+            Exec | HostSetup | ImageBuild | ClusterUp | ExportLogs | ClusterDown | EtcdBackup => {
+                None
+            }
         }
     }
 
@@ -139,6 +144,7 @@ impl ActionKind {
             NodeChecks => "tier 1: kernel features, cgroups, container runtime and swap on every node",
             Smoke => "short cluster validation through the API: nodes, scheduling, pod and Service traffic, namespaces",
             Conformance => "run e2e.test conformance with the scenario's mode, focus and skip",
+            EtcdBackup => "save an etcd snapshot (never exported) and restore it into a throwaway etcd, comparing key counts with the live cluster",
             ControlPlaneLoss => "stop the last control plane and measure the API's unavailability through the load balancer against disruption.api_max",
             ExportLogs => "export node journals, pod logs, manifests and cluster objects (best effort, bounded)",
             ClusterDown => "remove every resource the job created (unless --keep-cluster)",
@@ -155,6 +161,7 @@ impl ActionKind {
             KubeadmInit | NodeChecks | Cni | Smoke | Conformance => &[ClusterUp],
             KubeadmJoin => &[KubeadmInit],
             ControlPlaneLoss => &[KubeadmJoin],
+            EtcdBackup => &[KubeadmInit],
         }
     }
 }
