@@ -3,7 +3,7 @@
 
 use super::cluster::{client, cluster};
 use super::{Action, StepContext, StepError};
-use crate::engine::event::{FailureKind, StepOutcome, SubTest};
+use crate::engine::event::{StepOutcome, SubTest};
 use crate::process::Cmd;
 use crate::provider::load_balancer::{self, STATS_PORT};
 use crate::provider::Cluster;
@@ -121,19 +121,17 @@ pub fn endpoints_healthy(json: &str) -> Result<usize, String> {
     }
 }
 
-/// Waits until the load balancer sees every API server UP (bounded).
-async fn wait_backends_up(cx: &StepContext<'_>, lb_ip: &str, want: usize) -> Result<(), String> {
+/// Calls `check` every second until it gives a value, for at most [`GATE_LIMIT`]; the
+/// error says what `check` last reported.
+async fn poll<T, F, Fut>(cx: &StepContext<'_>, mut check: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let t = Instant::now();
     loop {
-        let last = match backend_status(lb_ip).await {
-            Ok(s) if s.len() == want && s.iter().all(|(_, st)| st == "UP") => return Ok(()),
-            Ok(s) => format!(
-                "the load balancer sees {}",
-                s.iter()
-                    .map(|(n, st)| format!("{n} {st}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+        let last = match check().await {
+            Ok(v) => return Ok(v),
             Err(e) => e,
         };
         if t.elapsed() > GATE_LIMIT {
@@ -146,6 +144,23 @@ async fn wait_backends_up(cx: &StepContext<'_>, lb_ip: &str, want: usize) -> Res
     }
 }
 
+/// Waits until the load balancer sees every API server UP (bounded).
+async fn wait_backends_up(cx: &StepContext<'_>, lb_ip: &str, want: usize) -> Result<(), String> {
+    poll(cx, || async move {
+        match backend_status(lb_ip).await? {
+            s if s.len() == want && s.iter().all(|(_, st)| st == "UP") => Ok(()),
+            s => Err(format!(
+                "the load balancer sees {}",
+                s.iter()
+                    .map(|(n, st)| format!("{n} {st}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    })
+    .await
+}
+
 /// Waits until etcd has one started, healthy member per control plane (bounded).
 async fn wait_etcd_healthy(
     cx: &StepContext<'_>,
@@ -153,37 +168,25 @@ async fn wait_etcd_healthy(
     want: usize,
 ) -> Result<Vec<String>, String> {
     let r = cx.runner();
-    let t = Instant::now();
-    loop {
-        let checked = match r
-            .output(etcdctl(c, &["member", "list", "-w", "json"]))
-            .await
-            .map_err(|e| crate::error::chain(&e))
-            .and_then(|j| members_ok(&j, want))
-        {
-            Ok(names) => r
-                .output(etcdctl(
-                    c,
-                    &["endpoint", "health", "--cluster", "-w", "json"],
-                ))
+    poll(cx, || {
+        let r = r.clone();
+        async move {
+            let names = r
+                .output(etcdctl(c, &["member", "list", "-w", "json"]))
                 .await
                 .map_err(|e| crate::error::chain(&e))
-                .and_then(|j| endpoints_healthy(&j))
-                .map(|_| names),
-            Err(e) => Err(e),
-        };
-        let last = match checked {
-            Ok(names) => return Ok(names),
-            Err(e) => e,
-        };
-        if t.elapsed() > GATE_LIMIT {
-            return Err(format!("within {GATE_LIMIT:?}: {last}"));
+                .and_then(|j| members_ok(&j, want))?;
+            r.output(etcdctl(
+                c,
+                &["endpoint", "health", "--cluster", "-w", "json"],
+            ))
+            .await
+            .map_err(|e| crate::error::chain(&e))
+            .and_then(|j| endpoints_healthy(&j))?;
+            Ok(names)
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = cx.cancel.cancelled() => return Err(format!("stopped: {last}")),
-        }
-    }
+    })
+    .await
 }
 
 /// How long a new Service may wait for the endpoints controller.
@@ -261,15 +264,6 @@ fn subtest(name: &str, t: Instant, outcome: StepOutcome) -> SubTest {
     }
 }
 
-fn failed(message: String) -> StepOutcome {
-    StepOutcome::Failed {
-        kind: FailureKind::Test,
-        message,
-        diagnosis: None,
-        log_tail: String::new(),
-    }
-}
-
 /// After the control planes joined, each its own testcase: the load balancer sees every
 /// API server up; etcd has one healthy member per control plane; the controllers act on a
 /// new object (watches opened before etcd lost its leader still deliver). A failure stops
@@ -298,7 +292,7 @@ async fn gate_into(
         t,
         lb_result
             .clone()
-            .map_or_else(failed, |_| StepOutcome::Passed),
+            .map_or_else(StepOutcome::test_failure, |_| StepOutcome::Passed),
     ));
     lb_result.map_err(|e| StepError::new(format!("failed the HA gate: {e}")))?;
 
@@ -309,7 +303,7 @@ async fn gate_into(
         t,
         etcd_result
             .clone()
-            .map_or_else(failed, |_| StepOutcome::Passed),
+            .map_or_else(StepOutcome::test_failure, |_| StepOutcome::Passed),
     ));
     let members = etcd_result.map_err(|e| StepError::new(format!("failed the HA gate: {e}")))?;
     cx.note(format!(
@@ -339,7 +333,7 @@ async fn gate_into(
                     subtests.push(subtest(
                         "controllers-act-on-new-objects",
                         t,
-                        failed(found.clone()),
+                        StepOutcome::test_failure(found.clone()),
                     ));
                     Err(StepError::new(format!(
                         "failed the HA gate: {e} (set cluster.stale_watch_remedy to restart API servers)"
@@ -367,7 +361,9 @@ async fn gate_into(
                     subtests.push(subtest(
                         "controllers-act-after-api-server-restart",
                         t2,
-                        again.clone().map_or_else(failed, |_| StepOutcome::Passed),
+                        again
+                            .clone()
+                            .map_or_else(StepOutcome::test_failure, |_| StepOutcome::Passed),
                     ));
                     again.map_err(|e| {
                         StepError::new(format!("failed the HA gate after the remedy: {e}"))

@@ -64,6 +64,17 @@ pub enum StepOutcome {
 }
 
 impl StepOutcome {
+    /// A test failure with only a message: what a sub-test (a smoke check, a spec, a gate
+    /// check) reports.
+    pub fn test_failure(message: String) -> StepOutcome {
+        StepOutcome::Failed {
+            kind: FailureKind::Test,
+            message,
+            diagnosis: None,
+            log_tail: String::new(),
+        }
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
             StepOutcome::Passed => "passed",

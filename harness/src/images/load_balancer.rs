@@ -2,7 +2,7 @@
 //! (`scripts/build-lb-image.sh`) and cached by its inputs.
 
 use super::BuildError;
-use crate::process::{Cmd, Runner};
+use crate::process::Runner;
 use std::path::Path;
 
 /// The tag of the load-balancer image (haproxy 2.6 from Debian 12).
@@ -10,16 +10,12 @@ pub const LB_IMAGE: &str = "shakedown.local/haproxy:2.6";
 
 /// Builds the image unless one from the same inputs exists; returns its tag.
 pub async fn ensure(root: &Path, cache: &Path, r: &Runner) -> Result<String, BuildError> {
-    r.run(
-        Cmd::new("bash")
-            .arg(
-                root.join("harness/scripts/build-lb-image.sh")
-                    .display()
-                    .to_string(),
-            )
-            .env("TAG", LB_IMAGE)
-            .env("WORK", cache.join("work").display().to_string()),
-    )
+    r.run(super::image_script(
+        root,
+        cache,
+        "build-lb-image.sh",
+        LB_IMAGE,
+    ))
     .await
     .map_err(|source| BuildError::Stage {
         stage: "load-balancer image",

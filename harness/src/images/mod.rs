@@ -629,18 +629,11 @@ pub async fn conformance_image(
         .await
         .map_err(io(cache))?;
     r.run(
-        Cmd::new("bash")
-            .arg(
-                root.join("harness/scripts/build-conformance-image.sh")
-                    .display()
-                    .to_string(),
-            )
+        image_script(root, cache, "build-conformance-image.sh", &tag)
             .env("E2E_DIR", e2e_dir.display().to_string())
             .env("KUBECTL", kubectl.display().to_string())
             .env("SOURCE_TREE", source_tree.display().to_string())
-            .env("TAG", &tag)
-            .env("OUT_TAR", tar.display().to_string())
-            .env("WORK", cache.join("work").display().to_string()),
+            .env("OUT_TAR", tar.display().to_string()),
     )
     .await
     .map_err(|source| BuildError::Stage {
@@ -648,6 +641,20 @@ pub async fn conformance_image(
         source,
     })?;
     Ok(ConformanceImage { tag, tar })
+}
+
+/// `bash harness/scripts/<script>` building image `tag`, with the cache's work folder: how
+/// the image recipes are run (each is idempotent and caches by its inputs).
+pub(crate) fn image_script(root: &Path, cache: &Path, script: &str, tag: &str) -> Cmd {
+    Cmd::new("bash")
+        .arg(
+            root.join("harness/scripts")
+                .join(script)
+                .display()
+                .to_string(),
+        )
+        .env("TAG", tag)
+        .env("WORK", cache.join("work").display().to_string())
 }
 
 #[cfg(test)]

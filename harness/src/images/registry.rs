@@ -64,16 +64,12 @@ pub async fn start(
     port: u16,
     r: &Runner,
 ) -> Result<Registry, BuildError> {
-    r.run(
-        Cmd::new("bash")
-            .arg(
-                root.join("harness/scripts/build-registry-image.sh")
-                    .display()
-                    .to_string(),
-            )
-            .env("TAG", REGISTRY_IMAGE)
-            .env("WORK", cache.join("work").display().to_string()),
-    )
+    r.run(super::image_script(
+        root,
+        cache,
+        "build-registry-image.sh",
+        REGISTRY_IMAGE,
+    ))
     .await
     .map_err(stage("registry image"))?;
     let gateway = bridge_gateway(r).await?;

@@ -2,7 +2,7 @@
 //! every node Ready, a pod on every node, pod-to-pod traffic across nodes, a Service
 //! ClusterIP answering, and pods landing in the namespace they were created for.
 
-use crate::engine::event::{FailureKind, StepOutcome, SubTest};
+use crate::engine::event::{StepOutcome, SubTest};
 use crate::images::{AGNHOST_TAG, IMAGE_REPO};
 use crate::readiness::{self, endpoints_serving, pod_finished, wait_for};
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
@@ -77,15 +77,6 @@ pub fn pod(
     serde_json::from_value(v).expect("static pod shape")
 }
 
-fn failure(message: String) -> StepOutcome {
-    StepOutcome::Failed {
-        kind: FailureKind::Test,
-        message,
-        diagnosis: None,
-        log_tail: String::new(),
-    }
-}
-
 impl Smoke {
     fn template(&self) -> PodTemplate<'_> {
         PodTemplate {
@@ -129,12 +120,12 @@ impl Smoke {
                     .filter_map(|n| readiness::node_ready(n).err())
                     .collect();
                 match readiness::nodes_registered(nodes, &l.items) {
-                    Err(e) => failure(e),
+                    Err(e) => StepOutcome::test_failure(e),
                     Ok(()) if bad.is_empty() => StepOutcome::Passed,
-                    Ok(()) => failure(bad.join("\n")),
+                    Ok(()) => StepOutcome::test_failure(bad.join("\n")),
                 }
             }
-            Err(e) => failure(format!("failed to list nodes: {e}")),
+            Err(e) => StepOutcome::test_failure(format!("failed to list nodes: {e}")),
         };
         self.record("nodes-ready", t, outcome);
 
@@ -236,7 +227,7 @@ impl Smoke {
             if all_up {
                 StepOutcome::Passed
             } else {
-                failure(problems.join("\n"))
+                StepOutcome::test_failure(problems.join("\n"))
             },
         );
 
@@ -270,7 +261,7 @@ impl Smoke {
                 if probs.is_empty() {
                     StepOutcome::Passed
                 } else {
-                    failure(probs.join("\n"))
+                    StepOutcome::test_failure(probs.join("\n"))
                 },
             );
         }
@@ -291,13 +282,15 @@ impl Smoke {
             .expect("static service shape");
             let svcs: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
             let outcome = match svcs.create(&PostParams::default(), &svc).await {
-                Err(e) => failure(format!("failed to create Service smoke: {e}")),
+                Err(e) => StepOutcome::test_failure(format!("failed to create Service smoke: {e}")),
                 Ok(s) => {
                     let ip = s.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
                     let from = &nodes[nodes.len() - 1];
                     let eps: Api<Endpoints> = Api::namespaced(self.client.clone(), &self.namespace);
                     match wait_for(eps, "smoke", endpoints_serving, POD_WAIT, &self.cancel).await {
-                        Err(e) => failure(format!("Service smoke never got endpoints: {e}")),
+                        Err(e) => StepOutcome::test_failure(format!(
+                            "Service smoke never got endpoints: {e}"
+                        )),
                         Ok(_) => {
                             // Endpoints exist; each node's kube-proxy programs them on its
                             // next sync. A few tries, as e2e's service checks poll.
@@ -323,7 +316,7 @@ impl Smoke {
                             if tries.is_empty() {
                                 StepOutcome::Passed
                             } else {
-                                failure(format!(
+                                StepOutcome::test_failure(format!(
                                     "pod on {from} → Service smoke ClusterIP {ip}:80:\n{}",
                                     tries.join("\n")
                                 ))
@@ -351,7 +344,7 @@ impl Smoke {
                     .await
                 {
                     Ok(()) => StepOutcome::Passed,
-                    Err(e) => failure(format!(
+                    Err(e) => StepOutcome::test_failure(format!(
                         "kubernetes.default did not resolve from a pod on {from}: {e}"
                     )),
                 };
@@ -365,7 +358,9 @@ impl Smoke {
                 self.record(
                     "dns-kubernetes-default",
                     t,
-                    failure(format!("failed to look up the kube-dns Service: {e}")),
+                    StepOutcome::test_failure(format!(
+                        "failed to look up the kube-dns Service: {e}"
+                    )),
                 );
             }
         }
@@ -376,7 +371,7 @@ impl Smoke {
         let stamp = format!("{}-{}", self.run_id, t.elapsed().as_nanos());
         let o = match self.volume_survives(&pods, node, &stamp).await {
             Ok(()) => StepOutcome::Passed,
-            Err(e) => failure(e),
+            Err(e) => StepOutcome::test_failure(e),
         };
         self.record("volume-survives-pod-recreate", t, o);
 
@@ -388,7 +383,7 @@ impl Smoke {
         let script = format!("code=$({curl} {api}/api); echo \"HTTP $code\"; [ \"$code\" = 200 ]");
         let o = match self.shell_pod(&pods, "sa-token", &nodes[0], &script).await {
             Ok(()) => StepOutcome::Passed,
-            Err(e) => failure(format!(
+            Err(e) => StepOutcome::test_failure(format!(
                 "the default ServiceAccount token did not authenticate GET /api: {e}"
             )),
         };
@@ -397,7 +392,7 @@ impl Smoke {
         let script = format!("code=$({curl} {api}/api/v1/namespaces/kube-system/secrets); echo \"HTTP $code\"; [ \"$code\" = 403 ]");
         let o = match self.shell_pod(&pods, "rbac-deny", &nodes[0], &script).await {
             Ok(()) => StepOutcome::Passed,
-            Err(e) => failure(format!(
+            Err(e) => StepOutcome::test_failure(format!(
                 "listing kube-system secrets as the default ServiceAccount was not forbidden: {e}"
             )),
         };
@@ -424,12 +419,12 @@ impl Smoke {
                     })
                     .collect();
                 if here.items.is_empty() {
-                    failure(format!(
+                    StepOutcome::test_failure(format!(
                         "no smoke pod found in namespace {}",
                         self.namespace
                     ))
                 } else if !stray.is_empty() {
-                    failure(format!(
+                    StepOutcome::test_failure(format!(
                         "smoke pods outside namespace {}: {}",
                         self.namespace,
                         stray.join(", ")
@@ -438,7 +433,9 @@ impl Smoke {
                     StepOutcome::Passed
                 }
             }
-            (Err(e), _) | (_, Err(e)) => failure(format!("failed to list pods: {e}")),
+            (Err(e), _) | (_, Err(e)) => {
+                StepOutcome::test_failure(format!("failed to list pods: {e}"))
+            }
         };
         self.record("pods-in-their-namespace", t, outcome);
         self.failed()

@@ -16,7 +16,7 @@ use super::{Action, StepContext, StepError};
 use crate::actions::JobStateExt;
 use crate::conformance::source::{self, E2eBinaries};
 use crate::conformance::{self, unsupported, unsupported::Classifier, Selection};
-use crate::engine::event::{FailureKind, StepOutcome, SubTest};
+use crate::engine::event::{StepOutcome, SubTest};
 use crate::images::{KubeArtifacts, IMAGE_REPO};
 use crate::scenario::{ConformanceRunner, ConformanceSpec};
 use k8s_openapi::api::core::v1::Service;
@@ -73,15 +73,6 @@ pub(super) trait SpecRunner: Send {
     async fn run(&mut self, cx: &StepContext<'_>, runnable: &[String]) -> Ran;
     /// Removes what the runner created in the cluster.
     async fn finish(&mut self, _cx: &StepContext<'_>) {}
-}
-
-fn failed(message: String) -> StepOutcome {
-    StepOutcome::Failed {
-        kind: FailureKind::Test,
-        message,
-        diagnosis: None,
-        log_tail: String::new(),
-    }
 }
 
 fn runner_of(spec: &ConformanceSpec) -> ConformanceRunner {
@@ -338,7 +329,7 @@ async fn flow(
             }
             Outcome::Failed(m, _) => {
                 failures += 1;
-                failed(m)
+                StepOutcome::test_failure(m)
             }
             Outcome::NotRun(reason) => {
                 not_run += 1;
