@@ -27,6 +27,14 @@ pub fn cluster<'a>(cx: &'a StepContext<'_>) -> Result<&'a Cluster, StepError> {
 
 /// A kube client from the kubeconfig exported after `kubeadm init`.
 pub async fn client(c: &Cluster) -> Result<kube::Client, StepError> {
+    let cfg = client_config(c).await?;
+    kube::Client::try_from(cfg)
+        .map_err(|e| StepError::infra(format!("failed to build a client for the cluster: {e}")))
+}
+
+/// The client configuration of the cluster's admin kubeconfig: for callers that need
+/// several clients (one connection each).
+pub async fn client_config(c: &Cluster) -> Result<kube::Config, StepError> {
     let path = c
         .kubeconfig
         .as_ref()
@@ -39,12 +47,7 @@ pub async fn client(c: &Cluster) -> Result<kube::Client, StepError> {
         .map_err(|e| {
             StepError::infra(format!("failed to load kubeconfig {}: {e}", path.display()))
         })?;
-    kube::Client::try_from(cfg).map_err(|e| {
-        StepError::infra(format!(
-            "failed to build a client for {}: {e}",
-            path.display()
-        ))
-    })
+    Ok(cfg)
 }
 
 /// The nodes that are no longer running, each with its state (bounded: 10 s). Empty when
@@ -211,7 +214,7 @@ impl Action for ClusterUp {
                 .await
                 .map_err(|e| {
                     StepError::infra(format!(
-                        "failed to build the load balancer: {}",
+                        "failed to build the load-balancer image: {}",
                         crate::error::chain(&e)
                     ))
                 })?,

@@ -35,17 +35,24 @@ pub fn parse_status(json: &str) -> Result<SnapshotStatus, String> {
         .map_err(|e| format!("failed to parse `snapshot status`: {e}: {json}"))
 }
 
-/// `etcdctl get / --from-key --limit=1 -w json`: the range's key count, which etcd gives
-/// whatever the limit (etcdctl 3.4 has no `--count-only`); absent when 0.
-pub fn parse_count(json: &str) -> Result<u64, String> {
+/// `etcdctl get / --from-key --keys-only --limit=1 -w json`: the range's key count, which
+/// etcd gives whatever the limit (etcdctl 3.4 has no `--count-only`; absent when 0), and
+/// the revision the answer is at. The one key listed is not kept: not its name, not in an
+/// error.
+pub fn parse_count(json: &str) -> Result<(u64, i64), String> {
+    #[derive(serde::Deserialize)]
+    struct Header {
+        revision: i64,
+    }
     #[derive(serde::Deserialize)]
     struct Count {
+        header: Header,
         #[serde(default)]
         count: u64,
     }
     serde_json::from_str::<Count>(json.trim())
-        .map(|c| c.count)
-        .map_err(|e| format!("failed to parse the key count: {e}: {json}"))
+        .map(|c| (c.count, c.header.revision))
+        .map_err(|e| format!("failed to parse the key count from etcdctl: {e}"))
 }
 
 /// The etcd image of kubeadm's static pod manifest.
@@ -85,8 +92,8 @@ fn in_etcd_image(
     c.exec(node, &a)
 }
 
-/// Keys are counted from "/" on (every Kubernetes key; ctr drops an empty argument, so
-/// etcdctl's `get "" --from-key` cannot be passed), the same on both sides.
+/// Keys are counted from "/" on (every Kubernetes key starts with it), the same range on
+/// both sides, at the snapshot's revision.
 const FROM_KEY: &str = "/";
 
 const TLS: [&str; 4] = [
@@ -151,7 +158,7 @@ async fn drill(
         "-w",
         "json",
     ]);
-    let live_count = parse_count(
+    let (live_count, _) = parse_count(
         &r.output(in_etcd_image(
             c,
             node,
@@ -163,6 +170,12 @@ async fn drill(
         .await?,
     )
     .map_err(StepError::new)?;
+    if live_count == 0 {
+        return Err(StepError::new(format!(
+            "failed the restore drill: the live cluster holds no keys from {FROM_KEY:?} at revision {}, so there is nothing to compare",
+            status.revision
+        )));
+    }
 
     let t = Instant::now();
     let initial = format!("drill={DRILL_PEER}");
@@ -228,9 +241,11 @@ async fn drill(
                     "etcdctl",
                     &endpoint,
                     "get",
-                    "",
+                    FROM_KEY,
                     "--from-key",
+                    "--keys-only",
                     "--limit=1",
+                    &rev,
                     "-w",
                     "json",
                 ],
@@ -241,11 +256,21 @@ async fn drill(
                 restored_count = Some(parse_count(&json).map_err(StepError::new)?);
                 break;
             }
-            Err(e) => last = crate::error::chain(&e),
+            // Not up yet: the dial fails. Any other failure is the answer.
+            Err(e)
+                if e.stderr().contains("connection refused")
+                    || e.stderr().contains("deadline exceeded") =>
+            {
+                last = crate::error::chain(&e)
+            }
+            Err(e) => return Err(e.into()),
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = cx.cancel.cancelled() => return Err(StepError::new("the restore drill was stopped while the restored etcd started")),
+        }
     }
-    let restored_count = restored_count.ok_or_else(|| {
+    let (restored_count, restored_rev) = restored_count.ok_or_else(|| {
         StepError::new(format!(
             "failed the restore drill: the restored etcd never answered: {last}"
         ))
@@ -255,6 +280,12 @@ async fn drill(
         t.elapsed().as_secs_f64(),
         status.revision
     ));
+    if restored_rev != status.revision {
+        return Err(StepError::new(format!(
+            "failed the restore drill: the restored etcd answered at revision {restored_rev}, the snapshot is at {}",
+            status.revision
+        )));
+    }
     if restored_count != live_count {
         return Err(StepError::new(format!(
             "failed the restore drill: the restored snapshot holds {restored_count} keys, the live cluster held {live_count} at revision {}",
@@ -307,10 +338,37 @@ impl Action for EtcdBackup {
         let cleanup = format!(
             "ctr -n k8s.io task kill -s KILL sd-drill-{id} 2>/dev/null; sleep 1; ctr -n k8s.io task rm -f sd-drill-{id} 2>/dev/null; ctr -n k8s.io container rm sd-drill-{id} 2>/dev/null; rm -rf {BACKUP_DIR}"
         );
-        let cleaned = r.run(c.exec(&node, &["sh", "-c", &cleanup])).await;
-        result?;
-        cleaned?;
-        Ok(())
+        // Its own token: the step's may have fired (deadline, Ctrl-C), and the snapshot
+        // must go all the same; bounded at 30 s.
+        let janitor = Runner {
+            log: cx.log.clone(),
+            cancel: tokio_util::sync::CancellationToken::new(),
+            grace: Duration::from_secs(1),
+        };
+        let cleaned = tokio::time::timeout(
+            Duration::from_secs(30),
+            janitor.run(c.exec(&node, &["sh", "-c", &cleanup])),
+        )
+        .await;
+        let cleaned = match cleaned {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!(
+                "failed to remove the snapshot and the throwaway etcd from {node}: {}",
+                crate::error::chain(&e)
+            )),
+            Err(_) => Err(format!(
+                "failed to remove the snapshot and the throwaway etcd from {node} within 30s"
+            )),
+        };
+        match (result, cleaned) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Ok(()), Err(e)) => Err(StepError::infra(e)),
+            (Err(e), Ok(())) => Err(e),
+            (Err(e), Err(cleanup)) => {
+                cx.note(cleanup);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -353,9 +411,15 @@ spec:
             }
         );
         assert!(parse_status("Error: snapshot file not found").is_err());
-        let c = r#"{"header":{"cluster_id":1,"member_id":2,"revision":2251,"raft_term":4},"count":512}"#;
-        assert_eq!(parse_count(c).unwrap(), 512);
+        let c = r#"{"header":{"cluster_id":1,"member_id":2,"revision":2251,"raft_term":4},"kvs":[{"key":"L3JlZ2lzdHJ5","create_revision":5}],"more":true,"count":512}"#;
+        assert_eq!(parse_count(c).unwrap(), (512, 2251));
         // etcd leaves `count` out when it is zero.
-        assert_eq!(parse_count(r#"{"header":{"revision":1}}"#).unwrap(), 0);
+        assert_eq!(parse_count(r#"{"header":{"revision":1}}"#).unwrap(), (0, 1));
+        // An answer without a header is not a count.
+        let e = parse_count(r#"{"kvs":[{"key":"c2VjcmV0"}]}"#).unwrap_err();
+        assert!(
+            !e.contains("c2VjcmV0"),
+            "the key leaked into the error: {e}"
+        );
     }
 }

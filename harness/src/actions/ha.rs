@@ -1,10 +1,10 @@
 //! Highly available control planes: the readiness gate after they join, and the
 //! `control-plane-loss` step that stops one and measures what the API's users feel.
 
-use super::cluster::{client, cluster};
+use super::cluster::{client, client_config, cluster};
 use super::{Action, StepContext, StepError};
 use crate::engine::event::{StepOutcome, SubTest};
-use crate::process::Cmd;
+use crate::process::{Cmd, CommandError};
 use crate::provider::load_balancer::{self, STATS_PORT};
 use crate::provider::Cluster;
 use std::time::{Duration, Instant};
@@ -135,7 +135,7 @@ where
             Err(e) => e,
         };
         if t.elapsed() > GATE_LIMIT {
-            return Err(format!("within {GATE_LIMIT:?}: {last}"));
+            return Err(format!("after {GATE_LIMIT:?}: {last}"));
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -176,13 +176,23 @@ async fn wait_etcd_healthy(
                 .await
                 .map_err(|e| crate::error::chain(&e))
                 .and_then(|j| members_ok(&j, want))?;
-            r.output(etcdctl(
-                c,
-                &["endpoint", "health", "--cluster", "-w", "json"],
-            ))
-            .await
-            .map_err(|e| crate::error::chain(&e))
-            .and_then(|j| endpoints_healthy(&j))?;
+            // etcdctl exits non-zero when an endpoint is sick, and still prints the list.
+            let health = match r
+                .output(etcdctl(
+                    c,
+                    &["endpoint", "health", "--cluster", "-w", "json"],
+                ))
+                .await
+            {
+                Ok(json) => json,
+                Err(CommandError::Failed { stdout, .. })
+                    if stdout.trim_start().starts_with('[') =>
+                {
+                    stdout
+                }
+                Err(e) => return Err(crate::error::chain(&e)),
+            };
+            endpoints_healthy(&health)?;
             Ok(names)
         }
     })
@@ -246,14 +256,34 @@ async fn restart_api_servers(cx: &StepContext<'_>, c: &Cluster, lb_ip: &str) -> 
         r.run(c.exec(&cp.name, &["pkill", "-x", "kube-apiserver"]))
             .await
             .map_err(|e| crate::error::chain(&e))?;
-        // The load balancer marks it down after two failed checks, up after two good ones.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // First the load balancer must see it go (two failed checks), then every one up
+        // again (two good ones): otherwise the next would be killed while this one starts.
+        let name = cp.name.clone();
+        poll(cx, || {
+            let name = name.clone();
+            async move {
+                let s = backend_status(lb_ip).await?;
+                match s.iter().find(|(n, _)| *n == name) {
+                    Some((_, st)) if st != "UP" => Ok(()),
+                    Some((_, st)) => Err(format!("the load balancer still sees {name} {st}")),
+                    None => Err(format!("the load balancer does not list {name}")),
+                }
+            }
+        })
+        .await
+        .map_err(|e| format!("API server of {} was not seen to stop: {e}", cp.name))?;
         wait_backends_up(cx, lb_ip, want)
             .await
             .map_err(|e| format!("API server of {} did not come back: {e}", cp.name))?;
         cx.note(format!("restarted the API server of {}", cp.name));
     }
     Ok(())
+}
+
+fn not_run(because: &str) -> StepOutcome {
+    StepOutcome::Skipped {
+        reason: format!("not run: {because}"),
+    }
 }
 
 fn subtest(name: &str, t: Instant, outcome: StepOutcome) -> SubTest {
@@ -294,7 +324,12 @@ async fn gate_into(
             .clone()
             .map_or_else(StepOutcome::test_failure, |_| StepOutcome::Passed),
     ));
-    lb_result.map_err(|e| StepError::new(format!("failed the HA gate: {e}")))?;
+    if let Err(e) = lb_result {
+        for later in ["etcd-members-healthy", "controllers-act-on-new-objects"] {
+            subtests.push(subtest(later, t, not_run("the load-balancer check failed")));
+        }
+        return Err(StepError::new(format!("failed the HA gate: {e}")));
+    }
 
     let t = Instant::now();
     let etcd_result = wait_etcd_healthy(cx, c, want).await;
@@ -305,7 +340,17 @@ async fn gate_into(
             .clone()
             .map_or_else(StepOutcome::test_failure, |_| StepOutcome::Passed),
     ));
-    let members = etcd_result.map_err(|e| StepError::new(format!("failed the HA gate: {e}")))?;
+    let members = match etcd_result {
+        Ok(m) => m,
+        Err(e) => {
+            subtests.push(subtest(
+                "controllers-act-on-new-objects",
+                t,
+                not_run("the etcd check failed"),
+            ));
+            return Err(StepError::new(format!("failed the HA gate: {e}")));
+        }
+    };
     cx.note(format!(
         "load balancer {} sees {want} API server(s) UP; etcd members {} all healthy",
         lb.name,
@@ -344,20 +389,26 @@ async fn gate_into(
                     cx.note(format!(
                         "{found}\nremedy (cluster.stale_watch_remedy: restart-api-servers): restarting each API server in turn"
                     ));
-                    restart_api_servers(cx, c, &lb.ip)
-                        .await
-                        .map_err(|e| StepError::new(format!("failed the HA gate remedy: {e}")))?;
-                    let t2 = Instant::now();
-                    let again = controllers_act(cx, &kube, 2).await;
+                    // Recorded first, so the finding is in JUnit whatever the remedy does.
                     subtests.push(subtest(
                         "controllers-act-on-new-objects",
                         t,
                         StepOutcome::Skipped {
                             reason: format!(
-                                "stale watches found and remedied by restarting the API servers (cluster.stale_watch_remedy): {e}"
+                                "stale watches found, remedied by restarting the API servers (cluster.stale_watch_remedy): {e}"
                             ),
                         },
                     ));
+                    let t2 = Instant::now();
+                    if let Err(e) = restart_api_servers(cx, c, &lb.ip).await {
+                        subtests.push(subtest(
+                            "controllers-act-after-api-server-restart",
+                            t2,
+                            not_run("restarting the API servers failed"),
+                        ));
+                        return Err(StepError::new(format!("failed the HA gate remedy: {e}")));
+                    }
+                    let again = controllers_act(cx, &kube, 2).await;
                     subtests.push(subtest(
                         "controllers-act-after-api-server-restart",
                         t2,
@@ -374,43 +425,74 @@ async fn gate_into(
     }
 }
 
-/// Stops the last control plane and probes the API through the load balancer every
-/// 100 ms for a while: the longest window without an answer is reported, and fails the step
-/// above the scenario's `disruption.api_max`.
+/// Stops the last control plane while the API is probed through the load balancer every
+/// 100 ms, each probe on a new connection (so haproxy spreads them over every API server)
+/// and reading from etcd. The longest window without an answer is reported and fails the
+/// step above the scenario's `disruption.api_max`; so does an API that has not answered
+/// again by the end.
 pub struct ControlPlaneLoss;
 
-/// How long the API is probed after the control plane stops.
-const PROBE_FOR: Duration = Duration::from_secs(30);
 const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// How long one probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long stopping the node may take (`docker stop --time 10`, then SIGKILL).
+const STOP_TAKES: Duration = Duration::from_secs(10);
 
-/// Probe results in order (`true`: answered) at a fixed period: the longest run of
-/// failures as time, and the failure count.
-pub fn longest_outage(results: &[(Instant, bool)]) -> (Duration, usize) {
+/// Probing lasts from the stop on for this long: at least 30 s, and always well past the
+/// allowed unavailability, so an outage longer than allowed cannot end unseen.
+pub fn probe_window(api_max: Duration) -> Duration {
+    STOP_TAKES + (api_max + Duration::from_secs(15)).max(Duration::from_secs(30))
+}
+
+/// What the probes saw: the longest time between two answers (from the last answer before
+/// a failure to the next answer, or to `end` when none came), the failed probe count, and
+/// whether the last probe was answered. `results` are in order, each at its start, and
+/// begin with an answered baseline.
+pub fn longest_outage(results: &[(Instant, bool)], end: Instant) -> (Duration, usize, bool) {
     let mut longest = Duration::ZERO;
-    let mut start: Option<Instant> = None;
+    let mut last_ok: Option<Instant> = None;
+    let mut down = false;
     let mut failed = 0;
     for (at, ok) in results {
         if *ok {
-            if let Some(s) = start.take() {
-                longest = longest.max(at.duration_since(s));
+            if let (true, Some(prev)) = (down, last_ok) {
+                longest = longest.max(at.duration_since(prev));
             }
+            last_ok = Some(*at);
+            down = false;
         } else {
             failed += 1;
-            start.get_or_insert(*at);
+            down = true;
         }
     }
-    if let (Some(s), Some((end, _))) = (start, results.last()) {
-        longest = longest.max(end.duration_since(s));
+    if down {
+        if let Some(prev) = last_ok.or(results.first().map(|r| r.0)) {
+            longest = longest.max(end.duration_since(prev));
+        }
     }
-    (longest, failed)
+    (longest, failed, !down && !results.is_empty())
+}
+
+/// One probe: a new client (a new connection through the load balancer) reads the
+/// `default` namespace, which the API server reads from etcd.
+async fn probe(cfg: &kube::Config) -> bool {
+    let Ok(client) = kube::Client::try_from(cfg.clone()) else {
+        return false;
+    };
+    let ns: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, ns.get("default")).await,
+        Ok(Ok(_))
+    )
 }
 
 #[async_trait::async_trait]
 impl Action for ControlPlaneLoss {
     fn describe(&self, cx: &StepContext<'_>) -> Vec<String> {
+        let max = cx.run.scenario.scenario.disruption.api_max;
         vec![format!(
-            "stop the last control-plane node; probe the API through the load balancer every {PROBE_EVERY:?} for {PROBE_FOR:?}; fail if it is unavailable longer than {:?}",
-            cx.run.scenario.scenario.disruption.api_max
+            "stop the last control-plane node while probing the API through the load balancer every {PROBE_EVERY:?} (a new connection each, reading from etcd) for {:?}; fail if it is unavailable longer than {max:?} or not answering at the end",
+            probe_window(max)
         )]
     }
 
@@ -426,50 +508,59 @@ impl Action for ControlPlaneLoss {
             .last()
             .map(|n| n.name.clone())
             .unwrap_or_default();
-        let kube = client(c).await?;
+        let cfg = client_config(c).await?;
         let r = cx.runner();
         let limit = cx.run.scenario.scenario.disruption.api_max;
-        let mut results = Vec::new();
-        let probe = |kube: kube::Client| async move {
-            matches!(
-                tokio::time::timeout(Duration::from_secs(1), kube.apiserver_version()).await,
-                Ok(Ok(_))
-            )
-        };
+        let window = probe_window(limit);
         // A baseline: the API must answer before anything is stopped.
-        if !probe(kube.clone()).await {
+        let start = Instant::now();
+        if !probe(&cfg).await {
             return Err(StepError::new(
                 "failed to reach the API through the load balancer before stopping a control plane",
             ));
         }
+        let mut results = vec![(start, true)];
         let stop = c.provider.stop_node(&victim).ok_or_else(|| {
             StepError::new(format!(
                 "failed to stop {victim}: provider {} cannot stop nodes",
                 c.provider.name()
             ))
         })?;
-        r.run(stop).await?;
-        cx.note(format!("stopped control plane {victim}"));
-        let t = Instant::now();
-        while t.elapsed() < PROBE_FOR {
-            let at = Instant::now();
-            let ok = probe(kube.clone()).await;
-            results.push((at, ok));
-            tokio::select! {
-                _ = tokio::time::sleep(PROBE_EVERY.saturating_sub(at.elapsed())) => {}
-                _ = cx.cancel.cancelled() => break,
+        // Probing runs from before the stop is issued until the window ends.
+        let stopped_at = Instant::now();
+        let probing = async {
+            while stopped_at.elapsed() < window {
+                let at = Instant::now();
+                let ok = probe(&cfg).await;
+                results.push((at, ok));
+                tokio::select! {
+                    _ = tokio::time::sleep(PROBE_EVERY.saturating_sub(at.elapsed())) => {}
+                    _ = cx.cancel.cancelled() => break,
+                }
             }
-        }
-        let (longest, failed) = longest_outage(&results);
+        };
+        let (stopped, ()) = tokio::join!(r.run(stop), probing);
+        stopped?;
+        let end = Instant::now();
         cx.note(format!(
-            "API through the load balancer after losing {victim}: {} probe(s), {failed} failed, longest unavailability {:.1}s (allowed {:?})",
+            "stopped control plane {victim} ({:.1}s after the stop was issued the probing ended)",
+            end.duration_since(stopped_at).as_secs_f64()
+        ));
+        let (longest, failed, answering) = longest_outage(&results, end);
+        cx.note(format!(
+            "API through the load balancer while losing {victim}: {} probe(s), {failed} failed, longest unavailability {:.1}s (allowed {limit:?}), answering at the end: {answering}",
             results.len(),
             longest.as_secs_f64(),
-            limit
         ));
+        if !answering {
+            return Err(StepError::new(format!(
+                "the API did not answer through the load balancer {:.0}s after control plane {victim} was stopped",
+                window.as_secs_f64()
+            )));
+        }
         if longest > limit {
             return Err(StepError::new(format!(
-                "the API was unavailable for {:.1}s after control plane {victim} stopped, more than the allowed {limit:?}",
+                "the API was unavailable for {:.1}s while control plane {victim} stopped, more than the allowed {limit:?}",
                 longest.as_secs_f64()
             )));
         }
@@ -511,7 +602,7 @@ mod tests {
     }
 
     #[test]
-    fn the_longest_outage_spans_consecutive_failures() {
+    fn the_longest_outage_runs_from_the_last_answer_to_the_next() {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let r = vec![
@@ -522,10 +613,29 @@ mod tests {
             (at(400), false),
             (at(500), true),
         ];
-        assert_eq!(longest_outage(&r), (Duration::from_millis(200), 3));
-        // Still down at the end: counted up to the last probe.
+        // 0 → 300 is the longest gap between answers; 3 probes failed; answering at the end.
+        assert_eq!(
+            longest_outage(&r, at(600)),
+            (Duration::from_millis(300), 3, true)
+        );
+        // Still down at the end: counted up to the end of probing, and not answering.
         let r = vec![(at(0), true), (at(100), false), (at(700), false)];
-        assert_eq!(longest_outage(&r), (Duration::from_millis(600), 2));
-        assert_eq!(longest_outage(&[]), (Duration::ZERO, 0));
+        assert_eq!(
+            longest_outage(&r, at(1700)),
+            (Duration::from_millis(1700), 2, false)
+        );
+        // Never a failure: no outage.
+        let r = vec![(at(0), true), (at(100), true)];
+        assert_eq!(longest_outage(&r, at(200)), (Duration::ZERO, 0, true));
+        assert_eq!(longest_outage(&[], at(0)), (Duration::ZERO, 0, false));
+    }
+
+    #[test]
+    fn probing_outlasts_the_allowed_unavailability() {
+        for max in [0, 5, 30, 120] {
+            let max = Duration::from_secs(max);
+            assert!(probe_window(max) > max + STOP_TAKES, "{max:?}");
+        }
+        assert_eq!(probe_window(Duration::ZERO), Duration::from_secs(40));
     }
 }

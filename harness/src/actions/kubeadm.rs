@@ -192,8 +192,9 @@ impl Action for KubeadmInit {
         if let Err(e) = r.run(c.exec(&cp.name, &args)).await {
             return Err(diagnosed(cx, c, e).await);
         }
-        // The admin kubeconfig already points at the node's address on the docker network,
-        // which the host reaches directly. It holds the cluster-admin key: read without
+        // The admin kubeconfig already points at the control-plane endpoint (the first
+        // control plane, or the load balancer) on the docker network, which the host
+        // reaches directly. It holds the cluster-admin key: read without
         // logging, kept in the run's private work folder, never in the artifacts.
         let admin = r
             .output(
@@ -256,6 +257,11 @@ impl Action for KubeadmJoin {
             StepError::infra("failed to find the init parameters: kubeadm-init has not run")
         })?;
         let others: Vec<_> = c.control_planes().skip(1).cloned().collect();
+        if !others.is_empty() && c.load_balancer.is_none() {
+            return Err(StepError::infra(
+                "failed to join control planes: several control planes need a load balancer in front of them, and this provider made none",
+            ));
+        }
         let workers: Vec<_> = c.workers().cloned().collect();
         if others.is_empty() && workers.is_empty() {
             cx.note("no nodes to join");

@@ -45,6 +45,8 @@ pub struct NodeParams {
 pub enum RenderError {
     #[error("failed to pick the cluster DNS address: service subnet {0:?} is not an IPv4 CIDR")]
     ServiceSubnet(String),
+    #[error("failed to render the join config of control plane {0}: no certificate key (init uploads certificates only when there is a load balancer)")]
+    NoCertificateKey(String),
     #[error("failed to render an HA config: kubeadm {version} with {api} cannot upload certificates for other control planes (needs kubeadm.k8s.io/v1beta2, kubeadm 1.15 or later)")]
     NoCertificateUpload { version: KubeVersion, api: String },
     #[error("kubeadm {version} does not accept config API {api}; it accepts {accepted}")]
@@ -290,7 +292,10 @@ pub fn join_config(p: &ClusterParams, node: &NodeParams) -> Result<Option<String
     );
     node_registration(&mut out, p, node);
     if node.control_plane {
-        let key = p.certificate_key.as_deref().unwrap_or_default();
+        let key = p
+            .certificate_key
+            .as_deref()
+            .ok_or_else(|| RenderError::NoCertificateKey(node.name.clone()))?;
         let _ = writeln!(
             out,
             "controlPlane:\n  localAPIEndpoint:\n    advertiseAddress: {}\n    bindPort: 6443\n  certificateKey: \"{key}\"",

@@ -582,8 +582,12 @@ impl Provider for ContainerProvider {
             let name = f[0].trim_start_matches('/');
             seen.push(name.to_string());
             if f[1] != "running" {
+                let what = match &cluster.load_balancer {
+                    Some(lb) if lb.name == name => "load balancer",
+                    _ => "node",
+                };
                 stopped.push(format!(
-                    "node {name} is {} (exit code {}{})",
+                    "{what} {name} is {} (exit code {}{})",
                     f[1],
                     f[2],
                     if f[3] == "true" { ", OOM-killed" } else { "" }

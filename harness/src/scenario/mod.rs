@@ -482,6 +482,24 @@ fn validate(
         if st.deadline.is_zero() {
             err(&f("deadline"), "must be longer than zero".into());
         }
+        // Losing one of two etcd members loses quorum: the API cannot stay up. Three or
+        // more control planes keep it.
+        if st.action == ActionKind::ControlPlaneLoss {
+            if let Some((j, t)) = s
+                .topologies
+                .iter()
+                .enumerate()
+                .find(|(_, t)| t.control_planes < 3)
+            {
+                err(
+                    &f("action"),
+                    format!(
+                        "control-plane-loss needs at least 3 control planes in every topology; topologies[{j}] has {} (with 2, losing one loses etcd's quorum)",
+                        t.control_planes
+                    ),
+                );
+            }
+        }
     }
 
     validate_ci(s, &mut err);

@@ -311,7 +311,13 @@ impl Smoke {
                                     }
                                     Err(e) => tries.push(format!("try {i}: {e}")),
                                 }
-                                tokio::time::sleep(Duration::from_secs(2)).await;
+                                if i == SERVICE_TRIES {
+                                    break;
+                                }
+                                tokio::select! {
+                                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                                    _ = self.cancel.cancelled() => break,
+                                }
                             }
                             if tries.is_empty() {
                                 StepOutcome::Passed
