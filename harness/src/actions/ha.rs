@@ -256,22 +256,20 @@ async fn restart_api_servers(cx: &StepContext<'_>, c: &Cluster, lb_ip: &str) -> 
         r.run(c.exec(&cp.name, &["pkill", "-x", "kube-apiserver"]))
             .await
             .map_err(|e| crate::error::chain(&e))?;
-        // First the load balancer must see it go (two failed checks), then every one up
-        // again (two good ones): otherwise the next would be killed while this one starts.
-        let name = cp.name.clone();
-        poll(cx, || {
-            let name = name.clone();
-            async move {
-                let s = backend_status(lb_ip).await?;
-                match s.iter().find(|(n, _)| *n == name) {
-                    Some((_, st)) if st != "UP" => Ok(()),
-                    Some((_, st)) => Err(format!("the load balancer still sees {name} {st}")),
-                    None => Err(format!("the load balancer does not list {name}")),
-                }
+        // It must be seen to go (up to 20 s: three failed checks, 2 s apart), then every
+        // one up again: otherwise the next would be killed while this one starts. A restart
+        // quicker than haproxy's checks is not waited for.
+        let seen_down = Instant::now();
+        while seen_down.elapsed() < Duration::from_secs(20) {
+            let s = backend_status(lb_ip).await.unwrap_or_default();
+            if s.iter().any(|(n, st)| *n == cp.name && st != "UP") {
+                break;
             }
-        })
-        .await
-        .map_err(|e| format!("API server of {} was not seen to stop: {e}", cp.name))?;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = cx.cancel.cancelled() => return Err("stopped while restarting the API servers".into()),
+            }
+        }
         wait_backends_up(cx, lb_ip, want)
             .await
             .map_err(|e| format!("API server of {} did not come back: {e}", cp.name))?;

@@ -14,8 +14,11 @@ pub const CONFIG_DIR: &str = "/usr/local/etc/haproxy";
 /// The backend of API servers, as named in the stats.
 pub const BACKEND: &str = "kube-apiservers";
 
-/// The haproxy config for these control planes (`(name, ip)`): checks every second, a
-/// server is down after 2 failed checks and up again after 2 good ones.
+/// The haproxy config for these control planes (`(name, ip)`): checks every 2 s, a server
+/// is down after 3 failed checks (6 s: one slow etcd commit on a loaded machine must not
+/// take every API server out at once) and up again after 2 good ones. A connection that
+/// fails is sent to another server (`redispatch`), so losing a server is felt only by the
+/// connections it held.
 pub fn haproxy_config(control_planes: &[(String, String)]) -> String {
     let mut out = String::from(
         "\
@@ -27,10 +30,12 @@ defaults
   log global
   mode tcp
   option tcplog
-  timeout connect 3s
+  option redispatch
+  retries 3
+  timeout connect 2s
   timeout client 30m
   timeout server 30m
-  default-server inter 1s fall 2 rise 2
+  default-server inter 2s fall 3 rise 2
 
 listen stats
   mode http
