@@ -202,6 +202,11 @@ fn ha() -> Result<(), Failed> {
     check(summary.exit_code == 0, || {
         format!("expected exit 0, got {}", summary.exit_code)
     })?;
+    // haproxy's own log is exported beside the nodes'.
+    let haproxy = dir.join("jobs/docker-bridge/logs/load-balancer/haproxy.log");
+    check(haproxy.is_file(), || {
+        format!("{} was not exported", haproxy.display())
+    })?;
     // The backup's figures and the restore drill's key counts.
     let log = std::fs::read_to_string(dir.join("jobs/docker-bridge/05-etcd-backup.log"))?;
     for what in ["snapshot saved in", "restore drill in"] {

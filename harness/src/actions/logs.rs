@@ -31,7 +31,7 @@ fn write_bounded(path: &Path, text: &str) -> std::io::Result<()> {
 impl Action for ExportLogs {
     fn describe(&self, cx: &StepContext<'_>) -> Vec<String> {
         vec![format!(
-            "copy kubelet and containerd journals, /var/log/pods and static pod manifests of every node, and nodes, pods and events as YAML, into {}",
+            "copy kubelet and containerd journals, /var/log/pods and static pod manifests of every node, the load balancer's log, and nodes, pods and events as YAML, into {}",
             cx.job_dir().join("logs").display()
         )]
     }
@@ -104,6 +104,27 @@ impl Action for ExportLogs {
                         }
                     }
                 }
+            }
+        }
+        // haproxy's log: which API server it took out, and when.
+        if let Some(cmd) = c
+            .load_balancer
+            .as_ref()
+            .and_then(|lb| c.provider.container_logs(&lb.name).map(|cmd| (lb, cmd)))
+        {
+            let (lb, cmd) = cmd;
+            match r.output(cmd).await {
+                Ok(text) => {
+                    match write_bounded(&out.join("load-balancer").join("haproxy.log"), &text) {
+                        Ok(()) => done += 1,
+                        Err(e) => unwritten.push(format!("{}: haproxy log: {e}", lb.name)),
+                    }
+                }
+                Err(e) => problems.push(format!(
+                    "{}: haproxy log: {}",
+                    lb.name,
+                    e.to_string().lines().next().unwrap_or_default()
+                )),
             }
         }
         if c.kubeconfig.is_some() {

@@ -814,6 +814,10 @@ impl Provider for ContainerProvider {
         Ok(c)
     }
 
+    fn container_logs(&self, name: &str) -> Option<Cmd> {
+        Some(self.cmd().args(["logs", "--timestamps", name]))
+    }
+
     /// The node's init gets its stop signal (systemd shuts down), SIGKILL after 10 s.
     fn stop_node(&self, node: &str) -> Option<Cmd> {
         Some(self.cmd().args(["stop", "--time", "10", node]))

@@ -145,6 +145,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// How a person reaches a node, for `--keep-cluster`.
     fn shell_hint(&self, node: &str) -> String;
 
+    /// What a helper container (the load balancer) printed, with timestamps (None: this
+    /// provider runs none).
+    fn container_logs(&self, _name: &str) -> Option<Cmd> {
+        None
+    }
+
     /// Stops a node as its host shutting down would (None: this provider cannot).
     fn stop_node(&self, _node: &str) -> Option<Cmd> {
         None
