@@ -59,6 +59,7 @@ impl Action for ExportLogs {
         } else {
             &[]
         };
+        let mut captures = Vec::new();
         for n in nodes {
             let dir = out.join("nodes").join(&n.name);
             for unit in ["kubelet", "containerd"] {
@@ -73,17 +74,11 @@ impl Action for ExportLogs {
                         "short-precise",
                     ],
                 );
-                match r.output(cmd).await {
-                    Ok(text) => match write_bounded(&dir.join(format!("{unit}.log")), &text) {
-                        Ok(()) => done += 1,
-                        Err(e) => unwritten.push(format!("{}: {unit} journal: {e}", n.name)),
-                    },
-                    Err(e) => problems.push(format!(
-                        "{}: {unit} journal: {}",
-                        n.name,
-                        e.to_string().lines().next().unwrap_or_default()
-                    )),
-                }
+                captures.push((
+                    cmd,
+                    dir.join(format!("{unit}.log")),
+                    format!("{}: {unit} journal", n.name),
+                ));
             }
             for (from, to) in [
                 ("/var/log/pods", "pods"),
@@ -107,22 +102,25 @@ impl Action for ExportLogs {
             }
         }
         // haproxy's log: which API server it took out, and when.
-        if let Some(cmd) = c
-            .load_balancer
-            .as_ref()
-            .and_then(|lb| c.provider.container_logs(&lb.name).map(|cmd| (lb, cmd)))
-        {
-            let (lb, cmd) = cmd;
+        if let Some(lb) = &c.load_balancer {
+            if let Some(cmd) = c.provider.container_logs(&lb.name) {
+                captures.push((
+                    cmd,
+                    out.join("load-balancer").join("haproxy.log"),
+                    format!("{}: haproxy log", lb.name),
+                ));
+            }
+        }
+        // What a command prints, written to its file: a command that fails is a problem,
+        // a file that cannot be written is ours.
+        for (cmd, path, what) in captures {
             match r.output(cmd).await {
-                Ok(text) => {
-                    match write_bounded(&out.join("load-balancer").join("haproxy.log"), &text) {
-                        Ok(()) => done += 1,
-                        Err(e) => unwritten.push(format!("{}: haproxy log: {e}", lb.name)),
-                    }
-                }
+                Ok(text) => match write_bounded(&path, &text) {
+                    Ok(()) => done += 1,
+                    Err(e) => unwritten.push(format!("{what}: {e}")),
+                },
                 Err(e) => problems.push(format!(
-                    "{}: haproxy log: {}",
-                    lb.name,
+                    "{what}: {}",
                     e.to_string().lines().next().unwrap_or_default()
                 )),
             }
