@@ -49,6 +49,21 @@ cd "$GOPATH/src/k8s.io/kubernetes"
 # make expects _output/bin to be a symlink it creates itself.
 if [ -d _output/bin ] && [ ! -L _output/bin ]; then rm -rf _output/bin; fi
 
+# The tree is a `git archive`: hack/lib/version.sh takes the version from the archive's
+# tag and ignores KUBE_GIT_VERSION. A version file is the documented way to stamp another
+# (a second build of the same tree under another version string, for upgrade trials).
+commit=$(sed -n "s/^ *KUBE_GIT_COMMIT='\([0-9a-f]*\)'.*/\1/p" hack/lib/version.sh | head -n1)
+ver=${KUBE_VERSION#v}
+export KUBE_GIT_VERSION_FILE="$OUT/version.env"
+cat > "$KUBE_GIT_VERSION_FILE" <<VERSION
+KUBE_GIT_COMMIT='$commit'
+KUBE_GIT_TREE_STATE='archive'
+KUBE_GIT_VERSION='$KUBE_VERSION'
+KUBE_GIT_MAJOR='${ver%%.*}'
+KUBE_GIT_MINOR='$(echo "$ver" | cut -d. -f2)'
+VERSION
+log "version file $KUBE_GIT_VERSION_FILE: $(tr '\n' ' ' < "$KUBE_GIT_VERSION_FILE")"
+
 what="cmd/kubeadm cmd/kubelet cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kube-proxy cmd/kubectl test/e2e/e2e.test vendor/github.com/onsi/ginkgo/ginkgo"
 log make WHAT="$what" KUBE_GIT_VERSION="$KUBE_VERSION"
 make WHAT="$what" KUBE_GIT_VERSION="$KUBE_VERSION" KUBE_BUILD_PLATFORMS=linux/amd64
@@ -61,4 +76,6 @@ log "go build test/images/agnhost"
 ( cd test/images/agnhost && CGO_ENABLED=0 go build -o "$OUT/bin/agnhost" . )
 log "gcc -static build/pause/linux/pause.c"
 gcc -Os -static -o "$OUT/bin/pause" build/pause/linux/pause.c -DVERSION=3.4.1-shakedown
-"$OUT/bin/kubeadm" version -o short
+got=$("$OUT/bin/kubeadm" version -o short)
+echo "$got"
+[ "$got" = "$KUBE_VERSION" ] || { echo "failed to stamp $KUBE_VERSION: kubeadm says $got" >&2; exit 1; }

@@ -101,7 +101,7 @@ for b in kubeadm kubelet kubectl; do
   run install -m 0755 "$BIN_DIR/$b" "$stage/usr/bin/$b"
 done
 run cp -a "$ASSETS_DIR/." "$stage/" || die "failed to copy node assets from $ASSETS_DIR"
-run chmod 0755 "$stage/usr/local/bin/shakedown-entrypoint"
+run chmod 0755 "$stage/usr/local/bin/shakedown-entrypoint" "$stage/usr/local/bin/crictl"
 
 # systemd in a container: units that need a real console, udev or a writable /
 # at boot fail or hang, so mask them (measured: 252 then reaches "running").

@@ -12,6 +12,9 @@ pub struct Topology {
     pub name: Option<String>,
     pub control_planes: u32,
     pub workers: u32,
+    /// The workers' Kubernetes version when it is not the control plane's (version skew).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_version: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -65,7 +68,8 @@ pub fn expand(s: &LoadedScenario) -> Vec<Job> {
                         name: t.name.clone(),
                         // Validation guarantees these are in range.
                         control_planes: t.control_planes.max(0) as u32,
-                        workers: t.workers.max(0) as u32,
+                        workers: t.workers.count().max(0) as u32,
+                        worker_version: t.workers.version().map(String::from),
                     },
                 });
             }

@@ -34,6 +34,9 @@ pub struct StepPlan {
     pub command: Vec<String>,
     /// Set when the step is planned but switched off; it is reported as skipped with this.
     pub disabled: Option<String>,
+    /// For an `upgrade` step: which hop of `upgrade.through` (0-based) it takes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hop: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,25 +70,34 @@ pub fn build(s: &LoadedScenario, jobs: Vec<Job>) -> Plan {
     let jobs = jobs
         .into_iter()
         .map(|job| {
-            let steps = sc
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(index, st)| {
-                    let disabled = match st.action.stage() {
-                        Some(Stage::Conformance) => conformance_disabled.clone().or_else(|| {
-                            (sc.conformance.tier != Tier::Conformance).then(|| {
-                                format!(
-                                    "conformance: NOT RUN (tier {:?} selected)",
-                                    sc.conformance.tier
-                                )
-                            })
-                        }),
-                        _ => None,
-                    };
-                    StepPlan {
-                        index,
-                        name: st.name.clone(),
+            let mut steps: Vec<StepPlan> = Vec::new();
+            for st in &sc.steps {
+                let disabled = match st.action.stage() {
+                    Some(Stage::Conformance) => conformance_disabled.clone().or_else(|| {
+                        (sc.conformance.tier != Tier::Conformance).then(|| {
+                            format!(
+                                "conformance: NOT RUN (tier {:?} selected)",
+                                sc.conformance.tier
+                            )
+                        })
+                    }),
+                    _ => None,
+                };
+                // An `upgrade` step is one step per hop, each with the step's deadline, so
+                // each hop has its own deadline and testcase.
+                let hops: Vec<(String, Option<usize>)> = match (st.action, &sc.upgrade) {
+                    (ActionKind::Upgrade, Some(u)) => u
+                        .through
+                        .iter()
+                        .enumerate()
+                        .map(|(k, v)| (format!("{}-{v}", st.name), Some(k)))
+                        .collect(),
+                    _ => vec![(st.name.clone(), None)],
+                };
+                for (name, hop) in hops {
+                    steps.push(StepPlan {
+                        index: steps.len(),
+                        name,
                         action: st.action,
                         kind: st.action.kind(),
                         stage: st.action.stage(),
@@ -97,10 +109,11 @@ pub fn build(s: &LoadedScenario, jobs: Vec<Job>) -> Plan {
                         always: st.always,
                         non_blocking: st.non_blocking,
                         command: st.command.clone(),
-                        disabled,
-                    }
-                })
-                .collect();
+                        disabled: disabled.clone(),
+                        hop,
+                    });
+                }
+            }
             JobPlan { job, steps }
         })
         .collect();

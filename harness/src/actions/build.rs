@@ -58,6 +58,11 @@ pub fn request(cx: &StepContext<'_>) -> Result<BuildRequest, StepError> {
         root: settings.root.clone(),
         cache: settings.cache_dir.clone(),
         version,
+        // A source build stamps the version as written (`v1.20.3-shakedown.1`).
+        raw_version: match k.source {
+            SourceKind::DebianSource => k.version.clone(),
+            _ => None,
+        },
         binaries,
         node_image: settings.node_image.clone(),
         runtime: s
@@ -66,6 +71,56 @@ pub fn request(cx: &StepContext<'_>) -> Result<BuildRequest, StepError> {
             .runtime
             .unwrap_or_else(|| crate::release::era::default_runtime(&version)),
         mirrors,
+    })
+}
+
+/// The versions besides the main one this job runs: each upgrade hop, and the workers'
+/// version when the topology pins one.
+pub fn other_versions(cx: &StepContext<'_>) -> Vec<String> {
+    let s = &cx.run.scenario.scenario;
+    let mut v: Vec<String> = s
+        .upgrade
+        .as_ref()
+        .map(|u| u.through.clone())
+        .unwrap_or_default();
+    v.extend(cx.job.topology.worker_version.clone());
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|x| seen.insert(x.clone()));
+    v
+}
+
+/// The main request, for another version: the same source, stamped or fetched as `wanted`,
+/// and the main node image (nodes get the other binaries copied in, not another image).
+fn other_request(
+    main: &BuildRequest,
+    wanted: &str,
+    node_image: &str,
+) -> Result<BuildRequest, StepError> {
+    let version = wanted
+        .parse()
+        .ok()
+        .or_else(|| crate::release::version::marker_minor(wanted))
+        .ok_or_else(|| {
+            StepError::new(format!("failed to read the Kubernetes version {wanted:?}"))
+        })?;
+    let binaries = match &main.binaries {
+        BinarySource::Release { bucket, .. } => BinarySource::Release {
+            bucket: bucket.clone(),
+            wanted: if crate::release::skew::parse(wanted).is_ok() {
+                Wanted::Version(wanted.to_string())
+            } else {
+                Wanted::Marker(wanted.to_string())
+            },
+        },
+        other => other.clone(),
+    };
+    Ok(BuildRequest {
+        version,
+        raw_version: matches!(binaries, BinarySource::DebianSource { .. })
+            .then(|| wanted.to_string()),
+        binaries,
+        node_image: Some(node_image.to_string()),
+        ..main.clone()
     })
 }
 
@@ -135,7 +190,34 @@ impl Action for ImageBuild {
                 .unwrap_or_else(|| "none".into())
         ));
         cx.property("kubernetes.version", &art.raw_version);
+        let node_image = art.node_image.clone();
+        let mut others = Vec::new();
+        for wanted in other_versions(cx) {
+            let other = other_request(&req, &wanted, &node_image)?;
+            cx.note(format!(
+                "other version {wanted}: {}",
+                describe_source(&other.binaries, &wanted)
+            ));
+            let built = images::build(&other, &r, &note).await.map_err(|e| {
+                StepError::infra(format!(
+                    "failed to build {wanted}: {}",
+                    crate::error::chain(&e)
+                ))
+            })?;
+            cx.note(format!(
+                "other version {wanted}: Kubernetes {}, images {}",
+                built.raw_version,
+                built
+                    .image_set
+                    .preload
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "pulled".into())
+            ));
+            others.push((wanted, built));
+        }
         cx.job_mut().artifacts = Some(art);
+        cx.job_mut().other_builds.extend(others);
         Ok(())
     }
 }

@@ -261,8 +261,57 @@ impl Action for ClusterUp {
                 configure_containerd(cx, c, &a.image_set).await?;
             }
         }
+        if let Some(v) = cx.job.topology.worker_version.clone() {
+            let c = cluster(cx)?;
+            skew_workers(cx, c, &v).await?;
+        }
         Ok(())
     }
+}
+
+/// Version skew: the workers get kubeadm, kubelet and kubectl of `version` (the skew
+/// policy was checked when the scenario loaded), before anything joins.
+async fn skew_workers(cx: &StepContext<'_>, c: &Cluster, version: &str) -> Result<(), StepError> {
+    let art = cx.job().other_builds.get(version).cloned().ok_or_else(|| {
+        StepError::infra(format!(
+            "failed to find the build of {version} for the workers: the image-build step builds it"
+        ))
+    })?;
+    let r = cx.runner();
+    for n in c.workers() {
+        super::upgrade::stage_binaries(&r, c, &n.name, &art.bin_dir, version)
+            .await
+            .map_err(|e| {
+                StepError::infra(format!(
+                    "failed to give {} Kubernetes {version}: {e}",
+                    n.name
+                ))
+            })?;
+        r.run(super::upgrade::install_cmd(
+            c,
+            &n.name,
+            version,
+            crate::images::NODE_BINARIES,
+        ))
+        .await?;
+        r.run(c.exec(
+            &n.name,
+            &[
+                "sh",
+                "-c",
+                "systemctl daemon-reload && systemctl restart kubelet",
+            ],
+        ))
+        .await?;
+        let got = r.output(c.exec(&n.name, &["kubelet", "--version"])).await?;
+        cx.note(format!(
+            "{}: kubeadm, kubelet and kubectl of {} installed (kubelet says {:?})",
+            n.name,
+            art.raw_version,
+            got.trim()
+        ));
+    }
+    Ok(())
 }
 
 #[async_trait::async_trait]

@@ -58,13 +58,28 @@ async fn all_ready(nodes: &Api<Node>, pods: &Api<Pod>) -> Result<(), String> {
     }
 }
 
+/// How long the controller manager may take to give a new node its pod CIDR (right after
+/// `kubeadm init` with no joins it may not have yet).
+const POD_CIDR_WITHIN: Duration = Duration::from_secs(30);
+
 async fn apply_bridge(cx: &StepContext<'_>, c: &Cluster, api: &Api<Node>) -> Result<(), StepError> {
     let mut routes = Vec::new();
-    for n in list_nodes(api).await.map_err(StepError::new)? {
+    let t = std::time::Instant::now();
+    let nodes = loop {
+        let nodes = list_nodes(api).await.map_err(StepError::new)?;
+        let all = nodes
+            .iter()
+            .all(|n| n.spec.as_ref().is_some_and(|s| s.pod_cidr.is_some()));
+        if all || t.elapsed() > POD_CIDR_WITHIN || cx.cancel.is_cancelled() {
+            break nodes;
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    for n in nodes {
         let name = n.metadata.name.clone().unwrap_or_default();
         let cidr = n.spec.as_ref().and_then(|s| s.pod_cidr.clone()).ok_or_else(|| {
             StepError::new(format!(
-                "node {name} has no spec.podCIDR: the controller manager allocates none unless kubeadm sets networking.podSubnet"
+                "node {name} has no spec.podCIDR after {POD_CIDR_WITHIN:?}: the controller manager allocates none unless kubeadm sets networking.podSubnet"
             ))
         })?;
         let ip = c

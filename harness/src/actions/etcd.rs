@@ -305,7 +305,15 @@ impl Action for EtcdBackup {
     }
 
     async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
-        let c = cluster(cx)?;
+        backup_and_drill(cx, cluster(cx)?).await
+    }
+}
+
+/// Saves a snapshot on the first control plane, checks it, restores it into a throwaway
+/// etcd and compares key counts; removes both whatever happened. The `etcd-backup` step,
+/// and the first thing each upgrade hop does.
+pub async fn backup_and_drill(cx: &StepContext<'_>, c: &Cluster) -> Result<(), StepError> {
+    {
         if cx
             .job()
             .artifacts

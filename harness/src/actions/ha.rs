@@ -162,7 +162,7 @@ async fn wait_backends_up(cx: &StepContext<'_>, lb_ip: &str, want: usize) -> Res
 }
 
 /// Waits until etcd has one started, healthy member per control plane (bounded).
-async fn wait_etcd_healthy(
+pub(super) async fn wait_etcd_healthy(
     cx: &StepContext<'_>,
     c: &Cluster,
     want: usize,
@@ -473,7 +473,7 @@ pub fn longest_outage(results: &[(Instant, bool)], end: Instant) -> (Duration, u
 
 /// One probe: a new client (a new connection through the load balancer) reads the
 /// `default` namespace, which the API server reads from etcd.
-async fn probe(cfg: &kube::Config) -> bool {
+pub(super) async fn probe(cfg: &kube::Config) -> bool {
     let Ok(client) = kube::Client::try_from(cfg.clone()) else {
         return false;
     };

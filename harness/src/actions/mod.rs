@@ -14,6 +14,7 @@ mod kubeadm;
 mod logs;
 mod nodechecks;
 mod smoke;
+mod upgrade;
 
 use crate::images::KubeArtifacts;
 use crate::kubeadm::ClusterParams;
@@ -39,6 +40,7 @@ pub fn lookup(kind: ActionKind) -> Box<dyn Action> {
         ActionKind::Smoke => Box::new(smoke::Smoke),
         ActionKind::ControlPlaneLoss => Box::new(ha::ControlPlaneLoss),
         ActionKind::EtcdBackup => Box::new(etcd::EtcdBackup),
+        ActionKind::Upgrade => Box::new(upgrade::Upgrade),
         ActionKind::Conformance => Box::new(conformance::Conformance),
         ActionKind::ExportLogs => Box::new(logs::ExportLogs),
         ActionKind::ClusterDown => Box::new(cluster::ClusterDown),
@@ -59,6 +61,11 @@ impl From<crate::provider::ProviderError> for StepError {
 pub struct JobState {
     /// From `image-build`.
     pub artifacts: Option<KubeArtifacts>,
+    /// From `image-build`: the other versions the job needs (upgrade hops, version-skewed
+    /// workers), by the version the scenario names.
+    pub other_builds: std::collections::BTreeMap<String, KubeArtifacts>,
+    /// From the first `upgrade` hop: the workload whose Service is probed across hops.
+    pub upgrade_workload: Option<upgrade::Workload>,
     /// From `cluster-up`; removed by `cluster-down`.
     pub cluster: Option<Cluster>,
     /// From `kubeadm-init`, for the joins.

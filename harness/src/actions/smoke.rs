@@ -23,28 +23,13 @@ impl Action for Smoke {
     }
 
     async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
-        let c = cluster(cx)?;
-        let nodes = c.node_names();
-        let art = cx.job().artifacts.clone();
-        let mut checks = Checks {
-            client: client(c).await?,
-            namespace: format!("shakedown-smoke-{}", cx.run.settings.run_id).to_ascii_lowercase(),
-            run_id: cx.run.settings.run_id.clone(),
-            cancel: cx.cancel.clone(),
-            results: Vec::new(),
-            token_secrets: cx.run.scenario.version.is_none_or(|v| v.minor < 24),
-            agnhost: art
-                .as_ref()
-                .map(|a| a.image_set.agnhost.clone())
-                .unwrap_or_else(crate::smoke::local_agnhost),
-            pull_policy: art.as_ref().map_or("Never", |a| a.image_set.pull_policy()),
-        };
-        let failed = checks.run(&nodes).await;
-        checks.cleanup().await;
-        for r in &checks.results {
-            cx.note(format!("{}: {}", r.name, r.outcome.label()));
-        }
-        cx.subtests = checks.results;
+        let results = run_checks(cx, cluster(cx)?).await?;
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|r| matches!(r.outcome, crate::engine::event::StepOutcome::Failed { .. }))
+            .map(|r| r.name.clone())
+            .collect();
+        cx.subtests = results;
         if failed.is_empty() {
             Ok(())
         } else {
@@ -55,4 +40,32 @@ impl Action for Smoke {
             )))
         }
     }
+}
+
+/// The smoke checks, each a testcase: the `smoke` step, and a gate of each upgrade hop.
+pub async fn run_checks(
+    cx: &StepContext<'_>,
+    c: &crate::provider::Cluster,
+) -> Result<Vec<crate::engine::event::SubTest>, StepError> {
+    let nodes = c.node_names();
+    let art = cx.job().artifacts.clone();
+    let mut checks = Checks {
+        client: client(c).await?,
+        namespace: format!("shakedown-smoke-{}", cx.run.settings.run_id).to_ascii_lowercase(),
+        run_id: cx.run.settings.run_id.clone(),
+        cancel: cx.cancel.clone(),
+        results: Vec::new(),
+        token_secrets: cx.run.scenario.version.is_none_or(|v| v.minor < 24),
+        agnhost: art
+            .as_ref()
+            .map(|a| a.image_set.agnhost.clone())
+            .unwrap_or_else(crate::smoke::local_agnhost),
+        pull_policy: art.as_ref().map_or("Never", |a| a.image_set.pull_policy()),
+    };
+    checks.run(&nodes).await;
+    checks.cleanup().await;
+    for r in &checks.results {
+        cx.note(format!("{}: {}", r.name, r.outcome.label()));
+    }
+    Ok(checks.results)
 }

@@ -32,6 +32,7 @@ pub(super) async fn image_build(
         },
     };
     let req = BuildRequest {
+        raw_version: None,
         root: root.to_path_buf(),
         cache: paths::cache_dir(),
         version: v,
@@ -108,6 +109,7 @@ pub(super) async fn local_build(
         ))
     })?;
     let req = BuildRequest {
+        raw_version: None,
         root: root.to_path_buf(),
         cache: paths::cache_dir(),
         version: v,

@@ -72,6 +72,9 @@ pub struct BuildRequest {
     pub root: PathBuf,
     pub cache: PathBuf,
     pub version: KubeVersion,
+    /// The version string a source build stamps into its binaries and image tags when it
+    /// is not `version` itself, e.g. `v1.20.3-shakedown.1` for the same tree built again.
+    pub raw_version: Option<String>,
     pub binaries: BinarySource,
     /// Use this node image as it is.
     pub node_image: Option<String>,
@@ -220,7 +223,10 @@ pub async fn build(
         preflight(req, r).await?;
     }
     let scripts = req.root.join("harness/scripts");
-    let version = req.version.to_string();
+    let version = req
+        .raw_version
+        .clone()
+        .unwrap_or_else(|| req.version.to_string());
 
     // Stage 1: binaries.
     let mut source_tree = None;

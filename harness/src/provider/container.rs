@@ -96,6 +96,13 @@ impl ContainerProvider {
         ] {
             a.push(f.into());
         }
+        // Images built here are named shakedown.local/...; one missing from a node (a broken
+        // upgrade hop) is then pulled from this node's loopback and fails at once, instead
+        // of the name being looked up by the host's resolver.
+        a.push(format!(
+            "--add-host={}:127.0.0.1",
+            crate::images::IMAGE_REPO
+        ));
         // A named volume, created with the run's labels before the node (see `create`).
         let var = format!("--volume={}:/var", var_volume(name));
         match self.engine {
@@ -549,6 +556,13 @@ impl Provider for ContainerProvider {
         }
         c.arg(format!("{node}:{from}"))
             .arg(to.display().to_string())
+    }
+
+    fn copy_to(&self, node: &str, from: &Path, to: &str) -> Cmd {
+        self.cmd()
+            .arg("cp")
+            .arg(from.display().to_string())
+            .arg(format!("{node}:{to}"))
     }
 
     async fn stopped_nodes(

@@ -146,6 +146,10 @@ impl Provider for Existing {
         refused(&format!("{node}: copy {from}"))
     }
 
+    fn copy_to(&self, node: &str, _from: &Path, to: &str) -> Cmd {
+        refused(&format!("{node}: write {to}"))
+    }
+
     async fn stopped_nodes(&self, _: &Runner, _: &Cluster) -> Result<Vec<String>, CommandError> {
         Ok(Vec::new())
     }

@@ -126,6 +126,9 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Copies `from` on the node to `to` on this machine (following symlinks).
     fn copy_from(&self, node: &str, from: &str, to: &Path) -> Cmd;
 
+    /// Copies the file `from` on this machine to the path `to` on the node.
+    fn copy_to(&self, node: &str, from: &Path, to: &str) -> Cmd;
+
     /// Each node that is not running, with its state: `node X is exited (exit code 137)`.
     async fn stopped_nodes(
         &self,
@@ -266,6 +269,11 @@ impl Cluster {
     /// Loads a `docker save` tarball on this machine into the node's containerd.
     pub fn load_image(&self, node: &str, tar: &Path) -> Cmd {
         self.provider.load_image(node, tar)
+    }
+
+    /// Copies a file of this machine into the node.
+    pub fn copy_to(&self, node: &str, from: &Path, to: &str) -> Cmd {
+        self.provider.copy_to(node, from, to)
     }
 
     /// How to reach a kept cluster.
@@ -416,6 +424,9 @@ mod tests {
         }
         fn copy_from(&self, node: &str, _: &str, _: &Path) -> Cmd {
             Cmd::new("copy").arg(node)
+        }
+        fn copy_to(&self, node: &str, _: &Path, _: &str) -> Cmd {
+            Cmd::new("copy-to").arg(node)
         }
         async fn stopped_nodes(
             &self,

@@ -4,6 +4,7 @@
 pub mod bucket;
 pub mod era;
 pub mod mirror;
+pub mod skew;
 pub mod version;
 
 pub use version::KubeVersion;

@@ -64,12 +64,13 @@ pub enum ActionKind {
     Conformance,
     ControlPlaneLoss,
     EtcdBackup,
+    Upgrade,
     ExportLogs,
     ClusterDown,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 14] = [
+    pub const ALL: [ActionKind; 15] = [
         ActionKind::Exec,
         ActionKind::HostSetup,
         ActionKind::ImageBuild,
@@ -82,6 +83,7 @@ impl ActionKind {
         ActionKind::Conformance,
         ActionKind::ControlPlaneLoss,
         ActionKind::EtcdBackup,
+        ActionKind::Upgrade,
         ActionKind::ExportLogs,
         ActionKind::ClusterDown,
     ];
@@ -101,6 +103,7 @@ impl ActionKind {
             ActionKind::Conformance => "conformance",
             ActionKind::ControlPlaneLoss => "control-plane-loss",
             ActionKind::EtcdBackup => "etcd-backup",
+            ActionKind::Upgrade => "upgrade",
             ActionKind::ExportLogs => "export-logs",
             ActionKind::ClusterDown => "cluster-down",
         }
@@ -111,7 +114,7 @@ impl ActionKind {
         match self {
             HostSetup | ImageBuild | ClusterUp => StepKind::Setup,
             Exec | KubeadmInit | KubeadmJoin | Cni | NodeChecks | Smoke | Conformance
-            | ControlPlaneLoss | EtcdBackup => StepKind::Test,
+            | ControlPlaneLoss | EtcdBackup | Upgrade => StepKind::Test,
             ExportLogs | ClusterDown => StepKind::Teardown,
         }
     }
@@ -124,9 +127,8 @@ impl ActionKind {
             Cni => Some(Stage::Cni),
             NodeChecks | Smoke | ControlPlaneLoss => Some(Stage::Smoke),
             Conformance => Some(Stage::Conformance),
-            Exec | HostSetup | ImageBuild | ClusterUp | ExportLogs | ClusterDown | EtcdBackup => {
-                None
-            }
+            Exec | HostSetup | ImageBuild | ClusterUp | ExportLogs | ClusterDown | EtcdBackup
+            | Upgrade => None,
         }
     }
 
@@ -145,6 +147,7 @@ impl ActionKind {
             Smoke => "short cluster validation through the API: nodes, scheduling, pod and Service traffic, namespaces",
             Conformance => "run e2e.test conformance with the scenario's mode, focus and skip",
             EtcdBackup => "save an etcd snapshot (never exported) and restore it into a throwaway etcd, comparing key counts with the live cluster",
+            Upgrade => "one hop of the upgrade chain (upgrade.through): etcd backup, kubeadm upgrade plan/apply/node, drain, swap kubelet, uncordon node by node, then the gates, with API and Service disruption measured",
             ControlPlaneLoss => "stop the last control plane and measure the API's unavailability through the load balancer against disruption.api_max",
             ExportLogs => "export node journals, pod logs, manifests and cluster objects (best effort, bounded)",
             ClusterDown => "remove every resource the job created (unless --keep-cluster)",
@@ -161,6 +164,7 @@ impl ActionKind {
             KubeadmInit | NodeChecks | Cni | Smoke | Conformance => &[ClusterUp],
             KubeadmJoin => &[KubeadmInit],
             ControlPlaneLoss => &[KubeadmJoin],
+            Upgrade => &[KubeadmJoin, Cni],
             EtcdBackup => &[KubeadmInit],
         }
     }

@@ -275,10 +275,10 @@ fn validate(
                 ),
             );
         }
-        if t.workers < 0 {
+        if t.workers.count() < 0 {
             err(
                 &format!("topologies[{i}].workers"),
-                format!("must not be negative, got {}", t.workers),
+                format!("must not be negative, got {}", t.workers.count()),
             );
         }
         match &t.name {
@@ -502,8 +502,112 @@ fn validate(
         }
     }
 
+    validate_versions(s, &mut err);
     validate_ci(s, &mut err);
     (version, errs)
+}
+
+/// The upgrade chain and version-skewed node groups: obtainable, and allowed to meet.
+fn validate_versions(s: &Scenario, err: &mut impl FnMut(&str, String)) {
+    use crate::release::skew;
+    let k = &s.kubernetes;
+    let upgrade_steps: Vec<usize> = s
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, st)| st.action == ActionKind::Upgrade)
+        .map(|(i, _)| i)
+        .collect();
+    match (&s.upgrade, upgrade_steps.as_slice()) {
+        (None, [i, ..]) => err(
+            &format!("steps[{i}].action"),
+            "an upgrade step needs an `upgrade:` block naming the versions to pass through".into(),
+        ),
+        (Some(_), []) => err(
+            "upgrade",
+            "no step has `action: upgrade`, so the chain would never run".into(),
+        ),
+        (Some(_), [_, second, ..]) => err(
+            &format!("steps[{second}].action"),
+            "one upgrade step walks the whole chain (one hop each, planned as its own step); remove this one".into(),
+        ),
+        _ => {}
+    }
+    let others = k.source == SourceKind::Binaries;
+    if let Some(u) = &s.upgrade {
+        if others {
+            err(
+                "upgrade",
+                "an upgrade needs `source: debian-source` or `release` to obtain the other versions; `binaries` holds one".into(),
+            );
+        }
+        if u.through.is_empty() {
+            err(
+                "upgrade.through",
+                "name at least one version to upgrade to".into(),
+            );
+        }
+        if u.max_unavailable == 0 {
+            err("upgrade.max_unavailable", "must be at least 1".into());
+        }
+        if let Some(from) = &u.from {
+            if Some(from) != k.version.as_ref() && Some(from) != k.marker.as_ref() {
+                err(
+                    "upgrade.from",
+                    format!("{from:?} must be what `kubernetes` names (the cluster starts there)"),
+                );
+            }
+        }
+        let mut prev = k.version.clone();
+        for (i, to) in u.through.iter().enumerate() {
+            let fixed = skew::parse(to).is_ok();
+            if !fixed
+                && (k.source != SourceKind::Release || marker_minor(to).is_none() && to != "latest")
+            {
+                err(
+                    &format!("upgrade.through[{i}]"),
+                    format!(
+                        "{to:?} must be a fixed version like v1.20.3{}",
+                        if k.source == SourceKind::Release {
+                            " or a release marker"
+                        } else {
+                            " (a source build needs one)"
+                        }
+                    ),
+                );
+            }
+            match (&prev, fixed) {
+                (Some(p), true) => {
+                    if let Err(e) = skew::check_hop(p, to) {
+                        err(&format!("upgrade.through[{i}]"), e);
+                    }
+                    prev = Some(to.clone());
+                }
+                _ => prev = fixed.then(|| to.clone()),
+            }
+        }
+    }
+    for (i, t) in s.topologies.iter().enumerate() {
+        let Some(wv) = t.workers.version() else {
+            continue;
+        };
+        let f = format!("topologies[{i}].workers.version");
+        if others {
+            err(
+                &f,
+                "workers on another version need `source: debian-source` or `release` to obtain it"
+                    .into(),
+            );
+        }
+        match &k.version {
+            Some(cp) => {
+                if let Err(e) = skew::check_kubelet(cp, wv) {
+                    err(&f, e);
+                }
+            }
+            None => err(&f, "version skew needs `kubernetes.version` fixed, to check the pairing against the skew policy".into()),
+        }
+    }
 }
 
 /// The `ci` block: everything `shakedown ci generate` and the notifier rely on.

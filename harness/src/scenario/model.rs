@@ -42,6 +42,36 @@ pub struct Scenario {
     /// How much unavailability users may feel during a control-plane loss (and upgrades).
     #[serde(default, skip_serializing_if = "DisruptionSpec::is_default")]
     pub disruption: DisruptionSpec,
+    /// The upgrade chain the `upgrade` steps walk, one hop per version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeSpec>,
+}
+
+/// An upgrade chain: the cluster starts at `kubernetes` (the `from`), then each `upgrade`
+/// step takes it one hop further through `through`, in order.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeSpec {
+    /// Where the chain starts; when set it must name what `kubernetes` names (it is there
+    /// to make the chain readable in one place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The versions to pass through, oldest first, e.g. `[v1.19.16, v1.20.15]`: fixed
+    /// versions, or release markers with `source: release`. Obtained as `kubernetes` says:
+    /// from the release bucket, or for `debian-source` the same source tree built again
+    /// under this version string.
+    pub through: Vec<String>,
+    /// Workers upgraded at once (drained together); control planes always go one at a time.
+    #[serde(default = "one")]
+    pub max_unavailable: u32,
+    /// Fault injection: images of the target left out of the nodes (by name, e.g.
+    /// `kube-proxy`), to prove a broken hop is caught by its gate within its deadline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub omit_images: Vec<String>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Thresholds on measured unavailability; each becomes a pass or a failure naming the
@@ -52,6 +82,13 @@ pub struct DisruptionSpec {
     /// The longest the API may go unanswered through the load balancer.
     #[serde(with = "humantime_serde", default = "default_api_max")]
     pub api_max: Duration,
+    /// The longest a Service may go unanswered from a pod in the cluster (upgrades).
+    #[serde(with = "humantime_serde", default = "default_service_max")]
+    pub service_max: Duration,
+}
+
+fn default_service_max() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_api_max() -> Duration {
@@ -62,6 +99,7 @@ impl Default for DisruptionSpec {
     fn default() -> Self {
         DisruptionSpec {
             api_max: default_api_max(),
+            service_max: default_service_max(),
         }
     }
 }
@@ -142,7 +180,76 @@ pub struct TopologySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub control_planes: i64,
-    pub workers: i64,
+    /// A count (`workers: 2`), or a group pinned to another Kubernetes version than the
+    /// control plane's (`workers: {count: 1, version: v1.19.16}`) to test version skew.
+    pub workers: WorkersSpec,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum WorkersSpec {
+    Count(i64),
+    Group(WorkerGroup),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerGroup {
+    pub count: i64,
+    /// Their kubelet, kubeadm and kubectl: a fixed version, obtained as `kubernetes` says.
+    pub version: String,
+}
+
+/// By hand, not `untagged`: the YAML loader hands scalars over as text, and an untagged
+/// enum's error ("did not match any variant") would not say what was wrong.
+impl<'de> Deserialize<'de> for WorkersSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = WorkersSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a worker count, or {count, version}")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<WorkersSpec, E> {
+                Ok(WorkersSpec::Count(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<WorkersSpec, E> {
+                i64::try_from(v)
+                    .map(WorkersSpec::Count)
+                    .map_err(|_| E::custom(format!("{v} workers is too many")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WorkersSpec, E> {
+                v.trim().parse().map(WorkersSpec::Count).map_err(|_| {
+                    E::custom(format!(
+                        "expected a worker count, or {{count, version}}, got {v:?}"
+                    ))
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<WorkersSpec, A::Error> {
+                WorkerGroup::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(WorkersSpec::Group)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl WorkersSpec {
+    pub fn count(&self) -> i64 {
+        match self {
+            WorkersSpec::Count(n) => *n,
+            WorkersSpec::Group(g) => g.count,
+        }
+    }
+    pub fn version(&self) -> Option<&str> {
+        match self {
+            WorkersSpec::Count(_) => None,
+            WorkersSpec::Group(g) => Some(&g.version),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
