@@ -236,6 +236,7 @@ impl Action for ClusterUp {
                 .as_ref()
                 .map_or(crate::release::era::Runtime::Containerd, |a| a.runtime),
             load_balancer_image,
+            loopback_hosts: vec![crate::images::IMAGE_REPO.to_string()],
         };
         let note = |s: String| cx.note(s);
         let mut made = provider.create(&r, &spec, &note).await?;
@@ -294,15 +295,7 @@ async fn skew_workers(cx: &StepContext<'_>, c: &Cluster, version: &str) -> Resul
             crate::images::NODE_BINARIES,
         ))
         .await?;
-        r.run(c.exec(
-            &n.name,
-            &[
-                "sh",
-                "-c",
-                "systemctl daemon-reload && systemctl restart kubelet",
-            ],
-        ))
-        .await?;
+        // kubelet has no config before the join, which (re)starts it: the old one never runs.
         let got = r.output(c.exec(&n.name, &["kubelet", "--version"])).await?;
         cx.note(format!(
             "{}: kubeadm, kubelet and kubectl of {} installed (kubelet says {:?})",

@@ -447,14 +447,33 @@ pub fn probe_window(api_max: Duration) -> Duration {
 /// whether the last probe was answered. `results` are in order, each at its start, and
 /// begin with an answered baseline.
 pub fn longest_outage(results: &[(Instant, bool)], end: Instant) -> (Duration, usize, bool) {
-    let mut longest = Duration::ZERO;
+    let (window, failed, answering) = longest_outage_window(results, end);
+    (
+        window.map_or(Duration::ZERO, |(from, to)| to.duration_since(from)),
+        failed,
+        answering,
+    )
+}
+
+/// As [`longest_outage`], with the window itself: when the longest outage began (the last
+/// answer before it) and ended.
+pub fn longest_outage_window(
+    results: &[(Instant, bool)],
+    end: Instant,
+) -> (Option<(Instant, Instant)>, usize, bool) {
+    let mut longest: Option<(Instant, Instant)> = None;
+    let mut consider = |from: Instant, to: Instant| {
+        if longest.is_none_or(|(a, b)| to.duration_since(from) > b.duration_since(a)) {
+            longest = Some((from, to));
+        }
+    };
     let mut last_ok: Option<Instant> = None;
     let mut down = false;
     let mut failed = 0;
     for (at, ok) in results {
         if *ok {
             if let (true, Some(prev)) = (down, last_ok) {
-                longest = longest.max(at.duration_since(prev));
+                consider(prev, *at);
             }
             last_ok = Some(*at);
             down = false;
@@ -465,7 +484,7 @@ pub fn longest_outage(results: &[(Instant, bool)], end: Instant) -> (Duration, u
     }
     if down {
         if let Some(prev) = last_ok.or(results.first().map(|r| r.0)) {
-            longest = longest.max(end.duration_since(prev));
+            consider(prev, end);
         }
     }
     (longest, failed, !down && !results.is_empty())
@@ -616,6 +635,8 @@ mod tests {
             longest_outage(&r, at(600)),
             (Duration::from_millis(300), 3, true)
         );
+        // The window itself: from the last answer before it to the next.
+        assert_eq!(longest_outage_window(&r, at(600)).0, Some((at(0), at(300))));
         // Still down at the end: counted up to the end of probing, and not answering.
         let r = vec![(at(0), true), (at(100), false), (at(700), false)];
         assert_eq!(

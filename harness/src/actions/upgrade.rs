@@ -418,6 +418,29 @@ async fn upgrade_node(
     Ok(())
 }
 
+/// Writes `yaml` to the first control plane, applies it, and waits for `what` to roll out
+/// (bounded: 3 minutes).
+async fn apply_and_wait(
+    r: &Runner,
+    c: &Cluster,
+    name: &str,
+    yaml: &str,
+    what: &str,
+) -> Result<(), String> {
+    let cp = c.first_control_plane().name.clone();
+    let path = format!("/etc/shakedown/{name}.yaml");
+    r.run(c.write_file(&cp, &path, yaml))
+        .await
+        .map_err(|e| chain(&e))?;
+    r.run(kubectl(c, &["apply", "-f", &path]))
+        .await
+        .map_err(|e| chain(&e))?;
+    r.run(kubectl(c, &["rollout", "status", what, "--timeout=180s"]))
+        .await
+        .map_err(|e| chain(&e))
+        .map(drop)
+}
+
 /// Makes the probed workload and its prober, and waits for both.
 async fn make_workload(cx: &StepContext<'_>, c: &Cluster) -> Result<Workload, String> {
     let art = cx
@@ -426,7 +449,6 @@ async fn make_workload(cx: &StepContext<'_>, c: &Cluster) -> Result<Workload, St
         .clone()
         .ok_or("failed to find the cluster's build")?;
     let r = cx.runner();
-    let cp = c.first_control_plane().name.clone();
     let pull = art.image_set.pull_policy();
     let pdb_api = if art.version.minor >= 21 {
         "policy/v1"
@@ -434,33 +456,15 @@ async fn make_workload(cx: &StepContext<'_>, c: &Cluster) -> Result<Workload, St
         "policy/v1beta1"
     };
     let run_id = &cx.run.settings.run_id;
-    let path = "/etc/shakedown/upgrade-workload.yaml";
-    r.run(c.write_file(
-        &cp,
-        path,
-        &workload_yaml(&art.image_set.agnhost, pull, pdb_api, run_id),
-    ))
-    .await
-    .map_err(|e| chain(&e))?;
-    r.run(kubectl(c, &["apply", "-f", path]))
-        .await
-        .map_err(|e| chain(&e))?;
-    r.run(kubectl(
+    apply_and_wait(
+        &r,
         c,
-        &[
-            "rollout",
-            "status",
-            &format!("deployment/{APP}"),
-            "--timeout=180s",
-        ],
-    ))
+        "upgrade-workload",
+        &workload_yaml(&art.image_set.agnhost, pull, pdb_api, run_id),
+        &format!("deployment/{APP}"),
+    )
     .await
-    .map_err(|e| {
-        format!(
-            "the probed Deployment did not become available: {}",
-            chain(&e)
-        )
-    })?;
+    .map_err(|e| format!("the probed Deployment did not become available: {e}"))?;
     let ip = r
         .output(kubectl(
             c,
@@ -474,10 +478,10 @@ async fn make_workload(cx: &StepContext<'_>, c: &Cluster) -> Result<Workload, St
         .unwrap_or_else(|| c.first_control_plane())
         .name
         .clone();
-    let path = "/etc/shakedown/upgrade-prober.yaml";
-    r.run(c.write_file(
-        &cp,
-        path,
+    apply_and_wait(
+        &r,
+        c,
+        "upgrade-prober",
         &prober_yaml(
             &art.image_set.agnhost,
             pull,
@@ -485,23 +489,10 @@ async fn make_workload(cx: &StepContext<'_>, c: &Cluster) -> Result<Workload, St
             ip.trim(),
             run_id,
         ),
-    ))
+        &format!("daemonset/{PROBER}"),
+    )
     .await
-    .map_err(|e| chain(&e))?;
-    r.run(kubectl(c, &["apply", "-f", path]))
-        .await
-        .map_err(|e| chain(&e))?;
-    r.run(kubectl(
-        c,
-        &[
-            "rollout",
-            "status",
-            &format!("daemonset/{PROBER}"),
-            "--timeout=120s",
-        ],
-    ))
-    .await
-    .map_err(|e| format!("the prober did not start: {}", chain(&e)))?;
+    .map_err(|e| format!("the prober did not start: {e}"))?;
     cx.note(format!(
         "workload: Deployment {APP} ({REPLICAS} replicas, PodDisruptionBudget maxUnavailable 1) behind ClusterIP {}, probed every second from a pod on {prober_node}",
         ip.trim()
@@ -743,12 +734,28 @@ async fn walk(
     .await;
     check!("gate/nodes-ready-at-target".into(), t, res);
     let t = Instant::now();
+    // An image no node has and none can pull does not come: give up on it after 20 s.
+    let stuck_since = std::sync::Mutex::new(None::<Instant>);
     let res = gate_poll(cx, || async {
         let list = pods
             .list(&Default::default())
             .await
             .map_err(|e| e.to_string())?;
-        system_pods_ready(&list.items).map(drop)
+        let ready = system_pods_ready(&list.items).map(drop);
+        let mut since = stuck_since.lock().unwrap_or_else(|e| e.into_inner());
+        match (&ready, image_pull_stuck(&list.items)) {
+            (Err(e), Some(stuck)) => {
+                let first = *since.get_or_insert_with(Instant::now);
+                if first.elapsed() >= IMAGE_STUCK_FOR {
+                    return Err(GateStop::Final(format!(
+                        "{stuck} for {:.0}s (no node has the image and none can pull it); {e}",
+                        first.elapsed().as_secs_f64()
+                    )));
+                }
+            }
+            _ => *since = None,
+        }
+        ready.map_err(GateStop::Again)
     })
     .await;
     check!("gate/kube-system-ready".into(), t, res);
@@ -818,19 +825,71 @@ fn pending_left(subs: &[SubTest], failed: &str, all: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// A gate check, polled every 2 s for up to 3 minutes (and never past the step).
-async fn gate_poll<F, Fut>(cx: &StepContext<'_>, mut check: F) -> Result<(), String>
+/// Why a gate check did not pass: not yet, or not ever.
+enum GateStop {
+    Again(String),
+    Final(String),
+}
+
+impl From<String> for GateStop {
+    fn from(e: String) -> GateStop {
+        GateStop::Again(e)
+    }
+}
+
+/// How long a pod may wait on an image pull error before the gate gives up on it.
+const IMAGE_STUCK_FOR: Duration = Duration::from_secs(20);
+
+/// The first container that waits on an image it cannot get, with its reason.
+pub fn image_pull_stuck(pods: &[Pod]) -> Option<String> {
+    pods.iter().find_map(|p| {
+        let status = p.status.as_ref()?;
+        status.container_statuses.iter().flatten().find_map(|cs| {
+            let w = cs.state.as_ref()?.waiting.as_ref()?;
+            let reason = w.reason.as_deref()?;
+            matches!(
+                reason,
+                "ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull" | "InvalidImageName"
+            )
+            .then(|| {
+                format!(
+                    "pod {}/{} container {} waits: {reason} ({})",
+                    p.metadata.namespace.as_deref().unwrap_or_default(),
+                    p.metadata.name.as_deref().unwrap_or_default(),
+                    cs.name,
+                    cs.image
+                )
+            })
+        })
+    })
+}
+
+/// A gate check, polled every 2 s for up to 3 minutes (and never past the step), unless it
+/// says it will never pass.
+async fn gate_poll<F, Fut, E>(cx: &StepContext<'_>, mut check: F) -> Result<(), String>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: Into<GateStop>,
 {
     let limit = Duration::from_secs(180);
     let t = Instant::now();
+    let mut waited_on = None;
     loop {
-        let last = match check().await {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
+        let last = match check().await.map_err(Into::into) {
+            Ok(()) => {
+                if let Some(w) = waited_on.filter(|_| t.elapsed() > Duration::from_secs(10)) {
+                    cx.note(format!(
+                        "waited {:.0}s, last for: {w}",
+                        t.elapsed().as_secs_f64()
+                    ));
+                }
+                return Ok(());
+            }
+            Err(GateStop::Final(e)) => return Err(e),
+            Err(GateStop::Again(e)) => e,
         };
+        waited_on = Some(last.clone());
         if t.elapsed() > limit {
             return Err(format!("after {limit:?}: {last}"));
         }
@@ -1023,9 +1082,18 @@ async fn run_hop(
 
     // The figures, whatever happened.
     let d = &cx.run.scenario.scenario.disruption;
-    let (longest, failed, answering) = ha::longest_outage(&api, end);
+    let (api_window, failed, answering) = ha::longest_outage_window(&api, end);
+    let longest = api_window.map_or(Duration::ZERO, |(a, b)| b.duration_since(a));
+    // When, from the hop's start: the window a failure names.
+    let when = api_window.map_or_else(String::new, |(a, b)| {
+        format!(
+            " from {:.1}s to {:.1}s into the hop",
+            a.duration_since(started).as_secs_f64(),
+            b.duration_since(started).as_secs_f64()
+        )
+    });
     cx.note(format!(
-        "disruption {} → {}: API {} probe(s), {failed} failed, longest unavailability {:.1}s (allowed {:?}), answering at the end: {answering}",
+        "disruption {} → {}: API {} probe(s), {failed} failed, longest unavailability {:.1}s{when} (allowed {:?}), answering at the end: {answering}",
         h.from, h.to, api.len(), longest.as_secs_f64(), d.api_max
     ));
     cx.property("upgrade.api.probes", api.len());
@@ -1041,7 +1109,7 @@ async fn run_hop(
         ))
     } else if longest > d.api_max {
         Err(format!(
-            "the API was unavailable for {:.1}s during the hop {} → {}, more than the allowed {:?}",
+            "the API was unavailable for {:.1}s{when} during the hop {} → {}, more than the allowed {:?}",
             longest.as_secs_f64(),
             h.from,
             h.to,
@@ -1214,6 +1282,27 @@ mod tests {
         let e = nodes_at(&nodes, &["cp1".into(), "w1".into()], "v1.20.3-shakedown.1").unwrap_err();
         assert_eq!(e, "w1: kubelet v1.20.2, want v1.20.3-shakedown.1");
         assert!(nodes_at(&nodes[..1], &["cp1".into()], "v1.20.3-shakedown.1").is_ok());
+    }
+
+    #[test]
+    fn an_image_nobody_has_is_named() {
+        let pods: Vec<Pod> = serde_yaml::from_str(
+            r#"
+- metadata: {name: kube-proxy-x, namespace: kube-system}
+  status:
+    phase: Pending
+    containerStatuses:
+    - {name: kube-proxy, image: "shakedown.local/kube-proxy:v1.20.3-shakedown.1", imageID: "", ready: false, restartCount: 0, state: {waiting: {reason: ImagePullBackOff}}}
+- metadata: {name: etcd-cp1, namespace: kube-system}
+  status: {phase: Running, containerStatuses: [{name: etcd, image: e, imageID: "", ready: true, restartCount: 0, state: {running: {}}}]}
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            image_pull_stuck(&pods).unwrap(),
+            "pod kube-system/kube-proxy-x container kube-proxy waits: ImagePullBackOff (shakedown.local/kube-proxy:v1.20.3-shakedown.1)"
+        );
+        assert!(image_pull_stuck(&pods[1..]).is_none());
     }
 
     #[test]

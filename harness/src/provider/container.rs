@@ -96,13 +96,11 @@ impl ContainerProvider {
         ] {
             a.push(f.into());
         }
-        // Images built here are named shakedown.local/...; one missing from a node (a broken
-        // upgrade hop) is then pulled from this node's loopback and fails at once, instead
-        // of the name being looked up by the host's resolver.
-        a.push(format!(
-            "--add-host={}:127.0.0.1",
-            crate::images::IMAGE_REPO
-        ));
+        // A missing image built here (a broken upgrade hop) is then pulled from the node's
+        // loopback and fails at once, instead of its name going to the host's resolver.
+        for h in &spec.loopback_hosts {
+            a.push(format!("--add-host={h}:127.0.0.1"));
+        }
         // A named volume, created with the run's labels before the node (see `create`).
         let var = format!("--volume={}:/var", var_volume(name));
         match self.engine {
@@ -857,6 +855,7 @@ mod tests {
             images_tar: Some("/cache/images.tar".into()),
             runtime: Runtime::Containerd,
             load_balancer_image: None,
+            loopback_hosts: vec!["shakedown.local".into()],
         }
     }
 
@@ -891,6 +890,7 @@ mod tests {
                 "--device-cgroup-rule=a *:* rwm",
                 "--cgroupns=private",
                 "--volume=/cache/images.tar:/shakedown/images.tar:ro",
+                "--add-host=shakedown.local:127.0.0.1",
                 "--volume=n1-var:/var",
             ] {
                 assert!(a.contains(want), "{}: missing {want} in {a}", p.program());

@@ -62,6 +62,9 @@ pub struct ClusterSpec {
     /// The load balancer's image, for a cluster of several control planes (None: the API
     /// is reached at the first control plane).
     pub load_balancer_image: Option<String>,
+    /// Host names every node resolves to its own loopback: the registry names of images
+    /// built here, so a missing one is never looked up outside the machine.
+    pub loopback_hosts: Vec<String>,
 }
 
 /// Why a provider could not make or reach a cluster.
