@@ -60,7 +60,7 @@ pub fn request(cx: &StepContext<'_>) -> Result<BuildRequest, StepError> {
         version,
         // A source build stamps the version as written (`v1.20.3-shakedown.1`).
         raw_version: match k.source {
-            SourceKind::DebianSource => k.version.clone(),
+            SourceKind::DebianSource => k.version.as_deref().map(with_v),
             _ => None,
         },
         binaries,
@@ -72,6 +72,15 @@ pub fn request(cx: &StepContext<'_>) -> Result<BuildRequest, StepError> {
             .unwrap_or_else(|| crate::release::era::default_runtime(&version)),
         mirrors,
     })
+}
+
+/// A version string as binaries and image tags carry it: `1.20.2` → `v1.20.2`.
+fn with_v(v: &str) -> String {
+    if v.starts_with('v') {
+        v.to_string()
+    } else {
+        format!("v{v}")
+    }
 }
 
 /// The versions besides the main one this job runs: each upgrade hop, and the workers'
@@ -116,8 +125,7 @@ fn other_request(
     };
     Ok(BuildRequest {
         version,
-        raw_version: matches!(binaries, BinarySource::DebianSource { .. })
-            .then(|| wanted.to_string()),
+        raw_version: matches!(binaries, BinarySource::DebianSource { .. }).then(|| with_v(wanted)),
         binaries,
         node_image: Some(node_image.to_string()),
         ..main.clone()

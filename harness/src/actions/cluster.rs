@@ -294,9 +294,27 @@ async fn skew_workers(cx: &StepContext<'_>, c: &Cluster, version: &str) -> Resul
             version,
             crate::images::NODE_BINARIES,
         ))
-        .await?;
+        .await
+        .map_err(|e| {
+            StepError::infra(format!(
+                "failed to install Kubernetes {version} on {}: {}",
+                n.name,
+                crate::error::chain(&e)
+            ))
+            .with_source(e)
+        })?;
         // kubelet has no config before the join, which (re)starts it: the old one never runs.
-        let got = r.output(c.exec(&n.name, &["kubelet", "--version"])).await?;
+        let got = r
+            .output(c.exec(&n.name, &["kubelet", "--version"]))
+            .await
+            .map_err(|e| {
+                StepError::infra(format!(
+                    "failed to run the kubelet installed on {}: {}",
+                    n.name,
+                    crate::error::chain(&e)
+                ))
+                .with_source(e)
+            })?;
         cx.note(format!(
             "{}: kubeadm, kubelet and kubectl of {} installed (kubelet says {:?})",
             n.name,

@@ -444,8 +444,8 @@ pub fn probe_window(api_max: Duration) -> Duration {
 
 /// What the probes saw: the longest time between two answers (from the last answer before
 /// a failure to the next answer, or to `end` when none came), the failed probe count, and
-/// whether the last probe was answered. `results` are in order, each at its start, and
-/// begin with an answered baseline.
+/// whether the last probe was answered. `results` are in order, each at its start; without
+/// an answered baseline an outage counts from the first probe.
 pub fn longest_outage(results: &[(Instant, bool)], end: Instant) -> (Duration, usize, bool) {
     let (window, failed, answering) = longest_outage_window(results, end);
     (
@@ -472,7 +472,8 @@ pub fn longest_outage_window(
     let mut failed = 0;
     for (at, ok) in results {
         if *ok {
-            if let (true, Some(prev)) = (down, last_ok) {
+            // Down from the first probe on (no answered baseline): counted from that probe.
+            if let (true, Some(prev)) = (down, last_ok.or(results.first().map(|r| r.0))) {
                 consider(prev, *at);
             }
             last_ok = Some(*at);
@@ -642,6 +643,12 @@ mod tests {
         assert_eq!(
             longest_outage(&r, at(1700)),
             (Duration::from_millis(1700), 2, false)
+        );
+        // No answered baseline: an outage from the first probe on still counts.
+        let r = vec![(at(0), false), (at(100), false), (at(250), true)];
+        assert_eq!(
+            longest_outage(&r, at(300)),
+            (Duration::from_millis(250), 2, true)
         );
         // Never a failure: no outage.
         let r = vec![(at(0), true), (at(100), true)];

@@ -73,25 +73,29 @@ pub fn prerelease_flags(to: &str) -> Vec<String> {
 
 /// The `kubeadm upgrade` command a node other than the first control plane runs, for the
 /// target's kubeadm: `upgrade node` from 1.15; before, workers ran `upgrade node config`
-/// and further control planes had no command (and kubeadm had no upgrade before 1.8).
-pub fn upgrade_node_args(to: &str, control_plane: bool) -> Result<Vec<String>, String> {
+/// (1.11-1.14) or nothing but the kubelet swap (1.8-1.10), and further control planes had
+/// no command; kubeadm had no upgrade before 1.8. `None`: no kubeadm command.
+pub fn upgrade_node_args(to: &str, control_plane: bool) -> Result<Option<Vec<String>>, String> {
     let v = skew::parse(to)?;
     match v.minor {
-        m if m >= 15 => Ok(vec![
+        m if m >= 15 => Ok(Some(vec![
             "upgrade".into(),
             "node".into(),
             "--ignore-preflight-errors=all".into(),
-        ]),
-        m if m >= 8 && !control_plane => Ok(vec![
+        ])),
+        m if m >= 8 && control_plane => Err(format!(
+            "failed to upgrade a further control plane with kubeadm {to}: `kubeadm upgrade node` came in 1.15"
+        )),
+        m if m >= 11 => Ok(Some(vec![
             "upgrade".into(),
             "node".into(),
             "config".into(),
             format!("--kubelet-version={to}"),
-        ]),
-        m if m >= 8 => Err(format!(
-            "kubeadm {to} cannot upgrade a further control plane (`kubeadm upgrade node` came in 1.15)"
+        ])),
+        m if m >= 8 => Ok(None),
+        _ => Err(format!(
+            "failed to upgrade with kubeadm {to}: `kubeadm upgrade` came in 1.8"
         )),
-        _ => Err(format!("kubeadm {to} has no `upgrade` (it came in 1.8)")),
     }
 }
 
@@ -224,7 +228,11 @@ spec:
   template:
     metadata: {{labels: {{app: {APP}}}}}
     spec:
-      tolerations: [{{operator: Exists}}]
+      # The control-plane taints only: a pod tolerating every taint would tolerate
+      # node.kubernetes.io/unschedulable too and come back to the node being drained.
+      tolerations:
+      - {{key: node-role.kubernetes.io/master, operator: Exists, effect: NoSchedule}}
+      - {{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}}
       terminationGracePeriodSeconds: 5
       containers:
       - name: netexec
@@ -378,9 +386,13 @@ async fn upgrade_node(
     let fail = |what: &str, e: crate::process::CommandError| {
         format!("{}: failed to {what}: {}", n.name, chain(&e))
     };
-    if kubeadm_node {
-        let args = upgrade_node_args(&h.to, n.role == crate::provider::Role::ControlPlane)
-            .map_err(|e| format!("{}: {e}", n.name))?;
+    let args = if kubeadm_node {
+        upgrade_node_args(&h.to, n.role == crate::provider::Role::ControlPlane)
+            .map_err(|e| format!("{}: {e}", n.name))?
+    } else {
+        None
+    };
+    if let Some(args) = args {
         r.run(install_cmd(c, &n.name, &h.to, &["kubeadm"]))
             .await
             .map_err(|e| fail("install kubeadm", e))?;
@@ -650,6 +662,12 @@ async fn walk(
             "kubeadm upgrade plan: {wanted} line(s) name {}",
             h.to
         ));
+        if wanted == 0 {
+            return Err(format!(
+                "kubeadm upgrade plan {} does not name the target in its plan",
+                h.to
+            ));
+        }
         Ok(())
     }
     .await;
@@ -990,6 +1008,13 @@ impl Action for Upgrade {
                 .map(|a| a.raw_version.clone())
                 .unwrap_or_else(|| prev.clone())
         };
+        // Markers are resolved only now: check the hop as load time checks fixed versions.
+        skew::check_hop(&from, &art.raw_version).map_err(|e| {
+            StepError::new(format!(
+                "failed to plan the upgrade hop {from} → {}: {e}",
+                art.raw_version
+            ))
+        })?;
         let hop = Hop {
             to: art.raw_version.clone(),
             from,
@@ -1020,13 +1045,46 @@ async fn run_hop(
     workload: Option<Workload>,
 ) -> (Vec<SubTest>, Result<(), StepError>, Option<Workload>) {
     let mut subs = Vec::new();
+    // Before the hop could start: every part of it, and its figures, recorded as not run.
+    let not_started = |mut subs: Vec<SubTest>, why: &str| {
+        let cp1 = c.first_control_plane().clone();
+        let later: Vec<NodeInfo> = c.control_planes().skip(1).cloned().collect();
+        let workers: Vec<NodeInfo> = c.workers().cloned().collect();
+        let mut names = all_names(&cp1, &later, &workers);
+        names.extend([
+            "disruption/api".to_string(),
+            "disruption/service".to_string(),
+        ]);
+        for n in names {
+            subs.push(sub(
+                &n,
+                Instant::now(),
+                StepOutcome::Skipped {
+                    reason: format!("not run: {why}"),
+                },
+            ));
+        }
+        subs
+    };
     let kube = match client(c).await {
         Ok(k) => k,
-        Err(e) => return (subs, Err(e), workload),
+        Err(e) => {
+            return (
+                not_started(subs, "no client for the cluster"),
+                Err(e),
+                workload,
+            )
+        }
     };
     let cfg = match client_config(c).await {
         Ok(k) => k,
-        Err(e) => return (subs, Err(e), workload),
+        Err(e) => {
+            return (
+                not_started(subs, "no client for the cluster"),
+                Err(e),
+                workload,
+            )
+        }
     };
     let workload = match workload {
         Some(w) => w,
@@ -1044,7 +1102,7 @@ async fn run_hop(
                         StepOutcome::test_failure(e.clone()),
                     ));
                     return (
-                        subs,
+                        not_started(subs, "the probed workload did not come up"),
                         Err(StepError::new(format!(
                             "failed to make the workload probed during the upgrade: {e}"
                         ))),
@@ -1054,7 +1112,6 @@ async fn run_hop(
             }
         }
     };
-    let restarts_before = workload_restarts(&kube).await;
     let started_ms = now_ms();
     let started = Instant::now();
     let done = tokio_util::sync::CancellationToken::new();
@@ -1123,16 +1180,17 @@ async fn run_hop(
         outcome: outcome(&api_verdict),
         duration: end.duration_since(started),
     });
-    let svc_verdict = match prober_log(&kube).await {
+    // Err((true, why)): the figure could not be measured, an infrastructure failure.
+    let svc_verdict: Result<(), (bool, String)> = match prober_log(&kube).await {
         Ok(log) => {
             let samples = parse_probe_log(&log);
             let (n, longest, failed, answering) = window(&samples, started_ms, end_ms);
-            let restarts = match (restarts_before, workload_restarts(&kube).await) {
-                (Some(a), Some(b)) => format!("{}", (b - a).max(0)),
-                _ => "unknown".into(),
-            };
+            // The pods there now: those a drain replaced took their counts with them.
+            let restarts = workload_restarts(&kube)
+                .await
+                .map_or_else(|| "unknown".to_string(), |r| r.to_string());
             cx.note(format!(
-                "disruption {} → {}: Service {} probe(s) from {}, {failed} failed, longest unavailability {:.1}s (allowed {:?}), answering at the end: {answering}; workload container restarts: {restarts}",
+                "disruption {} → {}: Service {} probe(s) from {}, {failed} failed, longest unavailability {:.1}s (allowed {:?}), answering at the end: {answering}; container restarts of the workload's pods at the end: {restarts}",
                 h.from, h.to, n, workload.prober_node, longest.as_secs_f64(), d.service_max
             ));
             cx.property("upgrade.service.probes", n);
@@ -1143,33 +1201,48 @@ async fn run_hop(
             );
             cx.property("upgrade.workload.restarts", &restarts);
             if n == 0 {
-                Err("the prober recorded no probe during the hop".to_string())
+                Err((
+                    true,
+                    "the prober recorded no probe during the hop".to_string(),
+                ))
             } else if !answering {
-                Err(format!(
-                    "the Service was not answering at the end of the hop to {}",
-                    h.to
+                Err((
+                    false,
+                    format!(
+                        "the Service was not answering at the end of the hop to {}",
+                        h.to
+                    ),
                 ))
             } else if longest > d.service_max {
-                Err(format!(
-                    "the Service was unavailable for {:.1}s during the hop {} → {}, more than the allowed {:?}",
-                    longest.as_secs_f64(),
-                    h.from,
-                    h.to,
-                    d.service_max
+                Err((
+                    false,
+                    format!(
+                        "the Service was unavailable for {:.1}s during the hop {} → {}, more than the allowed {:?}",
+                        longest.as_secs_f64(),
+                        h.from,
+                        h.to,
+                        d.service_max
+                    ),
                 ))
             } else {
                 Ok(())
             }
         }
-        Err(e) => Err(e),
+        Err(e) => Err((true, e)),
     };
     subs.push(SubTest {
         name: "disruption/service".into(),
-        outcome: outcome(&svc_verdict),
+        outcome: match &svc_verdict {
+            Ok(()) => StepOutcome::Passed,
+            Err((false, e)) => StepOutcome::test_failure(e.clone()),
+            Err((true, e)) => StepOutcome::Skipped {
+                reason: format!("not measured: {e}"),
+            },
+        },
         duration: end.duration_since(started),
     });
-    if h.last && result.is_ok() {
-        // Best effort: the chain is done with them.
+    if h.last || result.is_err() {
+        // Best effort: the chain is done with them (a failed hop ends it).
         let _ = cx
             .runner()
             .run(kubectl(
@@ -1187,9 +1260,14 @@ async fn run_hop(
             .await;
     }
     let result = result.and_then(|()| {
-        api_verdict
-            .and(svc_verdict)
-            .map_err(|e| StepError::new(format!("failed the disruption threshold: {e}")))
+        api_verdict.map_err(|e| StepError::new(format!("failed the disruption threshold: {e}")))?;
+        svc_verdict.map_err(|(infra, e)| {
+            if infra {
+                StepError::infra(format!("failed to measure the Service's disruption: {e}"))
+            } else {
+                StepError::new(format!("failed the disruption threshold: {e}"))
+            }
+        })
     });
     (subs, result, Some(workload))
 }
@@ -1214,12 +1292,15 @@ mod tests {
     #[test]
     fn node_upgrades_follow_kubeadms_history() {
         assert_eq!(
-            upgrade_node_args("v1.20.3", true).unwrap()[..2],
+            upgrade_node_args("v1.20.3", true).unwrap().unwrap()[..2],
             ["upgrade", "node"]
         );
         assert!(upgrade_node_args("v1.12.10", false)
             .unwrap()
+            .unwrap()
             .contains(&"config".to_string()));
+        // 1.8-1.10: workers only swap their kubelet.
+        assert_eq!(upgrade_node_args("v1.10.13", false).unwrap(), None);
         assert!(upgrade_node_args("v1.12.10", true)
             .unwrap_err()
             .contains("1.15"));
@@ -1308,7 +1389,11 @@ mod tests {
     #[test]
     fn the_workload_survives_drains_and_the_prober_stays_put() {
         let w = workload_yaml("img", "Never", "policy/v1beta1", "r1");
-        assert!(w.contains("maxUnavailable: 1") && w.contains("operator: Exists"));
+        assert!(w.contains("maxUnavailable: 1"));
+        assert!(
+            w.contains("key: node-role.kubernetes.io/master")
+                && !w.contains("[{operator: Exists}]")
+        );
         assert!(w.contains("apiVersion: policy/v1beta1"));
         let p = prober_yaml("img", "Never", "w1", "10.96.0.7", "r1");
         assert!(p.contains("kind: DaemonSet") && p.contains("kubernetes.io/hostname: w1"));

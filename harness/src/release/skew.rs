@@ -24,7 +24,8 @@ pub fn kubelet_minors_behind(control_plane: &Version) -> u64 {
 /// One hop of an upgrade chain: forward, and at most one minor.
 pub fn check_hop(from: &str, to: &str) -> Result<(), String> {
     let (f, t) = (parse(from)?, parse(to)?);
-    if t <= f {
+    // Precedence, not Ord: build metadata (`+x`) does not make a version newer.
+    if t.cmp_precedence(&f) != std::cmp::Ordering::Greater {
         return Err(format!(
             "{to} is not newer than {from}: an upgrade hop goes forward"
         ));
@@ -37,13 +38,14 @@ pub fn check_hop(from: &str, to: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A kubelet at `kubelet` beside a control plane at `control_plane`: never newer, and at
-/// most [`kubelet_minors_behind`] minors older.
+/// A kubelet at `kubelet` beside a control plane at `control_plane`: never of a newer minor,
+/// and at most [`kubelet_minors_behind`] minors older. The policy speaks of minors: patches
+/// of one minor may meet either way.
 pub fn check_kubelet(control_plane: &str, kubelet: &str) -> Result<(), String> {
     let (cp, k) = (parse(control_plane)?, parse(kubelet)?);
-    if k > cp {
+    if (k.major, k.minor) > (cp.major, cp.minor) {
         return Err(format!(
-            "a kubelet at {kubelet} is newer than the control plane at {control_plane}; the skew policy forbids it (kubelets may only be older)"
+            "a kubelet at {kubelet} is of a newer minor than the control plane at {control_plane}; the skew policy forbids it (kubelets may only be older)"
         ));
     }
     let max = kubelet_minors_behind(&cp);
@@ -69,6 +71,8 @@ mod tests {
             .unwrap_err()
             .contains("not newer"));
         assert!(check_hop("v1.20.2", "v1.20.2").is_err());
+        // Build metadata does not make a version newer.
+        assert!(check_hop("v1.20.2", "v1.20.2+shakedown").is_err());
         assert!(check_hop("v1.18.20", "v1.20.2")
             .unwrap_err()
             .contains("skips a minor"));
@@ -87,8 +91,10 @@ mod tests {
         // From 1.28 the policy allows three.
         assert!(check_kubelet("v1.28.0", "v1.25.16").is_ok());
         assert!(check_kubelet("v1.28.0", "v1.24.17").is_err());
-        assert!(check_kubelet("v1.20.2", "v1.20.3-shakedown.1")
+        assert!(check_kubelet("v1.20.2", "v1.21.0")
             .unwrap_err()
-            .contains("newer"));
+            .contains("newer minor"));
+        // Patches of one minor may meet either way.
+        assert!(check_kubelet("v1.20.2", "v1.20.3-shakedown.1").is_ok());
     }
 }

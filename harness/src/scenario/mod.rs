@@ -507,6 +507,22 @@ fn validate(
     (version, errs)
 }
 
+/// A source build of another version is the same tree stamped again: only a version of the
+/// tree's own minor says what it is. (A hop to "v1.21.0" would run 1.20 code.)
+fn same_tree(k: &crate::scenario::KubernetesSpec, other: &str) -> Option<String> {
+    if k.source != SourceKind::DebianSource {
+        return None;
+    }
+    let tree: KubeVersion = k.version.as_deref()?.parse().ok()?;
+    let v: KubeVersion = other.parse().ok()?;
+    ((v.major, v.minor) != (tree.major, tree.minor)).then(|| {
+        format!(
+            "{other} is not of the source tree's minor ({}.{}): a debian-source build stamps the same tree with another version string, so another minor would run {}.{} code under its name; use `source: release` for other minors",
+            tree.major, tree.minor, tree.major, tree.minor
+        )
+    })
+}
+
 /// The upgrade chain and version-skewed node groups: obtainable, and allowed to meet.
 fn validate_versions(s: &Scenario, err: &mut impl FnMut(&str, String)) {
     use crate::release::skew;
@@ -561,9 +577,11 @@ fn validate_versions(s: &Scenario, err: &mut impl FnMut(&str, String)) {
         let mut prev = k.version.clone();
         for (i, to) in u.through.iter().enumerate() {
             let fixed = skew::parse(to).is_ok();
-            if !fixed
-                && (k.source != SourceKind::Release || marker_minor(to).is_none() && to != "latest")
-            {
+            if let Some(e) = same_tree(k, to) {
+                err(&format!("upgrade.through[{i}]"), e);
+            }
+            // `latest` names no minor, so no hop could be checked: a minor line's marker can.
+            if !fixed && (k.source != SourceKind::Release || marker_minor(to).is_none()) {
                 err(
                     &format!("upgrade.through[{i}]"),
                     format!(
@@ -592,6 +610,9 @@ fn validate_versions(s: &Scenario, err: &mut impl FnMut(&str, String)) {
             continue;
         };
         let f = format!("topologies[{i}].workers.version");
+        if let Some(e) = same_tree(k, wv) {
+            err(&f, e);
+        }
         if others {
             err(
                 &f,
