@@ -215,9 +215,21 @@ pub fn system_pods_ready(pods: &[Pod]) -> Result<usize, String> {
     }
 }
 
-/// The Deployment, its Service and PodDisruptionBudget (one pod may be down at a time),
-/// tolerating every taint so drains always leave somewhere to go.
-pub fn workload_yaml(image: &str, pull: &str, pdb_api: &str, run_id: &str) -> String {
+/// The Deployment, its Service and, with `pdb_api`, a PodDisruptionBudget (one pod may be
+/// down at a time). It tolerates the control-plane taints, so every node can hold it.
+pub fn workload_yaml(image: &str, pull: &str, pdb_api: Option<&str>, run_id: &str) -> String {
+    let pdb = pdb_api.map_or_else(String::new, |api| {
+        format!(
+            r#"---
+apiVersion: {api}
+kind: PodDisruptionBudget
+metadata: {{name: {APP}, namespace: default, labels: {{io.shakedown.run: "{run_id}"}}}}
+spec:
+  maxUnavailable: 1
+  selector: {{matchLabels: {{app: {APP}}}}}
+"#
+        )
+    });
     format!(
         r#"apiVersion: apps/v1
 kind: Deployment
@@ -247,14 +259,7 @@ metadata: {{name: {APP}, namespace: default, labels: {{io.shakedown.run: "{run_i
 spec:
   selector: {{app: {APP}}}
   ports: [{{port: 80, targetPort: 8080}}]
----
-apiVersion: {pdb_api}
-kind: PodDisruptionBudget
-metadata: {{name: {APP}, namespace: default, labels: {{io.shakedown.run: "{run_id}"}}}}
-spec:
-  maxUnavailable: 1
-  selector: {{matchLabels: {{app: {APP}}}}}
-"#
+{pdb}"#
     )
 }
 
@@ -462,11 +467,13 @@ async fn make_workload(cx: &StepContext<'_>, c: &Cluster) -> Result<Workload, St
         .ok_or("failed to find the cluster's build")?;
     let r = cx.runner();
     let pull = art.image_set.pull_policy();
-    let pdb_api = if art.version.minor >= 21 {
+    // With one node a drain could never evict past a budget (the evicted pods have nowhere
+    // to go): no budget then, and the Service is expected to go down while it drains.
+    let pdb_api = (c.nodes.len() > 1).then_some(if art.version.minor >= 21 {
         "policy/v1"
     } else {
         "policy/v1beta1"
-    };
+    });
     let run_id = &cx.run.settings.run_id;
     apply_and_wait(
         &r,
@@ -506,7 +513,8 @@ async fn make_workload(cx: &StepContext<'_>, c: &Cluster) -> Result<Workload, St
     .await
     .map_err(|e| format!("the prober did not start: {e}"))?;
     cx.note(format!(
-        "workload: Deployment {APP} ({REPLICAS} replicas, PodDisruptionBudget maxUnavailable 1) behind ClusterIP {}, probed every second from a pod on {prober_node}",
+        "workload: Deployment {APP} ({REPLICAS} replicas, {}) behind ClusterIP {}, probed every second from a pod on {prober_node}",
+        if pdb_api.is_some() { "PodDisruptionBudget maxUnavailable 1" } else { "no PodDisruptionBudget: one node cannot be drained past one" },
         ip.trim()
     ));
     Ok(Workload { prober_node })
@@ -1388,7 +1396,8 @@ mod tests {
 
     #[test]
     fn the_workload_survives_drains_and_the_prober_stays_put() {
-        let w = workload_yaml("img", "Never", "policy/v1beta1", "r1");
+        assert!(!workload_yaml("img", "Never", None, "r1").contains("PodDisruptionBudget"));
+        let w = workload_yaml("img", "Never", Some("policy/v1beta1"), "r1");
         assert!(w.contains("maxUnavailable: 1"));
         assert!(
             w.contains("key: node-role.kubernetes.io/master")
