@@ -174,23 +174,23 @@ fn ha() -> Result<(), Failed> {
     let (summary, dir) = ha_run()?;
     let job = &summary.jobs[0];
     let suite = &common::read_junit(&dir.join(format!("junit_{}.xml", job.context)))[0];
-    for name in [
-        "init",
-        "join",
-        "join/ha/load-balancer-sees-every-api-server",
-        "join/ha/etcd-members-healthy",
-        "etcd-backup",
-        "cni",
-        "smoke/nodes-ready",
-        "smoke/pod-to-pod-across-nodes",
-        "smoke/service-clusterip",
-        "control-plane-loss",
-    ] {
-        let c = suite.case(name);
-        check(c.result == "passed", || {
-            format!("{name} did not pass: {} {}", c.result, c.text)
-        })?;
-    }
+    cases_are(
+        suite,
+        "passed",
+        [
+            "init",
+            "join",
+            "join/ha/load-balancer-sees-every-api-server",
+            "join/ha/etcd-members-healthy",
+            "etcd-backup",
+            "cni",
+            "smoke/nodes-ready",
+            "smoke/pod-to-pod-across-nodes",
+            "smoke/service-clusterip",
+            "control-plane-loss",
+        ]
+        .map(String::from),
+    )?;
     let act = suite.case("join/ha/controllers-act-on-new-objects");
     if act.result == "skipped" {
         // Found stale watches: then only the remedy's re-check may make the gate pass.
@@ -293,7 +293,7 @@ fn upgrade() -> Result<(), Failed> {
     let (summary, dir) = ha_run()?;
     let job = &summary.jobs[0];
     let suite = &common::read_junit(&dir.join(format!("junit_{}.xml", job.context)))[0];
-    let mut parts = vec![
+    let parts = [
         "etcd-backup",
         "stage",
         "kubeadm-upgrade-plan",
@@ -307,18 +307,9 @@ fn upgrade() -> Result<(), Failed> {
         "disruption/api",
         "disruption/service",
     ];
-    parts.push("");
-    for p in parts {
-        let name = if p.is_empty() {
-            HOP.to_string()
-        } else {
-            format!("{HOP}/{p}")
-        };
-        let c = suite.case(&name);
-        check(c.result == "passed", || {
-            format!("{name} did not pass: {} {} {}", c.result, c.message, c.text)
-        })?;
-    }
+    let mut names: Vec<String> = parts.iter().map(|p| format!("{HOP}/{p}")).collect();
+    names.push(HOP.to_string());
+    cases_are(suite, "passed", names)?;
     // Each node, one testcase each: three control planes and the worker.
     let nodes: Vec<&common::Case> = suite
         .cases
@@ -371,19 +362,19 @@ fn upgrade_broken_hop() -> Result<(), Failed> {
     })?;
     let job = &summary.jobs[0];
     let suite = &common::read_junit(&dir.join(format!("junit_{}.xml", job.context)))[0];
-    for p in [
-        "etcd-backup",
-        "stage",
-        "kubeadm-upgrade-plan",
-        "kubeadm-upgrade-apply",
-        "gate/static-pods-at-target",
-        "gate/nodes-ready-at-target",
-    ] {
-        let c = suite.case(&format!("{HOP}/{p}"));
-        check(c.result == "passed", || {
-            format!("{p}: {} {}", c.result, c.text)
-        })?;
-    }
+    cases_are(
+        suite,
+        "passed",
+        [
+            "etcd-backup",
+            "stage",
+            "kubeadm-upgrade-plan",
+            "kubeadm-upgrade-apply",
+            "gate/static-pods-at-target",
+            "gate/nodes-ready-at-target",
+        ]
+        .map(|p| format!("{HOP}/{p}")),
+    )?;
     let gate = suite.case(&format!("{HOP}/gate/kube-system-ready"));
     check(gate.result == "failure" || gate.result == "failed", || {
         format!("kube-system-ready: {} {}", gate.result, gate.text)
@@ -401,12 +392,11 @@ fn upgrade_broken_hop() -> Result<(), Failed> {
         "  gate: {}",
         gate.message.lines().next().unwrap_or_default()
     );
-    for later in ["gate/etcd-healthy", "gate/smoke"] {
-        let c = suite.case(&format!("{HOP}/{later}"));
-        check(c.result == "skipped", || {
-            format!("{later}: {} {}", c.result, c.text)
-        })?;
-    }
+    cases_are(
+        suite,
+        "skipped",
+        ["gate/etcd-healthy", "gate/smoke"].map(|later| format!("{HOP}/{later}")),
+    )?;
     // Not the deadline: the gate itself stopped the hop.
     let step = suite.case(HOP);
     check(
@@ -437,20 +427,20 @@ fn skew() -> Result<(), Failed> {
     let summary = real_run(&file, "skew/docker/bridge", &dir, None, None)?;
     let job = &summary.jobs[0];
     let suite = &common::read_junit(&dir.join(format!("junit_{}.xml", job.context)))[0];
-    for name in [
-        "up",
-        "init",
-        "join",
-        "cni",
-        "smoke/nodes-ready",
-        "smoke/pod-to-pod-across-nodes",
-        "smoke/service-clusterip",
-    ] {
-        let c = suite.case(name);
-        check(c.result == "passed", || {
-            format!("{name}: {} {}", c.result, c.text)
-        })?;
-    }
+    cases_are(
+        suite,
+        "passed",
+        [
+            "up",
+            "init",
+            "join",
+            "cni",
+            "smoke/nodes-ready",
+            "smoke/pod-to-pod-across-nodes",
+            "smoke/service-clusterip",
+        ]
+        .map(String::from),
+    )?;
     check(summary.exit_code == 0, || {
         format!("expected exit 0, got {}", summary.exit_code)
     })?;
@@ -502,6 +492,25 @@ fn skew() -> Result<(), Failed> {
             ],
         || format!("kubelet versions {kubelets:?}"),
     )?;
+    Ok(())
+}
+
+/// Each named testcase (matched by suffix) has this result; the failure names the case and
+/// what it said.
+fn cases_are(
+    suite: &common::Suite,
+    result: &str,
+    names: impl IntoIterator<Item = String>,
+) -> Result<(), Failed> {
+    for name in names {
+        let c = suite.case(&name);
+        check(c.result == result, || {
+            format!(
+                "{name}: {} (want {result}) {} {}",
+                c.result, c.message, c.text
+            )
+        })?;
+    }
     Ok(())
 }
 
@@ -819,24 +828,23 @@ fn cluster(file: PathBuf, job_name: String) -> Result<(), Failed> {
             format!("node check {node_check} passed on {n} of 2 nodes")
         })?;
     }
-    for step in ["init", "join", "nodes", "cni", "smoke"] {
-        let c = suite.case(step);
-        check(c.result == "passed", || {
-            format!("{step} did not pass: {} {}", c.result, c.text)
-        })?;
-    }
-    for name in [
-        "nodes-ready",
-        "pod-on-every-node",
-        "pod-to-pod-across-nodes",
-        "service-clusterip",
-        "pods-in-their-namespace",
-    ] {
-        let c = suite.case(&format!("smoke/{name}"));
-        check(c.result == "passed", || {
-            format!("smoke/{name}: {} {}", c.result, c.text)
-        })?;
-    }
+    cases_are(
+        suite,
+        "passed",
+        ["init", "join", "nodes", "cni", "smoke"].map(String::from),
+    )?;
+    cases_are(
+        suite,
+        "passed",
+        [
+            "nodes-ready",
+            "pod-on-every-node",
+            "pod-to-pod-across-nodes",
+            "service-clusterip",
+            "pods-in-their-namespace",
+        ]
+        .map(|name| format!("smoke/{name}")),
+    )?;
     let counts: Vec<String> = [
         "selected",
         "unsupported",
@@ -1490,12 +1498,11 @@ fn existing_cluster() -> Result<(), Failed> {
     )?;
     let job = &summary.jobs[0];
     let suite = &common::read_junit(&dir.join(format!("existing/junit_{}.xml", job.context)))[0];
-    for step in ["attach", "smoke", "conformance", "detach"] {
-        let c = suite.case(step);
-        check(c.result == "passed", || {
-            format!("{step}: {} {}", c.result, c.text)
-        })?;
-    }
+    cases_are(
+        suite,
+        "passed",
+        ["attach", "smoke", "conformance", "detach"].map(String::from),
+    )?;
     let skipped = suite
         .cases
         .iter()

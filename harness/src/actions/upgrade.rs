@@ -143,6 +143,15 @@ pub fn window(samples: &[(i64, bool)], from_ms: i64, to_ms: i64) -> (usize, Dura
     (inside.len(), longest, failed, answering)
 }
 
+/// Ok when nothing was found wrong; otherwise every finding.
+fn none_wrong(wrong: Vec<String>) -> Result<(), String> {
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(wrong.join("; "))
+    }
+}
+
 /// Each control plane's static pods run the target's image and are Ready.
 pub fn static_pods_at(pods: &[Pod], control_planes: &[String], tag: &str) -> Result<(), String> {
     let mut wrong = Vec::new();
@@ -169,11 +178,7 @@ pub fn static_pods_at(pods: &[Pod], control_planes: &[String], tag: &str) -> Res
             }
         }
     }
-    if wrong.is_empty() {
-        Ok(())
-    } else {
-        Err(wrong.join("; "))
-    }
+    none_wrong(wrong)
 }
 
 /// Every node Ready, its kubelet reporting `version`.
@@ -194,11 +199,7 @@ pub fn nodes_at(nodes: &[Node], want: &[String], version: &str) -> Result<(), St
             wrong.push(e);
         }
     }
-    if wrong.is_empty() {
-        Ok(())
-    } else {
-        Err(wrong.join("; "))
-    }
+    none_wrong(wrong)
 }
 
 /// Every kube-system pod Running and Ready (or finished).
