@@ -71,6 +71,20 @@ pub fn prerelease_flags(to: &str) -> Vec<String> {
     }
 }
 
+/// `kubeadm upgrade <verb...> <to>` with the flags a pre-release needs; preflight errors are
+/// ignored as `init` skips its preflight (no cri-tools here).
+pub fn kubeadm_upgrade(verb: &[&str], to: &str) -> Vec<String> {
+    let mut a: Vec<String> = ["kubeadm", "upgrade"]
+        .iter()
+        .chain(verb)
+        .map(|s| s.to_string())
+        .collect();
+    a.push(to.to_string());
+    a.extend(prerelease_flags(to));
+    a.push("--ignore-preflight-errors=all".into());
+    a
+}
+
 /// The `kubeadm upgrade` command a node other than the first control plane runs, for the
 /// target's kubeadm: `upgrade node` from 1.15; before, workers ran `upgrade node config`
 /// (1.11-1.14) or nothing but the kubelet swap (1.8-1.10), and further control planes had
@@ -648,22 +662,13 @@ async fn walk(
     check!("stage".into(), t, staged);
 
     // 3. The first control plane: plan, apply, then its kubelet.
-    let flags = prerelease_flags(&h.to);
     let t = Instant::now();
     let plan = async {
         r.run(install_cmd(c, &cp1.name, &h.to, &["kubeadm"]))
             .await
             .map_err(|e| chain(&e))?;
-        let mut a: Vec<String> = vec![
-            "kubeadm".into(),
-            "upgrade".into(),
-            "plan".into(),
-            h.to.clone(),
-        ];
-        a.extend(flags.iter().cloned());
-        a.push("--ignore-preflight-errors=all".into());
         let out = r
-            .output(c.exec(&cp1.name, &a))
+            .output(c.exec(&cp1.name, &kubeadm_upgrade(&["plan"], &h.to)))
             .await
             .map_err(|e| chain(&e))?;
         let wanted = out.lines().filter(|l| l.contains(&h.to)).count();
@@ -682,17 +687,8 @@ async fn walk(
     .await;
     check!("kubeadm-upgrade-plan".into(), t, plan);
     let t = Instant::now();
-    let mut a: Vec<String> = vec![
-        "kubeadm".into(),
-        "upgrade".into(),
-        "apply".into(),
-        "--yes".into(),
-        h.to.clone(),
-    ];
-    a.extend(flags.iter().cloned());
-    a.push("--ignore-preflight-errors=all".into());
     let apply = r
-        .run(c.exec(&cp1.name, &a))
+        .run(c.exec(&cp1.name, &kubeadm_upgrade(&["apply", "--yes"], &h.to)))
         .await
         .map(drop)
         .map_err(|e| chain(&e));
@@ -1295,6 +1291,14 @@ mod tests {
         assert_eq!(
             prerelease_flags("v1.20.3-shakedown.1"),
             ["--allow-experimental-upgrades"]
+        );
+    }
+
+    #[test]
+    fn apply_names_the_target_and_the_flag_it_needs() {
+        assert_eq!(
+            kubeadm_upgrade(&["apply", "--yes"], "v1.20.3-shakedown.1").join(" "),
+            "kubeadm upgrade apply --yes v1.20.3-shakedown.1 --allow-experimental-upgrades --ignore-preflight-errors=all"
         );
     }
 
