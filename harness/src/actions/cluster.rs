@@ -27,7 +27,11 @@ pub fn cluster<'a>(cx: &'a StepContext<'_>) -> Result<&'a Cluster, StepError> {
 
 /// A kube client from the kubeconfig exported after `kubeadm init`.
 pub async fn client(c: &Cluster) -> Result<kube::Client, StepError> {
-    let cfg = client_config(c).await?;
+    client_of(client_config(c).await?)
+}
+
+/// A kube client from a configuration [`client_config`] read.
+pub fn client_of(cfg: kube::Config) -> Result<kube::Client, StepError> {
     kube::Client::try_from(cfg)
         .map_err(|e| StepError::infra(format!("failed to build a client for the cluster: {e}")))
 }

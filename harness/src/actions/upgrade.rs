@@ -9,7 +9,7 @@
 //! in front of a Deployment with a PodDisruptionBudget is probed every second from a pod;
 //! the hop reports the longest unavailability of each against `disruption`.
 
-use super::cluster::{client, client_config, cluster};
+use super::cluster::{client_config, client_of, cluster};
 use super::{ha, Action, JobStateExt, StepContext, StepError};
 use crate::engine::event::{StepOutcome, SubTest};
 use crate::images::KubeArtifacts;
@@ -312,6 +312,17 @@ fn sub(name: &str, t: Instant, outcome: StepOutcome) -> SubTest {
     }
 }
 
+/// A part of the hop that did not run, and why.
+fn not_run(name: &str, why: &str) -> SubTest {
+    sub(
+        name,
+        Instant::now(),
+        StepOutcome::Skipped {
+            reason: format!("not run: {why}"),
+        },
+    )
+}
+
 fn outcome(r: &Result<impl Sized, String>) -> StepOutcome {
     match r {
         Ok(_) => StepOutcome::Passed,
@@ -593,13 +604,7 @@ async fn walk(
     let all = all_names(&cp1, &later_cps, &workers);
     let stopped = |subs: &mut Vec<SubTest>, failed: &str| {
         for p in pending_left(subs, failed, &all) {
-            subs.push(sub(
-                &p,
-                Instant::now(),
-                StepOutcome::Skipped {
-                    reason: format!("not run: {failed} failed"),
-                },
-            ));
+            subs.push(not_run(&p, &format!("{failed} failed")));
         }
     };
     macro_rules! check {
@@ -1061,28 +1066,17 @@ async fn run_hop(
             "disruption/service".to_string(),
         ]);
         for n in names {
-            subs.push(sub(
-                &n,
-                Instant::now(),
-                StepOutcome::Skipped {
-                    reason: format!("not run: {why}"),
-                },
-            ));
+            subs.push(not_run(&n, why));
         }
         subs
     };
-    let kube = match client(c).await {
-        Ok(k) => k,
-        Err(e) => {
-            return (
-                not_started(subs, "no client for the cluster"),
-                Err(e),
-                workload,
-            )
-        }
+    // One read of the kubeconfig: the probes need the config, everything else a client.
+    let connected = match client_config(c).await {
+        Ok(cfg) => client_of(cfg.clone()).map(|k| (k, cfg)),
+        Err(e) => Err(e),
     };
-    let cfg = match client_config(c).await {
-        Ok(k) => k,
+    let (kube, cfg) = match connected {
+        Ok(x) => x,
         Err(e) => {
             return (
                 not_started(subs, "no client for the cluster"),
