@@ -23,6 +23,7 @@
 //! `fixtures/scenarios/cluster/ha.yaml` (an HA cluster upgraded one hop, then losing a control
 //! plane); `upgrade::broken-hop` expects a hop missing its kube-proxy image to be stopped by
 //! its gate; `skew::release-1.20/docker/bridge` runs a worker one version behind.
+//! `external-etcd::release-1.20/docker/bridge` puts etcd on three nodes of its own.
 //!
 //! Cluster trials run one at a time; artifacts stay in `artifacts/trials/`.
 
@@ -112,9 +113,10 @@ fn main() {
         }
     }
     // Trials that need docker but no particular scenario job.
-    let docker_trials: [(&str, TrialFn); 15] = [
+    let docker_trials: [(&str, TrialFn); 16] = [
         ("cluster::release-1.20-dockershim/docker/bridge", dockershim),
         ("ha::release-1.20/docker/bridge", ha),
+        ("external-etcd::release-1.20/docker/bridge", external_etcd),
         ("upgrade::release-1.20/docker/bridge", upgrade),
         ("upgrade::broken-hop", upgrade_broken_hop),
         ("skew::release-1.20/docker/bridge", skew),
@@ -240,6 +242,94 @@ fn ha() -> Result<(), Failed> {
     check(figures_line.contains("answering at the end: true"), || {
         figures_line.to_string()
     })?;
+    Ok(())
+}
+
+/// `external-etcd::release-1.20/docker/bridge`: two control planes and a worker use a
+/// three-member etcd on nodes of its own, made with `kubeadm init phase` (TLS throughout).
+/// The HA gate counts the external members; each API server names all three and no
+/// control plane runs an etcd; the backup and its drill ran on the first etcd node.
+fn external_etcd() -> Result<(), Failed> {
+    let dir = trial_dir("external-etcd");
+    let file = common::root().join("fixtures/scenarios/cluster/external-etcd.yaml");
+    let summary = real_run(&file, "external-etcd/docker/bridge", &dir, None, None)?;
+    let job = &summary.jobs[0];
+    let suite = &common::read_junit(&dir.join(format!("junit_{}.xml", job.context)))[0];
+    cases_are(
+        suite,
+        "passed",
+        [
+            "up",
+            "etcd",
+            "init",
+            "join",
+            "join/ha/load-balancer-sees-every-api-server",
+            "join/ha/etcd-members-healthy",
+            "etcd-backup",
+            "cni",
+            "smoke/nodes-ready",
+            "smoke/pod-to-pod-across-nodes",
+            "smoke/service-clusterip",
+        ]
+        .map(String::from),
+    )?;
+    check(summary.exit_code == 0, || {
+        format!("expected exit 0, got {}", summary.exit_code)
+    })?;
+    let jobdir = dir.join("jobs/docker-bridge");
+    let etcd_log = std::fs::read_to_string(jobdir.join("03-etcd.log"))?;
+    let healthy = etcd_log
+        .lines()
+        .find(|l| l.contains("every member started and healthy"))
+        .ok_or("the etcd-up log has no health line")?;
+    eprintln!("  {healthy}");
+    let members = healthy.matches("-etcd").count();
+    check(members == 3, || {
+        format!("{members} members named: {healthy}")
+    })?;
+    // The exported static pod manifests: each control plane's API server names the three
+    // members over TLS, and none runs an etcd of its own.
+    let nodes = jobdir.join("logs/nodes");
+    let mut cps = 0;
+    let mut etcd_manifests = 0;
+    for entry in std::fs::read_dir(&nodes)? {
+        let node = entry?.path();
+        let name = node
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let manifests = node.join("manifests");
+        if name.contains("-cp") {
+            cps += 1;
+            check(!manifests.join("etcd.yaml").exists(), || {
+                format!("{name} runs a stacked etcd")
+            })?;
+            let api = std::fs::read_to_string(manifests.join("kube-apiserver.yaml"))?;
+            let servers = api
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("- --etcd-servers="))
+                .ok_or_else(|| format!("{name}'s API server names no etcd servers"))?;
+            eprintln!("  {name}: --etcd-servers={servers}");
+            let urls: Vec<&str> = servers.split(',').collect();
+            check(
+                urls.len() == 3 && urls.iter().all(|u| u.starts_with("https://")),
+                || format!("{name}: --etcd-servers={servers}"),
+            )?;
+        } else if name.contains("-etcd") && manifests.join("etcd.yaml").is_file() {
+            etcd_manifests += 1;
+        }
+    }
+    check(cps == 2 && etcd_manifests == 3, || {
+        format!("{cps} control planes and {etcd_manifests} etcd manifests exported")
+    })?;
+    let backup = std::fs::read_to_string(jobdir.join("06-etcd-backup.log"))?;
+    let saved = backup
+        .lines()
+        .find(|l| l.contains("snapshot saved in"))
+        .ok_or("the etcd-backup log has no snapshot line")?;
+    eprintln!("  {saved}");
+    check(saved.contains("-etcd1 only"), || saved.to_string())?;
     Ok(())
 }
 

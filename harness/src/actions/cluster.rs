@@ -241,6 +241,11 @@ impl Action for ClusterUp {
                 .map_or(crate::release::era::Runtime::Containerd, |a| a.runtime),
             load_balancer_image,
             loopback_hosts: vec![crate::images::IMAGE_REPO.to_string()],
+            etcd_nodes: if provider.runs_commands() {
+                cx.run.scenario.scenario.cluster.etcd.nodes()
+            } else {
+                0
+            },
         };
         let note = |s: String| cx.note(s);
         let mut made = provider.create(&r, &spec, &note).await?;
@@ -248,6 +253,7 @@ impl Action for ClusterUp {
         let summary: Vec<String> = made
             .nodes
             .iter()
+            .chain(made.etcd.iter())
             .chain(made.load_balancer.iter())
             .map(|n| format!("{} ({}, {})", n.name, n.role.as_str(), n.ip))
             .collect();

@@ -76,6 +76,19 @@ fn in_etcd_image(
     detach: bool,
     args: &[&str],
 ) -> crate::process::Cmd {
+    in_etcd_image_with(c, node, image, name, detach, true, args)
+}
+
+/// [`in_etcd_image`], with the backup folder mounted or not (it must exist to be mounted).
+fn in_etcd_image_with(
+    c: &Cluster,
+    node: &str,
+    image: &str,
+    name: &str,
+    detach: bool,
+    backup: bool,
+    args: &[&str],
+) -> crate::process::Cmd {
     let mut a: Vec<String> = vec!["ctr".into(), "-n".into(), "k8s.io".into(), "run".into()];
     a.push(if detach { "-d".into() } else { "--rm".into() });
     a.extend([
@@ -83,11 +96,14 @@ fn in_etcd_image(
         "--mount".into(),
         "type=bind,src=/etc/kubernetes/pki/etcd,dst=/etc/kubernetes/pki/etcd,options=rbind:ro"
             .into(),
-        "--mount".into(),
-        format!("type=bind,src={BACKUP_DIR},dst={BACKUP_DIR},options=rbind:rw"),
-        image.into(),
-        name.into(),
     ]);
+    if backup {
+        a.extend([
+            "--mount".into(),
+            format!("type=bind,src={BACKUP_DIR},dst={BACKUP_DIR},options=rbind:rw"),
+        ]);
+    }
+    a.extend([image.into(), name.into()]);
     a.extend(args.iter().map(|s| s.to_string()));
     c.exec(node, &a)
 }
@@ -95,6 +111,63 @@ fn in_etcd_image(
 /// Keys are counted from "/" on (every Kubernetes key starts with it), the same range on
 /// both sides, at the snapshot's revision.
 const FROM_KEY: &str = "/";
+
+/// How etcdctl reaches the cluster's etcd, as kubeadm's health-check client.
+pub(super) enum Etcdctl {
+    /// Stacked: inside the first control plane's etcd pod, through the API.
+    Pod { node: String },
+    /// External: the members are no Kubernetes pods; a throwaway container of their etcd
+    /// image on the first member's node, whose certificates it mounts read-only.
+    Image { node: String, image: String },
+}
+
+impl Etcdctl {
+    /// Reads the external etcd's image from its static pod's manifest, once.
+    pub async fn of(r: &Runner, c: &Cluster) -> Result<Etcdctl, String> {
+        let node = c.etcd_host().name.clone();
+        if c.etcd.is_empty() {
+            return Ok(Etcdctl::Pod { node });
+        }
+        let manifest = r
+            .output(c.exec(&node, &["cat", "/etc/kubernetes/manifests/etcd.yaml"]))
+            .await
+            .map_err(|e| crate::error::chain(&e))?;
+        let image = etcd_image(&manifest)?;
+        Ok(Etcdctl::Image { node, image })
+    }
+
+    /// `etcdctl ARGS` against the local member, with TLS.
+    pub fn cmd(&self, c: &Cluster, args: &[&str]) -> crate::process::Cmd {
+        let mut full: Vec<&str> = vec!["etcdctl"];
+        full.extend(TLS);
+        full.extend(args);
+        match self {
+            Etcdctl::Pod { node } => {
+                let pod = format!("etcd-{node}");
+                let mut a = vec![
+                    "kubectl",
+                    "--kubeconfig=/etc/kubernetes/admin.conf",
+                    "-n",
+                    "kube-system",
+                    "exec",
+                    &pod,
+                    "--",
+                ];
+                a.extend(full);
+                c.exec(node, &a)
+            }
+            Etcdctl::Image { node, image } => {
+                static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let name = format!(
+                    "sd-etcdctl-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
+                in_etcd_image_with(c, node, image, &name, false, false, &full)
+            }
+        }
+    }
+}
 
 const TLS: [&str; 4] = [
     "--endpoints=https://127.0.0.1:2379",
@@ -324,7 +397,7 @@ pub async fn backup_and_drill(cx: &StepContext<'_>, c: &Cluster) -> Result<(), S
                 "failed to back up etcd: the restore drill runs through the node's containerd, and this cluster's runtime is docker (dockershim)",
             ));
         }
-        let node = c.first_control_plane().name.clone();
+        let node = c.etcd_host().name.clone();
         let r = cx.runner();
         // The image kubelet runs etcd from, as the static pod's manifest names it.
         let manifest = r

@@ -4,7 +4,7 @@
 use super::cluster::{client, client_config, cluster};
 use super::{Action, StepContext, StepError};
 use crate::engine::event::{StepOutcome, SubTest};
-use crate::process::{Cmd, CommandError};
+use crate::process::CommandError;
 use crate::provider::load_balancer::{self, STATS_PORT};
 use crate::provider::Cluster;
 use std::time::{Duration, Instant};
@@ -32,27 +32,6 @@ async fn backend_status(lb_ip: &str) -> Result<Vec<(String, String)>, String> {
     .await
     .map_err(|e| format!("failed to read the load balancer's stats: {e}"))??;
     load_balancer::backend_status(&body)
-}
-
-/// etcdctl in the first control plane's etcd pod, with kubeadm's health-check client.
-fn etcdctl(c: &Cluster, args: &[&str]) -> Cmd {
-    let cp = &c.first_control_plane().name;
-    let mut a = vec![
-        "kubectl".to_string(),
-        "--kubeconfig=/etc/kubernetes/admin.conf".into(),
-        "-n".into(),
-        "kube-system".into(),
-        "exec".into(),
-        format!("etcd-{cp}"),
-        "--".into(),
-        "etcdctl".into(),
-        "--endpoints=https://127.0.0.1:2379".into(),
-        "--cacert=/etc/kubernetes/pki/etcd/ca.crt".into(),
-        "--cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt".into(),
-        "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key".into(),
-    ];
-    a.extend(args.iter().map(|s| s.to_string()));
-    c.exec(cp, &a)
 }
 
 #[derive(serde::Deserialize)]
@@ -161,27 +140,26 @@ async fn wait_backends_up(cx: &StepContext<'_>, lb_ip: &str, want: usize) -> Res
     .await
 }
 
-/// Waits until etcd has one started, healthy member per control plane (bounded).
+/// Waits until etcd has every member started and healthy (bounded): one per control plane
+/// when stacked, one per etcd node when external.
 pub(super) async fn wait_etcd_healthy(
     cx: &StepContext<'_>,
     c: &Cluster,
-    want: usize,
 ) -> Result<Vec<String>, String> {
     let r = cx.runner();
+    let want = c.etcd_members();
+    let etcdctl = &super::etcd::Etcdctl::of(&r, c).await?;
     poll(cx, || {
         let r = r.clone();
         async move {
             let names = r
-                .output(etcdctl(c, &["member", "list", "-w", "json"]))
+                .output(etcdctl.cmd(c, &["member", "list", "-w", "json"]))
                 .await
                 .map_err(|e| crate::error::chain(&e))
                 .and_then(|j| members_ok(&j, want))?;
             // etcdctl exits non-zero when an endpoint is sick, and still prints the list.
             let health = match r
-                .output(etcdctl(
-                    c,
-                    &["endpoint", "health", "--cluster", "-w", "json"],
-                ))
+                .output(etcdctl.cmd(c, &["endpoint", "health", "--cluster", "-w", "json"]))
                 .await
             {
                 Ok(json) => json,
@@ -330,7 +308,7 @@ async fn gate_into(
     }
 
     let t = Instant::now();
-    let etcd_result = wait_etcd_healthy(cx, c, want).await;
+    let etcd_result = wait_etcd_healthy(cx, c).await;
     subtests.push(subtest(
         "etcd-members-healthy",
         t,

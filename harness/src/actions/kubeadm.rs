@@ -14,7 +14,9 @@ pub struct KubeadmJoin;
 const INIT_CONFIG_IN_NODE: &str = "/etc/shakedown/kubeadm-init.yaml";
 const JOIN_CONFIG_IN_NODE: &str = "/etc/shakedown/kubeadm-join.yaml";
 
-fn params(cx: &StepContext<'_>, c: &Cluster) -> Result<ClusterParams, StepError> {
+/// What kubeadm is told about the cluster, without secrets: no bootstrap token, no
+/// certificate key ([`params`] adds them). The external etcd's members render from this.
+pub(super) fn base_params(cx: &StepContext<'_>, c: &Cluster) -> Result<ClusterParams, StepError> {
     let art = cx.job().artifacts.as_ref().ok_or_else(|| {
         StepError::infra("failed to find the Kubernetes build: the plan needs an image-build step")
     })?;
@@ -30,27 +32,23 @@ fn params(cx: &StepContext<'_>, c: &Cluster) -> Result<ClusterParams, StepError>
             StepError::new(format!("failed to pick a kubeadm config API for {version}"))
         })?;
     let cp = c.first_control_plane();
-    let token = kubeadm::new_token()
-        .map_err(|e| StepError::infra(format!("failed to make a bootstrap token: {e}")))?;
-    // From here on the token is `<redacted>` in every log line, command line and error.
-    crate::process::add_secret(&token);
     let mut cert_sans = vec![
         cp.ip.clone(),
         cp.name.clone(),
         "localhost".into(),
         "127.0.0.1".into(),
     ];
-    let certificate_key = match &c.load_balancer {
-        Some(lb) => {
-            cert_sans.extend([lb.ip.clone(), lb.name.clone()]);
-            let key = kubeadm::new_certificate_key()
-                .map_err(|e| StepError::infra(format!("failed to make a certificate key: {e}")))?;
-            // It decrypts the cluster's CA keys: never in a log or an artifact.
-            crate::process::add_secret(&key);
-            Some(key)
-        }
-        None => None,
-    };
+    if let Some(lb) = &c.load_balancer {
+        cert_sans.extend([lb.ip.clone(), lb.name.clone()]);
+    }
+    let members: Vec<kubeadm::etcd::Member> = c
+        .etcd
+        .iter()
+        .map(|n| kubeadm::etcd::Member {
+            name: n.name.clone(),
+            ip: n.ip.clone(),
+        })
+        .collect();
     Ok(ClusterParams {
         version,
         api,
@@ -64,9 +62,29 @@ fn params(cx: &StepContext<'_>, c: &Cluster) -> Result<ClusterParams, StepError>
         rbac: s.scenario.cluster.rbac,
         control_plane_endpoint: c.api_endpoint(),
         cert_sans,
-        token,
-        certificate_key,
+        token: String::new(),
+        certificate_key: None,
+        external_etcd: kubeadm::etcd::endpoints(&members),
     })
+}
+
+/// [`base_params`] with a new bootstrap token and, behind a load balancer, a certificate
+/// key; both are registered as secrets the moment they exist.
+fn params(cx: &StepContext<'_>, c: &Cluster) -> Result<ClusterParams, StepError> {
+    let mut p = base_params(cx, c)?;
+    let token = kubeadm::new_token()
+        .map_err(|e| StepError::infra(format!("failed to make a bootstrap token: {e}")))?;
+    // From here on the token is `<redacted>` in every log line, command line and error.
+    crate::process::add_secret(&token);
+    p.token = token;
+    if c.load_balancer.is_some() {
+        let key = kubeadm::new_certificate_key()
+            .map_err(|e| StepError::infra(format!("failed to make a certificate key: {e}")))?;
+        // It decrypts the cluster's CA keys: never in a log or an artifact.
+        crate::process::add_secret(&key);
+        p.certificate_key = Some(key);
+    }
+    Ok(p)
 }
 
 /// Where the job's admin kubeconfig goes: the run's work folder, not the artifacts.
@@ -246,7 +264,7 @@ impl Action for KubeadmJoin {
                     t.control_planes - 1
                 ),
             );
-            v.push("HA gate: the load balancer sees every API server up, etcd has one healthy member per control plane".into());
+            v.push("HA gate: the load balancer sees every API server up, etcd has every member healthy (one per control plane, or each external member)".into());
         }
         v
     }

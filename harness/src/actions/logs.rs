@@ -54,10 +54,11 @@ impl Action for ExportLogs {
                 c.provider.name()
             ));
         }
-        let nodes = if c.provider.runs_commands() {
-            c.nodes.as_slice()
+        // Kubernetes nodes and the external etcd's nodes (whose kubelet runs etcd).
+        let nodes: Vec<&crate::provider::NodeInfo> = if c.provider.runs_commands() {
+            c.nodes.iter().chain(c.etcd.iter()).collect()
         } else {
-            &[]
+            Vec::new()
         };
         let mut captures = Vec::new();
         for n in nodes {

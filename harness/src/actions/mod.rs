@@ -7,6 +7,7 @@ pub mod cluster;
 mod cni;
 mod conformance;
 mod etcd;
+mod etcd_up;
 mod exec;
 mod ha;
 mod host;
@@ -33,6 +34,7 @@ pub fn lookup(kind: ActionKind) -> Box<dyn Action> {
         ActionKind::HostSetup => Box::new(host::HostSetup),
         ActionKind::ImageBuild => Box::new(build::ImageBuild),
         ActionKind::ClusterUp => Box::new(cluster::ClusterUp),
+        ActionKind::EtcdUp => Box::new(etcd_up::EtcdUp),
         ActionKind::KubeadmInit => Box::new(kubeadm::KubeadmInit),
         ActionKind::KubeadmJoin => Box::new(kubeadm::KubeadmJoin),
         ActionKind::Cni => Box::new(cni::Cni),

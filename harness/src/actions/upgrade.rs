@@ -788,11 +788,9 @@ async fn walk(
     .await;
     check!("gate/kube-system-ready".into(), t, res);
     let t = Instant::now();
-    let res = ha::wait_etcd_healthy(cx, c, cps.len())
-        .await
-        .map(|members| {
-            cx.note(format!("etcd members healthy: {}", members.join(", ")));
-        });
+    let res = ha::wait_etcd_healthy(cx, c).await.map(|members| {
+        cx.note(format!("etcd members healthy: {}", members.join(", ")));
+    });
     check!("gate/etcd-healthy".into(), t, res);
     let t = Instant::now();
     let res = super::smoke::run_checks(cx, c).await;

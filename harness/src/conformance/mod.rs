@@ -42,6 +42,22 @@ pub fn selection(spec: &ConformanceSpec) -> Selection {
     }
 }
 
+/// Why a spec cannot be judged on a cluster whose oldest kubelet is `kubelet`: e2e tags
+/// specs that need a newer one `[MinimumKubeletVersion:1.21]` (kinder skips them in its
+/// kubelet-skew jobs the same way). None: the spec asks for no newer kubelet.
+pub fn needs_newer_kubelet(spec: &str, kubelet: &crate::release::KubeVersion) -> Option<String> {
+    const TAG: &str = "[MinimumKubeletVersion:";
+    let at = spec.find(TAG)?;
+    let rest = &spec[at + TAG.len()..];
+    let wanted: crate::release::KubeVersion = rest[..rest.find(']')?].parse().ok()?;
+    ((wanted.major, wanted.minor) > (kubelet.major, kubelet.minor)).then(|| {
+        format!(
+            "needs kubelet {}.{} or newer, and the version-skewed nodes run kubelet {}.{}",
+            wanted.major, wanted.minor, kubelet.major, kubelet.minor
+        )
+    })
+}
+
 /// `KUBE_TEST_REPO_LIST`: every registry key of the e2e image manifest points at the local
 /// repository, so e2e.test uses the images built here.
 pub fn repo_list(registry: &str) -> String {
@@ -191,6 +207,26 @@ mod tests {
             image: None,
             e2e_binaries: None,
         }
+    }
+
+    #[test]
+    fn specs_tagged_for_a_newer_kubelet_than_the_skewed_nodes_are_told_apart() {
+        let v118: crate::release::KubeVersion = "v1.18.20".parse().unwrap();
+        let spec = "[sig-node] Pods should support pod readiness gates [MinimumKubeletVersion:1.19] [Conformance]";
+        let why = needs_newer_kubelet(spec, &v118).unwrap();
+        assert!(why.contains("kubelet 1.19 or newer"), "{why}");
+        assert!(why.contains("run kubelet 1.18"), "{why}");
+        let v119: crate::release::KubeVersion = "v1.19.0".parse().unwrap();
+        assert_eq!(needs_newer_kubelet(spec, &v119), None);
+        assert_eq!(
+            needs_newer_kubelet("[sig-apps] Deployment [Conformance]", &v118),
+            None
+        );
+        // A malformed tag asks for nothing it can be held to.
+        assert_eq!(
+            needs_newer_kubelet("x [MinimumKubeletVersion:soon]", &v118),
+            None
+        );
     }
 
     #[test]

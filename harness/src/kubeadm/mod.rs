@@ -2,6 +2,8 @@
 //! differ across releases: v1alpha1 `MasterConfiguration` (1.6-1.10), v1beta2 (1.15-1.21),
 //! v1beta3 (1.22+), v1beta4 (1.31+, extra args become name/value lists).
 
+pub mod etcd;
+
 use crate::release::{self, KubeVersion};
 use std::fmt::Write;
 
@@ -31,6 +33,10 @@ pub struct ClusterParams {
     /// Several control planes: the key that encrypts the certificates `kubeadm init
     /// --upload-certs` puts in the cluster, for `join --control-plane` to fetch.
     pub certificate_key: Option<String>,
+    /// The client URLs of an external etcd (empty: kubeadm runs etcd on the control
+    /// planes). Its CA and the API server's client certificate are at [`etcd::CA_CERT`],
+    /// [`etcd::CLIENT_CERT`] and [`etcd::CLIENT_KEY`] on the first control plane.
+    pub external_etcd: Vec<String>,
 }
 
 /// A node being initialised or joined.
@@ -84,7 +90,7 @@ fn has_certificate_key(api: &str) -> bool {
     )
 }
 
-fn check(p: &ClusterParams) -> Result<(), RenderError> {
+pub(crate) fn check(p: &ClusterParams) -> Result<(), RenderError> {
     if p.certificate_key.is_some() && !has_certificate_key(&p.api) {
         return Err(RenderError::NoCertificateUpload {
             version: p.version,
@@ -104,7 +110,13 @@ fn check(p: &ClusterParams) -> Result<(), RenderError> {
 }
 
 /// `key: value` pairs as a map (up to v1beta3) or as a name/value list (v1beta4).
-fn extra_args(out: &mut String, indent: &str, key: &str, args: &[(&str, String)], as_list: bool) {
+pub(crate) fn extra_args(
+    out: &mut String,
+    indent: &str,
+    key: &str,
+    args: &[(&str, String)],
+    as_list: bool,
+) {
     if args.is_empty() {
         return;
     }
@@ -128,7 +140,7 @@ fn kubelet_args(p: &ClusterParams, node: &NodeParams) -> Vec<(&'static str, Stri
 }
 
 /// The `nodeRegistration` block init and join configurations share.
-fn node_registration(out: &mut String, p: &ClusterParams, node: &NodeParams) {
+pub(crate) fn node_registration(out: &mut String, p: &ClusterParams, node: &NodeParams) {
     let _ = writeln!(
         out,
         "nodeRegistration:\n  name: {}\n  criSocket: {}",
@@ -147,7 +159,7 @@ fn node_registration(out: &mut String, p: &ClusterParams, node: &NodeParams) {
 
 /// Kubelet settings every node container needs: cgroupfs (the node runs no systemd cgroup
 /// delegation), no swap check, and no disk-pressure evictions caused by the host's disk.
-const KUBELET_CONFIGURATION: &str = "\
+pub(crate) const KUBELET_CONFIGURATION: &str = "\
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: cgroupfs
@@ -207,7 +219,19 @@ pub fn init_config(p: &ClusterParams, node: &NodeParams) -> Result<String, Rende
         "networking:\n  podSubnet: {}\n  serviceSubnet: {}\n  dnsDomain: cluster.local",
         p.pod_subnet, p.service_subnet
     );
-    if let Some(tag) = &p.etcd_image_tag {
+    if !p.external_etcd.is_empty() {
+        let _ = writeln!(out, "etcd:\n  external:\n    endpoints:");
+        for e in &p.external_etcd {
+            let _ = writeln!(out, "    - \"{e}\"");
+        }
+        let _ = writeln!(
+            out,
+            "    caFile: {}\n    certFile: {}\n    keyFile: {}",
+            etcd::CA_CERT,
+            etcd::CLIENT_CERT,
+            etcd::CLIENT_KEY
+        );
+    } else if let Some(tag) = &p.etcd_image_tag {
         let _ = writeln!(
             out,
             "etcd:\n  local:\n    imageRepository: {}\n    imageTag: {tag}",
@@ -422,6 +446,7 @@ mod tests {
             cert_sans: vec!["127.0.0.1".into(), "172.18.0.2".into()],
             token: "abcdef.0123456789abcdef".into(),
             certificate_key: None,
+            external_etcd: Vec::new(),
         }
     }
 

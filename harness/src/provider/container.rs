@@ -262,6 +262,9 @@ pub fn node_names(spec: &ClusterSpec) -> Vec<(String, Role)> {
     for i in 1..=spec.workers {
         v.push((format!("{}-w{i}", spec.name), Role::Worker));
     }
+    for i in 1..=spec.etcd_nodes {
+        v.push((format!("{}-etcd{i}", spec.name), Role::Etcd));
+    }
     v
 }
 
@@ -414,11 +417,16 @@ impl Provider for ContainerProvider {
         }
         for (name, role) in node_names(spec) {
             // Registered before it starts, so a failure below still removes it.
-            cluster.nodes.push(NodeInfo {
+            let info = NodeInfo {
                 name: name.clone(),
                 role,
                 ip: String::new(),
-            });
+            };
+            if role == Role::Etcd {
+                cluster.etcd.push(info);
+            } else {
+                cluster.nodes.push(info);
+            }
             let mut vol = vec!["volume".to_string(), "create".into()];
             vol.extend(labels(spec));
             vol.push(var_volume(&name));
@@ -428,13 +436,14 @@ impl Provider for ContainerProvider {
         }
         note(format!(
             "{} node container(s) started with {}; waiting for systemd",
-            cluster.nodes.len(),
+            cluster.nodes.len() + cluster.etcd.len(),
             self.program()
         ));
         futures::future::try_join_all(
             cluster
                 .nodes
                 .iter()
+                .chain(cluster.etcd.iter())
                 .map(|n| wait_for_systemd(r, &cluster, &n.name)),
         )
         .await?;
@@ -459,6 +468,7 @@ impl Provider for ContainerProvider {
                 cluster
                     .nodes
                     .iter()
+                    .chain(cluster.etcd.iter())
                     .map(|n| r.run(cluster.exec(&n.name, import))),
             )
             .await?;
@@ -473,7 +483,7 @@ impl Provider for ContainerProvider {
                 format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}")
             }
         };
-        for n in cluster.nodes.iter_mut() {
+        for n in cluster.nodes.iter_mut().chain(cluster.etcd.iter_mut()) {
             n.ip = r
                 .output(self.cmd().args(["inspect", "--format", &template, &n.name]))
                 .await?;
@@ -856,6 +866,7 @@ mod tests {
             runtime: Runtime::Containerd,
             load_balancer_image: None,
             loopback_hosts: vec!["shakedown.local".into()],
+            etcd_nodes: 0,
         }
     }
 

@@ -26,6 +26,9 @@ pub enum Role {
     Worker,
     /// haproxy in front of several control planes: not a Kubernetes node.
     LoadBalancer,
+    /// A member of an external etcd (`cluster.etcd: external`): the node image, whose
+    /// kubelet runs etcd as a static pod and joins no cluster. Not a Kubernetes node.
+    Etcd,
 }
 
 impl Role {
@@ -34,6 +37,7 @@ impl Role {
             Role::ControlPlane => "control-plane",
             Role::Worker => "worker",
             Role::LoadBalancer => "load-balancer",
+            Role::Etcd => "etcd",
         }
     }
 }
@@ -65,6 +69,9 @@ pub struct ClusterSpec {
     /// Host names every node resolves to its own loopback: the registry names of images
     /// built here, so a missing one is never looked up outside the machine.
     pub loopback_hosts: Vec<String>,
+    /// Members of an external etcd, each on a node of its own (0: etcd is stacked on the
+    /// control planes).
+    pub etcd_nodes: u32,
 }
 
 /// Why a provider could not make or reach a cluster.
@@ -174,6 +181,9 @@ pub struct Cluster {
     pub nodes: Vec<NodeInfo>,
     /// The load balancer in front of the control planes, when there are several.
     pub load_balancer: Option<NodeInfo>,
+    /// The external etcd's nodes (empty: etcd is stacked on the control planes). Kept
+    /// apart from `nodes`, which are Kubernetes nodes.
+    pub etcd: Vec<NodeInfo>,
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig belongs to someone else: never removed.
     pub kubeconfig_borrowed: bool,
@@ -203,6 +213,7 @@ impl Cluster {
             run_id: run_id.to_string(),
             nodes: Vec::new(),
             load_balancer: None,
+            etcd: Vec::new(),
             kubeconfig: None,
             kubeconfig_borrowed: false,
             keep: false,
@@ -227,11 +238,28 @@ impl Cluster {
     pub fn node_names(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.name.clone()).collect()
     }
-    /// Every container of the cluster: the nodes and the load balancer.
+    /// Every container of the cluster: the nodes, the etcd nodes and the load balancer.
     pub fn container_names(&self) -> Vec<String> {
         let mut v = self.node_names();
+        v.extend(self.etcd.iter().map(|n| n.name.clone()));
         v.extend(self.load_balancer.iter().map(|l| l.name.clone()));
         v
+    }
+    /// Where etcdctl reaches etcd with kubeadm's health-check client: the first external
+    /// etcd node, else the first control plane (stacked).
+    pub fn etcd_host(&self) -> &NodeInfo {
+        self.etcd
+            .first()
+            .unwrap_or_else(|| self.first_control_plane())
+    }
+    /// How many etcd members the cluster should have: one per external etcd node, else one
+    /// per control plane.
+    pub fn etcd_members(&self) -> usize {
+        if self.etcd.is_empty() {
+            self.control_planes().count()
+        } else {
+            self.etcd.len()
+        }
     }
     /// `host:port` where nodes and kubeconfigs reach the API: the load balancer when there
     /// is one, else the first control plane.

@@ -56,6 +56,7 @@ pub enum ActionKind {
     HostSetup,
     ImageBuild,
     ClusterUp,
+    EtcdUp,
     KubeadmInit,
     KubeadmJoin,
     Cni,
@@ -70,11 +71,12 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 15] = [
+    pub const ALL: [ActionKind; 16] = [
         ActionKind::Exec,
         ActionKind::HostSetup,
         ActionKind::ImageBuild,
         ActionKind::ClusterUp,
+        ActionKind::EtcdUp,
         ActionKind::KubeadmInit,
         ActionKind::KubeadmJoin,
         ActionKind::Cni,
@@ -95,6 +97,7 @@ impl ActionKind {
             ActionKind::HostSetup => "host-setup",
             ActionKind::ImageBuild => "image-build",
             ActionKind::ClusterUp => "cluster-up",
+            ActionKind::EtcdUp => "etcd-up",
             ActionKind::KubeadmInit => "kubeadm-init",
             ActionKind::KubeadmJoin => "kubeadm-join",
             ActionKind::Cni => "cni",
@@ -113,7 +116,7 @@ impl ActionKind {
         use ActionKind::*;
         match self {
             HostSetup | ImageBuild | ClusterUp => StepKind::Setup,
-            Exec | KubeadmInit | KubeadmJoin | Cni | NodeChecks | Smoke | Conformance
+            Exec | EtcdUp | KubeadmInit | KubeadmJoin | Cni | NodeChecks | Smoke | Conformance
             | ControlPlaneLoss | EtcdBackup | Upgrade => StepKind::Test,
             ExportLogs | ClusterDown => StepKind::Teardown,
         }
@@ -127,8 +130,8 @@ impl ActionKind {
             Cni => Some(Stage::Cni),
             NodeChecks | Smoke | ControlPlaneLoss => Some(Stage::Smoke),
             Conformance => Some(Stage::Conformance),
-            Exec | HostSetup | ImageBuild | ClusterUp | ExportLogs | ClusterDown | EtcdBackup
-            | Upgrade => None,
+            Exec | HostSetup | ImageBuild | ClusterUp | EtcdUp | ExportLogs | ClusterDown
+            | EtcdBackup | Upgrade => None,
         }
     }
 
@@ -140,6 +143,7 @@ impl ActionKind {
             HostSetup => "install the Debian packages real clusters need and start dockerd",
             ImageBuild => "build or reuse Kubernetes binaries, component images and the node image, cached by content",
             ClusterUp => "create the job's nodes with its provider",
+            EtcdUp => "external etcd (cluster.etcd: external): certificates and static pods from `kubeadm init phase` on three etcd nodes, TLS throughout, until every member is healthy",
             KubeadmInit => "render the kubeadm config for the version and run kubeadm init on the first control plane",
             KubeadmJoin => "join the other nodes, in parallel",
             Cni => "apply the CNI variant, then wait in order for: nodes registered, CNI applied, nodes and kube-system pods Ready",
@@ -161,7 +165,7 @@ impl ActionKind {
         use ActionKind::*;
         match self {
             Exec | HostSetup | ImageBuild | ClusterUp | ExportLogs | ClusterDown => &[],
-            KubeadmInit | NodeChecks | Cni | Smoke | Conformance => &[ClusterUp],
+            EtcdUp | KubeadmInit | NodeChecks | Cni | Smoke | Conformance => &[ClusterUp],
             KubeadmJoin => &[KubeadmInit],
             ControlPlaneLoss => &[KubeadmJoin],
             Upgrade => &[KubeadmJoin, Cni],

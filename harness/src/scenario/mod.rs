@@ -502,9 +502,74 @@ fn validate(
         }
     }
 
+    validate_etcd(s, version, &mut err);
     validate_versions(s, &mut err);
     validate_ci(s, &mut err);
     (version, errs)
+}
+
+/// `cluster.etcd: external` and the `etcd-up` step go together, before `kubeadm-init`, on
+/// releases and runtimes that can have one.
+fn validate_etcd(s: &Scenario, version: Option<KubeVersion>, err: &mut impl FnMut(&str, String)) {
+    let ups: Vec<usize> = s
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, st)| st.action == ActionKind::EtcdUp)
+        .map(|(i, _)| i)
+        .collect();
+    let init = s
+        .steps
+        .iter()
+        .position(|st| st.action == ActionKind::KubeadmInit);
+    match (s.cluster.etcd, ups.as_slice()) {
+        (EtcdMode::Stacked, [i, ..]) => err(
+            &format!("steps[{i}].action"),
+            "etcd-up makes an external etcd: it needs `cluster.etcd: external`".into(),
+        ),
+        (EtcdMode::External, []) => err(
+            "cluster.etcd",
+            "an external etcd needs an `etcd-up` step before kubeadm-init to make it".into(),
+        ),
+        (EtcdMode::External, [_, second, ..]) => err(
+            &format!("steps[{second}].action"),
+            "one etcd-up step makes the whole external etcd; remove this one".into(),
+        ),
+        (EtcdMode::External, [i]) => {
+            if let Some(j) = init.filter(|j| j < i) {
+                err(
+                    &format!("steps[{i}].action"),
+                    format!("etcd-up must come before kubeadm-init (steps[{j}]): the control plane is configured to use it"),
+                );
+            }
+        }
+        (EtcdMode::Stacked, []) => {}
+    }
+    if s.cluster.etcd != EtcdMode::External {
+        return;
+    }
+    if let Some(v) = version.filter(|v| v.minor < 13) {
+        err(
+            "cluster.etcd",
+            format!("an external etcd is made with `kubeadm init phase certs etcd-*` and `init phase etcd local`, which kubeadm {v} lacks (1.13 or later)"),
+        );
+    }
+    if s.cluster.runtime == Some(crate::release::era::Runtime::Docker) {
+        err(
+            "cluster.etcd",
+            "an external etcd's members run etcd through containerd; `cluster.runtime: docker` has no containerd for their kubelet".into(),
+        );
+    }
+    if let Some(i) = s
+        .providers
+        .iter()
+        .position(|p| *p == ProviderKind::Existing)
+    {
+        err(
+            &format!("providers[{i}]"),
+            "an existing cluster has its etcd already; `cluster.etcd: external` makes one on new nodes".into(),
+        );
+    }
 }
 
 /// A source build of another version is the same tree stamped again: only a version of the

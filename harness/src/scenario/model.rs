@@ -280,6 +280,39 @@ pub struct ClusterSpec {
     /// fails. Either way it is reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_watch_remedy: Option<StaleWatchRemedy>,
+    /// Where etcd runs: `stacked` on the control planes (kubeadm's default), or
+    /// `external`: a 3-member etcd with TLS on nodes of its own, made by an `etcd-up` step.
+    #[serde(default, skip_serializing_if = "EtcdMode::is_stacked")]
+    pub etcd: EtcdMode,
+}
+
+/// Where etcd runs (`cluster.etcd`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EtcdMode {
+    /// One member on each control plane, managed by kubeadm.
+    #[default]
+    Stacked,
+    /// [`EXTERNAL_ETCD_MEMBERS`] members on nodes of their own, following kubeadm's guide
+    /// to an HA etcd: certificates and static pods from `kubeadm init phase`, a kubelet
+    /// that only runs static pods, and `etcd.external` in the cluster's configuration.
+    External,
+}
+
+/// The size of an external etcd: three tolerate the loss of one member.
+pub const EXTERNAL_ETCD_MEMBERS: u32 = 3;
+
+impl EtcdMode {
+    pub fn is_stacked(&self) -> bool {
+        *self == EtcdMode::Stacked
+    }
+    /// How many etcd nodes a provider makes for it.
+    pub fn nodes(self) -> u32 {
+        match self {
+            EtcdMode::Stacked => 0,
+            EtcdMode::External => EXTERNAL_ETCD_MEMBERS,
+        }
+    }
 }
 
 /// A remedy for stale API watches after control planes joined.
@@ -315,6 +348,7 @@ impl Default for ClusterSpec {
             runtime: None,
             registry_mirrors: Vec::new(),
             stale_watch_remedy: None,
+            etcd: EtcdMode::Stacked,
         }
     }
 }

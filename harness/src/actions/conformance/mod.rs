@@ -248,6 +248,15 @@ fn verdict(c: &Counts) -> Result<(), StepError> {
     Ok(())
 }
 
+/// The kubelet of version-skewed workers, when older than the control plane's (None: every
+/// kubelet is at the cluster's version).
+fn oldest_kubelet(cx: &StepContext<'_>) -> Option<crate::release::KubeVersion> {
+    let skewed: crate::release::KubeVersion =
+        cx.job.topology.worker_version.as_deref()?.parse().ok()?;
+    let cluster = cx.job().artifacts.as_ref()?.version;
+    ((skewed.major, skewed.minor) < (cluster.major, cluster.minor)).then_some(skewed)
+}
+
 /// Steps 1 to 4, the same for every runner.
 async fn flow(
     cx: &mut StepContext<'_>,
@@ -263,13 +272,28 @@ async fn flow(
     selected.sort();
     cx.note(format!("{} spec(s) selected", selected.len()));
 
-    // 2. Which cannot pass here, and which are outside this shard.
+    // 2. Which cannot pass here, which need a newer kubelet than version-skewed nodes
+    // have, and which are outside this shard.
     let mut subtests = Vec::new();
     let mut runnable = Vec::new();
     let mut unsupported = 0;
     let mut outside = 0;
+    let mut skewed = 0;
+    let oldest_kubelet = oldest_kubelet(cx);
     for name in &selected {
-        if let Some(reason) = classifier.reason(name, available) {
+        if let Some(reason) = oldest_kubelet
+            .as_ref()
+            .and_then(|k| conformance::needs_newer_kubelet(name, k))
+        {
+            skewed += 1;
+            subtests.push((
+                name.clone(),
+                StepOutcome::Skipped {
+                    reason: format!("version skew: {reason}"),
+                },
+                Duration::ZERO,
+            ));
+        } else if let Some(reason) = classifier.reason(name, available) {
             unsupported += 1;
             subtests.push((
                 name.clone(),
@@ -290,8 +314,13 @@ async fn flow(
         }
     }
     cx.note(format!(
-        "{} runnable, {unsupported} unsupported here{}",
+        "{} runnable, {unsupported} unsupported here{}{}",
         runnable.len(),
+        if skewed > 0 {
+            format!(", {skewed} needing a newer kubelet than the skewed nodes'")
+        } else {
+            String::new()
+        },
         if outside > 0 {
             format!(", {outside} outside this shard")
         } else {
