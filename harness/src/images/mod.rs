@@ -113,6 +113,8 @@ pub enum BuildError {
     },
     #[error("failed to reach the registry at {url} after 50 tries: {last}")]
     RegistryDown { url: String, last: String },
+    #[error("{what}")]
+    BridgeAddress { what: String },
     #[error("failed to prepare {path}")]
     Io {
         path: PathBuf,

@@ -125,15 +125,37 @@ pub async fn start(
 
 /// docker's bridge address: nodes reach the registry there, and nothing outside does.
 async fn bridge_gateway(r: &Runner) -> Result<String, BuildError> {
-    r.output(Cmd::new("docker").args([
-        "network",
-        "inspect",
-        "bridge",
-        "--format",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ]))
-    .await
-    .map_err(stage("find docker's bridge address"))
+    let ipam = r
+        .output(Cmd::new("docker").args([
+            "network",
+            "inspect",
+            "bridge",
+            "--format",
+            "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}",
+        ]))
+        .await
+        .map_err(stage("find docker's bridge address"))?;
+    gateway_of(&ipam).map_err(|what| BuildError::BridgeAddress { what })
+}
+
+/// The bridge's address from `<subnet> [<gateway>]`. A daemon that was given no gateway
+/// (a fresh dockerd may list the subnet alone) puts its bridge on the subnet's first
+/// address. Never empty: an empty address would publish the registry on every interface.
+pub fn gateway_of(ipam: &str) -> Result<String, String> {
+    let mut words = ipam.split_whitespace();
+    let subnet = words.next().unwrap_or_default();
+    if let Some(gw) = words.next() {
+        return Ok(gw.to_string());
+    }
+    let net: std::net::Ipv4Addr = subnet
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| {
+            format!("failed to find docker's bridge address: its network lists {ipam:?}, no IPv4 subnet or gateway")
+        })?;
+    Ok(std::net::Ipv4Addr::from(u32::from(net) + 1).to_string())
 }
 
 /// The registry on `port` as nodes reach it.
@@ -264,6 +286,19 @@ pub async fn pushes_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bridge_address_is_never_empty() {
+        assert_eq!(
+            gateway_of("172.17.0.0/16 172.17.0.1").unwrap(),
+            "172.17.0.1"
+        );
+        // Seen on a fresh dockerd 20.10: the default bridge lists its subnet alone.
+        assert_eq!(gateway_of("172.17.0.0/16 ").unwrap(), "172.17.0.1");
+        assert_eq!(gateway_of("10.9.0.0/24").unwrap(), "10.9.0.1");
+        assert!(gateway_of("").is_err());
+        assert!(gateway_of("fd00::/64").is_err());
+    }
 
     #[test]
     fn pushes_name_local_builds_as_kubeadm_pulls_them() {
