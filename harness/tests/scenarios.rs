@@ -248,7 +248,8 @@ fn ha() -> Result<(), Failed> {
 /// `external-etcd::release-1.20/docker/bridge`: two control planes and a worker use a
 /// three-member etcd on nodes of its own, made with `kubeadm init phase` (TLS throughout).
 /// The HA gate counts the external members; each API server names all three and no
-/// control plane runs an etcd; the backup and its drill ran on the first etcd node.
+/// control plane runs an etcd; the backup and its drill ran on the first etcd node; losing
+/// the last member leaves a quorum of two and the API within `disruption.api_max`.
 fn external_etcd() -> Result<(), Failed> {
     let dir = trial_dir("external-etcd");
     let file = common::root().join("fixtures/scenarios/cluster/external-etcd.yaml");
@@ -270,6 +271,7 @@ fn external_etcd() -> Result<(), Failed> {
             "smoke/nodes-ready",
             "smoke/pod-to-pod-across-nodes",
             "smoke/service-clusterip",
+            "etcd-member-loss",
         ]
         .map(String::from),
     )?;
@@ -277,6 +279,18 @@ fn external_etcd() -> Result<(), Failed> {
         format!("expected exit 0, got {}", summary.exit_code)
     })?;
     let jobdir = dir.join("jobs/docker-bridge");
+    // The API through the load balancer while the last member stopped, and the quorum left.
+    let loss = std::fs::read_to_string(jobdir.join("09-etcd-member-loss.log"))?;
+    for what in ["longest unavailability", "member(s) healthy"] {
+        let line = loss
+            .lines()
+            .find(|l| l.contains(what))
+            .ok_or_else(|| format!("the etcd-member-loss log has no `{what}` line"))?;
+        eprintln!("  {line}");
+    }
+    check(loss.contains("2 member(s) healthy, 1 not"), || {
+        "etcd did not report two healthy members and one lost".into()
+    })?;
     let etcd_log = std::fs::read_to_string(jobdir.join("03-etcd.log"))?;
     let healthy = etcd_log
         .lines()

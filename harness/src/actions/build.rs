@@ -75,7 +75,7 @@ pub fn request(cx: &StepContext<'_>) -> Result<BuildRequest, StepError> {
 }
 
 /// A version string as binaries and image tags carry it: `1.20.2` → `v1.20.2`.
-fn with_v(v: &str) -> String {
+pub fn with_v(v: &str) -> String {
     if v.starts_with('v') {
         v.to_string()
     } else {

@@ -100,6 +100,15 @@ pub fn endpoints_healthy(json: &str) -> Result<usize, String> {
     }
 }
 
+/// `etcdctl endpoint health --cluster -w json`: how many endpoints are healthy, and how
+/// many are not.
+pub fn endpoint_counts(json: &str) -> Result<(usize, usize), String> {
+    let list: Vec<EndpointHealth> = serde_json::from_str(json)
+        .map_err(|e| format!("failed to parse etcd's endpoint health: {e}"))?;
+    let healthy = list.iter().filter(|h| h.health).count();
+    Ok((healthy, list.len() - healthy))
+}
+
 /// Calls `check` every second until it gives a value, for at most [`GATE_LIMIT`]; the
 /// error says what `check` last reported.
 async fn poll<T, F, Fut>(cx: &StepContext<'_>, mut check: F) -> Result<T, String>
@@ -407,6 +416,7 @@ async fn gate_into(
 /// step above the scenario's `disruption.api_max`; so does an API that has not answered
 /// again by the end.
 pub struct ControlPlaneLoss;
+pub struct EtcdMemberLoss;
 
 const PROBE_EVERY: Duration = Duration::from_millis(100);
 /// How long one probe may take.
@@ -504,64 +514,126 @@ impl Action for ControlPlaneLoss {
             .last()
             .map(|n| n.name.clone())
             .unwrap_or_default();
-        let cfg = client_config(c).await?;
-        let r = cx.runner();
-        let limit = cx.run.scenario.scenario.disruption.api_max;
-        let window = probe_window(limit);
-        // A baseline: the API must answer before anything is stopped.
-        let start = Instant::now();
-        if !probe(&cfg).await {
+        lose_node(cx, c, &victim, "control plane").await
+    }
+}
+
+#[async_trait::async_trait]
+impl Action for EtcdMemberLoss {
+    fn describe(&self, cx: &StepContext<'_>) -> Vec<String> {
+        let max = cx.run.scenario.scenario.disruption.api_max;
+        vec![
+            format!(
+                "stop the last external etcd member's node while probing the API every {PROBE_EVERY:?} (a new connection each, reading from etcd) for {:?}; fail if it is unavailable longer than {max:?} or not answering at the end",
+                probe_window(max)
+            ),
+            "then etcd must still have a quorum: the surviving members healthy, the stopped one reported unhealthy".into(),
+        ]
+    }
+
+    async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
+        let c = cluster(cx)?;
+        let Some(victim) = c.etcd.last().map(|n| n.name.clone()) else {
             return Err(StepError::new(
-                "failed to reach the API through the load balancer before stopping a control plane",
+                "failed to test etcd member loss: etcd is stacked on the control planes (cluster.etcd: external puts it on nodes of its own)",
             ));
-        }
-        let mut results = vec![(start, true)];
-        let stop = c.provider.stop_node(&victim).ok_or_else(|| {
-            StepError::new(format!(
-                "failed to stop {victim}: provider {} cannot stop nodes",
-                c.provider.name()
-            ))
-        })?;
-        // Probing runs from before the stop is issued until the window ends.
-        let stopped_at = Instant::now();
-        let probing = async {
-            while stopped_at.elapsed() < window {
-                let at = Instant::now();
-                let ok = probe(&cfg).await;
-                results.push((at, ok));
-                tokio::select! {
-                    _ = tokio::time::sleep(PROBE_EVERY.saturating_sub(at.elapsed())) => {}
-                    _ = cx.cancel.cancelled() => break,
-                }
-            }
         };
-        let (stopped, ()) = tokio::join!(r.run(stop), probing);
-        stopped?;
-        let end = Instant::now();
+        lose_node(cx, c, &victim, "etcd member").await?;
+        // The quorum that kept the API up, as etcd itself tells it.
+        let r = cx.runner();
+        let etcdctl = super::etcd::Etcdctl::of(&r, c)
+            .await
+            .map_err(StepError::new)?;
+        let health = match r
+            .output(etcdctl.cmd(c, &["endpoint", "health", "--cluster", "-w", "json"]))
+            .await
+        {
+            Ok(json) => json,
+            Err(CommandError::Failed { stdout, .. }) if stdout.trim_start().starts_with('[') => {
+                stdout
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (healthy, sick) = endpoint_counts(&health).map_err(StepError::new)?;
         cx.note(format!(
-            "stopped control plane {victim} ({:.1}s after the stop was issued the probing ended)",
-            end.duration_since(stopped_at).as_secs_f64()
+            "etcd after losing {victim}: {healthy} member(s) healthy, {sick} not"
         ));
-        let (longest, failed, answering) = longest_outage(&results, end);
-        cx.note(format!(
-            "API through the load balancer while losing {victim}: {} probe(s), {failed} failed, longest unavailability {:.1}s (allowed {limit:?}), answering at the end: {answering}",
-            results.len(),
-            longest.as_secs_f64(),
-        ));
-        if !answering {
+        if healthy * 2 <= c.etcd.len() || sick != 1 {
             return Err(StepError::new(format!(
-                "the API did not answer through the load balancer {:.0}s after control plane {victim} was stopped",
-                window.as_secs_f64()
-            )));
-        }
-        if longest > limit {
-            return Err(StepError::new(format!(
-                "the API was unavailable for {:.1}s while control plane {victim} stopped, more than the allowed {limit:?}",
-                longest.as_secs_f64()
+                "etcd after losing {victim}: {healthy} healthy and {sick} unhealthy of {} members; want a quorum of the others and the stopped one unhealthy",
+                c.etcd.len()
             )));
         }
         Ok(())
     }
+}
+
+/// Stops `victim` (a `what`) while probing the API through its endpoint, and judges the
+/// longest unavailability against `disruption.api_max`.
+async fn lose_node(
+    cx: &StepContext<'_>,
+    c: &Cluster,
+    victim: &str,
+    what: &str,
+) -> Result<(), StepError> {
+    let cfg = client_config(c).await?;
+    let r = cx.runner();
+    let limit = cx.run.scenario.scenario.disruption.api_max;
+    let window = probe_window(limit);
+    // A baseline: the API must answer before anything is stopped.
+    let start = Instant::now();
+    if !probe(&cfg).await {
+        return Err(StepError::new(format!(
+            "failed to reach the API before stopping {what} {victim}"
+        )));
+    }
+    let mut results = vec![(start, true)];
+    let stop = c.provider.stop_node(victim).ok_or_else(|| {
+        StepError::new(format!(
+            "failed to stop {victim}: provider {} cannot stop nodes",
+            c.provider.name()
+        ))
+    })?;
+    // Probing runs from before the stop is issued until the window ends.
+    let stopped_at = Instant::now();
+    let probing = async {
+        while stopped_at.elapsed() < window {
+            let at = Instant::now();
+            let ok = probe(&cfg).await;
+            results.push((at, ok));
+            tokio::select! {
+                _ = tokio::time::sleep(PROBE_EVERY.saturating_sub(at.elapsed())) => {}
+                _ = cx.cancel.cancelled() => break,
+            }
+        }
+    };
+    let (stopped, ()) = tokio::join!(r.run(stop), probing);
+    stopped?;
+    let end = Instant::now();
+    cx.note(format!(
+        "stopped {what} {victim} ({:.1}s after the stop was issued the probing ended)",
+        end.duration_since(stopped_at).as_secs_f64()
+    ));
+    let (longest, failed, answering) = longest_outage(&results, end);
+    cx.note(format!(
+        "API at {} while losing {victim}: {} probe(s), {failed} failed, longest unavailability {:.1}s (allowed {limit:?}), answering at the end: {answering}",
+        c.api_endpoint(),
+        results.len(),
+        longest.as_secs_f64(),
+    ));
+    if !answering {
+        return Err(StepError::new(format!(
+            "the API did not answer {:.0}s after {what} {victim} was stopped",
+            window.as_secs_f64()
+        )));
+    }
+    if longest > limit {
+        return Err(StepError::new(format!(
+            "the API was unavailable for {:.1}s while {what} {victim} stopped, more than the allowed {limit:?}",
+            longest.as_secs_f64()
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -581,6 +653,15 @@ mod tests {
             {"ID":1,"name":"cp1","clientURLs":["https://a:2379"]},
             {"ID":2,"peerURLs":["https://b:2380"]}]}"#;
         assert!(members_ok(unstarted, 2).unwrap_err().contains("1 started"));
+    }
+
+    #[test]
+    fn a_lost_member_counts_as_unhealthy_beside_the_quorum() {
+        let json = r#"[{"endpoint":"https://a:2379","health":true,"took":"9ms"},
+            {"endpoint":"https://c:2379","health":false,"error":"context deadline exceeded"},
+            {"endpoint":"https://b:2379","health":true,"took":"8ms"}]"#;
+        assert_eq!(endpoint_counts(json).unwrap(), (2, 1));
+        assert!(endpoint_counts("Error: no endpoints").is_err());
     }
 
     #[test]

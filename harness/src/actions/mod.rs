@@ -41,6 +41,7 @@ pub fn lookup(kind: ActionKind) -> Box<dyn Action> {
         ActionKind::NodeChecks => Box::new(nodechecks::NodeChecks),
         ActionKind::Smoke => Box::new(smoke::Smoke),
         ActionKind::ControlPlaneLoss => Box::new(ha::ControlPlaneLoss),
+        ActionKind::EtcdMemberLoss => Box::new(ha::EtcdMemberLoss),
         ActionKind::EtcdBackup => Box::new(etcd::EtcdBackup),
         ActionKind::Upgrade => Box::new(upgrade::Upgrade),
         ActionKind::Conformance => Box::new(conformance::Conformance),

@@ -103,13 +103,17 @@ pub(super) async fn local_build(
     let v: crate::release::KubeVersion = version
         .parse()
         .map_err(|e: crate::release::version::VersionError| CliError::Usage(e.to_string()))?;
-    let debian_version = debian_version_for(&v).ok_or_else(|| {
+    // A pre-release of the known tree's minor (v1.20.3-shakedown.1) is that tree stamped
+    // with the name, as a scenario's other versions are: it says it is not a real release.
+    let tree: crate::release::KubeVersion = "v1.20.2".parse().expect("a valid version");
+    let stamped = version.contains('-') && (v.major, v.minor) == (tree.major, tree.minor);
+    let debian_version = debian_version_for(if stamped { &tree } else { &v }).ok_or_else(|| {
         CliError::Usage(format!(
-            "{version} cannot be built on this machine: only Debian's source package of v1.20.2 is known"
+            "{version} cannot be built on this machine: only Debian's source package of v1.20.2 is known (a pre-release of 1.20, e.g. v1.20.3-shakedown.1, is that tree stamped)"
         ))
     })?;
     let req = BuildRequest {
-        raw_version: None,
+        raw_version: stamped.then(|| crate::actions::build::with_v(version)),
         root: root.to_path_buf(),
         cache: paths::cache_dir(),
         version: v,

@@ -452,10 +452,13 @@ pub async fn write_layout(
     tar_gz(&stage.join("test"), &test)?;
     publish_digests(&test)?;
     let _ = std::fs::remove_dir_all(&stage);
-    for marker in [
-        format!("stable-{}.{}", v.major, v.minor),
-        format!("latest-{}.{}", v.major, v.minor),
-    ] {
+    // As dl.k8s.io: `latest-` names the newest build of the line, `stable-` the newest
+    // that is no pre-release.
+    let mut markers = vec![format!("latest-{}.{}", v.major, v.minor)];
+    if !raw.contains('-') {
+        markers.push(format!("stable-{}.{}", v.major, v.minor));
+    }
+    for marker in markers {
         let p = rel.join(format!("{marker}.txt"));
         std::fs::write(&p, format!("{raw}\n")).map_err(io(&p))?;
     }

@@ -42,7 +42,26 @@ pub fn check_hop(from: &str, to: &str) -> Result<(), String> {
 /// and at most [`kubelet_minors_behind`] minors older. The policy speaks of minors: patches
 /// of one minor may meet either way.
 pub fn check_kubelet(control_plane: &str, kubelet: &str) -> Result<(), String> {
-    let (cp, k) = (parse(control_plane)?, parse(kubelet)?);
+    check_kubelet_at(control_plane, &parse(control_plane)?, kubelet)
+}
+
+/// [`check_kubelet`] against a control plane known by a minor line's marker
+/// (`latest-1.20`): the policy needs its minor only.
+pub fn check_kubelet_on_line(
+    marker: &str,
+    major: u32,
+    minor: u32,
+    kubelet: &str,
+) -> Result<(), String> {
+    check_kubelet_at(
+        marker,
+        &Version::new(major.into(), minor.into(), 0),
+        kubelet,
+    )
+}
+
+fn check_kubelet_at(control_plane: &str, cp: &Version, kubelet: &str) -> Result<(), String> {
+    let (cp, k) = (cp.clone(), parse(kubelet)?);
     if (k.major, k.minor) > (cp.major, cp.minor) {
         return Err(format!(
             "a kubelet at {kubelet} is of a newer minor than the control plane at {control_plane}; the skew policy forbids it (kubelets may only be older)"
@@ -61,6 +80,15 @@ pub fn check_kubelet(control_plane: &str, kubelet: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_marker_names_the_minor_the_policy_needs() {
+        assert!(check_kubelet_on_line("latest-1.20", 1, 20, "v1.20.2").is_ok());
+        assert!(check_kubelet_on_line("latest-1.20", 1, 20, "v1.18.20").is_ok());
+        let e = check_kubelet_on_line("stable-1.20", 1, 20, "v1.17.17").unwrap_err();
+        assert!(e.contains("control plane at stable-1.20"), "{e}");
+        assert!(check_kubelet_on_line("latest-1.20", 1, 20, "v1.21.0").is_err());
+    }
 
     #[test]
     fn hops_go_forward_one_minor_at_most() {

@@ -64,6 +64,7 @@ pub enum ActionKind {
     Smoke,
     Conformance,
     ControlPlaneLoss,
+    EtcdMemberLoss,
     EtcdBackup,
     Upgrade,
     ExportLogs,
@@ -71,7 +72,7 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 16] = [
+    pub const ALL: [ActionKind; 17] = [
         ActionKind::Exec,
         ActionKind::HostSetup,
         ActionKind::ImageBuild,
@@ -84,6 +85,7 @@ impl ActionKind {
         ActionKind::Smoke,
         ActionKind::Conformance,
         ActionKind::ControlPlaneLoss,
+        ActionKind::EtcdMemberLoss,
         ActionKind::EtcdBackup,
         ActionKind::Upgrade,
         ActionKind::ExportLogs,
@@ -105,6 +107,7 @@ impl ActionKind {
             ActionKind::Smoke => "smoke",
             ActionKind::Conformance => "conformance",
             ActionKind::ControlPlaneLoss => "control-plane-loss",
+            ActionKind::EtcdMemberLoss => "etcd-member-loss",
             ActionKind::EtcdBackup => "etcd-backup",
             ActionKind::Upgrade => "upgrade",
             ActionKind::ExportLogs => "export-logs",
@@ -117,7 +120,7 @@ impl ActionKind {
         match self {
             HostSetup | ImageBuild | ClusterUp => StepKind::Setup,
             Exec | EtcdUp | KubeadmInit | KubeadmJoin | Cni | NodeChecks | Smoke | Conformance
-            | ControlPlaneLoss | EtcdBackup | Upgrade => StepKind::Test,
+            | ControlPlaneLoss | EtcdMemberLoss | EtcdBackup | Upgrade => StepKind::Test,
             ExportLogs | ClusterDown => StepKind::Teardown,
         }
     }
@@ -128,7 +131,7 @@ impl ActionKind {
             KubeadmInit => Some(Stage::Init),
             KubeadmJoin => Some(Stage::Join),
             Cni => Some(Stage::Cni),
-            NodeChecks | Smoke | ControlPlaneLoss => Some(Stage::Smoke),
+            NodeChecks | Smoke | ControlPlaneLoss | EtcdMemberLoss => Some(Stage::Smoke),
             Conformance => Some(Stage::Conformance),
             Exec | HostSetup | ImageBuild | ClusterUp | EtcdUp | ExportLogs | ClusterDown
             | EtcdBackup | Upgrade => None,
@@ -152,6 +155,7 @@ impl ActionKind {
             Conformance => "run e2e.test conformance with the scenario's mode, focus and skip",
             EtcdBackup => "save an etcd snapshot (never exported) and restore it into a throwaway etcd, comparing key counts with the live cluster",
             Upgrade => "one hop of the upgrade chain (upgrade.through): etcd backup, kubeadm upgrade plan/apply/node, drain, swap kubelet, uncordon node by node, then the gates, with API and Service disruption measured",
+            EtcdMemberLoss => "stop the last external etcd member and measure the API's unavailability against disruption.api_max; the others must keep a quorum",
             ControlPlaneLoss => "stop the last control plane and measure the API's unavailability through the load balancer against disruption.api_max",
             ExportLogs => "export node journals, pod logs, manifests and cluster objects (best effort, bounded)",
             ClusterDown => "remove every resource the job created (unless --keep-cluster)",
@@ -168,6 +172,7 @@ impl ActionKind {
             EtcdUp | KubeadmInit | NodeChecks | Cni | Smoke | Conformance => &[ClusterUp],
             KubeadmJoin => &[KubeadmInit],
             ControlPlaneLoss => &[KubeadmJoin],
+            EtcdMemberLoss => &[EtcdUp, KubeadmInit],
             Upgrade => &[KubeadmJoin, Cni],
             EtcdBackup => &[KubeadmInit],
         }

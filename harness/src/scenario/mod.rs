@@ -546,6 +546,16 @@ fn validate_etcd(s: &Scenario, version: Option<KubeVersion>, err: &mut impl FnMu
         (EtcdMode::Stacked, []) => {}
     }
     if s.cluster.etcd != EtcdMode::External {
+        if let Some(i) = s
+            .steps
+            .iter()
+            .position(|st| st.action == ActionKind::EtcdMemberLoss)
+        {
+            err(
+                &format!("steps[{i}].action"),
+                "etcd-member-loss stops an external etcd member: it needs `cluster.etcd: external` (with stacked etcd, control-plane-loss loses a member)".into(),
+            );
+        }
         return;
     }
     if let Some(v) = version.filter(|v| v.minor < 13) {
@@ -691,7 +701,15 @@ fn validate_versions(s: &Scenario, err: &mut impl FnMut(&str, String)) {
                     err(&f, e);
                 }
             }
-            None => err(&f, "version skew needs `kubernetes.version` fixed, to check the pairing against the skew policy".into()),
+            None => match k.marker.as_deref().and_then(marker_minor) {
+                Some(line) => {
+                    let m = k.marker.as_deref().unwrap_or_default();
+                    if let Err(e) = skew::check_kubelet_on_line(m, line.major, line.minor, wv) {
+                        err(&f, e);
+                    }
+                }
+                None => err(&f, "version skew needs `kubernetes.version` fixed, or a minor line's marker (stable-1.20), to check the pairing against the skew policy".into()),
+            },
         }
     }
 }

@@ -47,11 +47,21 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// Lays out this machine's v1.20.2 build as a release and serves it.
-    pub fn serve() -> Result<Bucket, Failed> {
+    /// Lays out each version in turn (the last one's `latest-` marker wins, as the newest
+    /// build's does on dl.k8s.io) and serves them all.
+    pub fn serve_versions(versions: &[&str]) -> Result<Bucket, Failed> {
         let dir = tempfile::tempdir()?;
         let out = dir.path().join("bucket");
-        shakedown(&["release", "layout", "--out", &out.display().to_string()])?;
+        for v in versions {
+            shakedown(&[
+                "release",
+                "layout",
+                "--out",
+                &out.display().to_string(),
+                "--kubernetes",
+                v,
+            ])?;
+        }
         Bucket::serve_dir(dir, out)
     }
 
@@ -210,11 +220,14 @@ const SMOKE: &[&str] = &[
 ];
 
 /// `release-mirror::release-1.20/docker/bridge`: `source: release` with `marker:
-/// stable-1.20` against the 127.0.0.1 bucket; the control plane from the server tarball,
-/// etcd, pause and agnhost through the registry mirror.
+/// latest-1.20` against a 127.0.0.1 bucket holding two versions: v1.20.2 and the same tree
+/// stamped v1.20.3-shakedown.1 (the newest, so `latest-1.20` names it). The control plane
+/// runs the marker's version from its server tarball; the worker runs v1.20.2, a second
+/// version fetched and verified from the same bucket, as an upgrade hop's target is; etcd,
+/// pause and agnhost come through the registry mirror.
 pub fn release_mirror() -> Result<(), Failed> {
     let _one = one_at_a_time();
-    let bucket = Bucket::serve()?;
+    let bucket = Bucket::serve_versions(&["v1.20.2", "v1.20.3-shakedown.1"])?;
     let reg = Registry::start()?;
     let dir = trial_dir("release-mirror-release-1.20");
     let suite = &run_up_and_smoke(
@@ -228,20 +241,23 @@ pub fn release_mirror() -> Result<(), Failed> {
         },
     )?;
     check(
-        suite.property("kubernetes.version") == Some("v1.20.2"),
+        suite.property("kubernetes.version") == Some("v1.20.3-shakedown.1"),
         || {
             format!(
-                "stable-1.20 resolved to {:?}, not v1.20.2",
+                "latest-1.20 resolved to {:?}, not v1.20.3-shakedown.1",
                 suite.property("kubernetes.version")
             )
         },
     )?;
     let req = bucket.requests();
     for path in [
-        "/release/stable-1.20.txt",
+        "/release/latest-1.20.txt",
+        "/release/v1.20.3-shakedown.1/bin/linux/amd64/kubeadm.sha512",
+        "/release/v1.20.3-shakedown.1/kubernetes-server-linux-amd64.tar.gz.sha512",
+        "/release/v1.20.3-shakedown.1/kubernetes-test-linux-amd64.tar.gz.sha512",
+        // The worker's version: its binaries, each verified.
         "/release/v1.20.2/bin/linux/amd64/kubeadm.sha512",
-        "/release/v1.20.2/kubernetes-server-linux-amd64.tar.gz.sha512",
-        "/release/v1.20.2/kubernetes-test-linux-amd64.tar.gz.sha512",
+        "/release/v1.20.2/bin/linux/amd64/kubelet.sha512",
     ] {
         check(req.contains(&format!("GET {path} ")), || {
             format!("the bucket never served {path}:\n{req}")
@@ -253,8 +269,40 @@ pub fn release_mirror() -> Result<(), Failed> {
     })?;
     check(
         build.contains("control-plane images")
-            && build.contains("k8s.gcr.io/kube-apiserver:v1.20.2"),
+            && build.contains("k8s.gcr.io/kube-apiserver:v1.20.3-shakedown.1"),
         || "the control plane was not taken from the server tarball".into(),
+    )?;
+    // What the API saw at the end: each kubelet at the version it was fetched as.
+    let nodes: Vec<k8s_openapi::api::core::v1::Node> = serde_yaml::from_str(
+        &std::fs::read_to_string(dir.join("jobs/docker-bridge/logs/cluster/nodes.yaml"))?,
+    )?;
+    let mut kubelets: Vec<(bool, String)> = nodes
+        .iter()
+        .map(|n| {
+            let cp = n
+                .metadata
+                .name
+                .as_deref()
+                .unwrap_or_default()
+                .contains("-cp");
+            let v = n
+                .status
+                .as_ref()
+                .and_then(|s| s.node_info.as_ref())
+                .map(|i| i.kubelet_version.clone())
+                .unwrap_or_default();
+            (cp, v)
+        })
+        .collect();
+    kubelets.sort();
+    eprintln!("  kubelets (control plane?, version): {kubelets:?}");
+    check(
+        kubelets
+            == [
+                (false, "v1.20.2".to_string()),
+                (true, "v1.20.3-shakedown.1".to_string()),
+            ],
+        || format!("kubelet versions {kubelets:?}"),
     )?;
     // What the server tarball lacks came through the mirror, not from anywhere else.
     for repo in ["etcd", "pause", "e2e-test-images/agnhost"] {
