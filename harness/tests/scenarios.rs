@@ -557,46 +557,45 @@ fn skew() -> Result<(), Failed> {
     check(line.contains("Kubernetes v1.20.2"), || line.to_string())?;
     // What the API saw at the end: the worker's kubelet at v1.20.2, the control plane's at
     // v1.20.3-shakedown.1.
-    let nodes: Vec<k8s_openapi::api::core::v1::Node> = serde_yaml::from_str(
-        &std::fs::read_to_string(dir.join("jobs/docker-bridge/logs/cluster/nodes.yaml"))?,
+    let kubelets = kubelet_versions(&dir.join("jobs/docker-bridge"))?;
+    eprintln!("  kubelets (control plane?, version): {kubelets:?}");
+    check(
+        kubelets
+            == [
+                (false, "v1.20.2".to_string()),
+                (true, "v1.20.3-shakedown.1".to_string()),
+            ],
+        || format!("kubelet versions {kubelets:?}"),
     )?;
-    let mut kubelets: Vec<(String, String)> = nodes
+    Ok(())
+}
+
+/// Each node's kubelet version as the API reported it in the exported `nodes.yaml`: (is a
+/// control plane, version), sorted.
+fn kubelet_versions(job_dir: &std::path::Path) -> Result<Vec<(bool, String)>, Failed> {
+    let nodes: Vec<k8s_openapi::api::core::v1::Node> = serde_yaml::from_str(
+        &std::fs::read_to_string(job_dir.join("logs/cluster/nodes.yaml"))?,
+    )?;
+    let mut v: Vec<(bool, String)> = nodes
         .iter()
         .map(|n| {
-            let role = if n
+            let cp = n
                 .metadata
                 .name
                 .as_deref()
                 .unwrap_or_default()
-                .contains("-cp")
-            {
-                "control-plane"
-            } else {
-                "worker"
-            };
-            let v = n
+                .contains("-cp");
+            let version = n
                 .status
                 .as_ref()
                 .and_then(|s| s.node_info.as_ref())
                 .map(|i| i.kubelet_version.clone())
                 .unwrap_or_default();
-            (role.to_string(), v)
+            (cp, version)
         })
         .collect();
-    kubelets.sort();
-    eprintln!("  kubelets: {kubelets:?}");
-    check(
-        kubelets
-            == [
-                (
-                    "control-plane".to_string(),
-                    "v1.20.3-shakedown.1".to_string(),
-                ),
-                ("worker".to_string(), "v1.20.2".to_string()),
-            ],
-        || format!("kubelet versions {kubelets:?}"),
-    )?;
-    Ok(())
+    v.sort();
+    Ok(v)
 }
 
 /// Each named testcase (matched by suffix) has this result; the failure names the case and

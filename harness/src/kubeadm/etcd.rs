@@ -140,30 +140,9 @@ pub fn kubelet_dropin(p: &ClusterParams) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{docs, params};
     use super::*;
-    use crate::release;
-    use serde::Deserialize;
     use serde_yaml::Value;
-
-    fn params(version: &str, api: &str) -> ClusterParams {
-        ClusterParams {
-            version: version.parse().unwrap(),
-            api: api.into(),
-            image_repository: "shakedown.local".into(),
-            etcd_image_tag: Some("3.4.23-shakedown".into()),
-            dns_addon: false,
-            raw_version: version.to_string(),
-            runtime: release::era::Runtime::Containerd,
-            pod_subnet: "10.244.0.0/16".into(),
-            service_subnet: "10.96.0.0/12".into(),
-            rbac: true,
-            control_plane_endpoint: "172.18.0.9:6443".into(),
-            cert_sans: vec![],
-            token: String::new(),
-            certificate_key: None,
-            external_etcd: Vec::new(),
-        }
-    }
 
     fn members() -> Vec<Member> {
         (1..=3)
@@ -171,12 +150,6 @@ mod tests {
                 name: format!("sd-etcd{i}"),
                 ip: format!("172.18.0.{}", i + 10),
             })
-            .collect()
-    }
-
-    fn docs(s: &str) -> Vec<Value> {
-        serde_yaml::Deserializer::from_str(s)
-            .map(|d| Value::deserialize(d).unwrap())
             .collect()
     }
 

@@ -426,11 +426,12 @@ pub fn new_token() -> std::io::Result<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_yaml::Value;
 
-    fn params(version: &str, api: &str) -> ClusterParams {
+    /// Parameters for rendering tests (shared with `etcd`'s).
+    pub(crate) fn params(version: &str, api: &str) -> ClusterParams {
         ClusterParams {
             version: version.parse().unwrap(),
             api: api.into(),
@@ -458,7 +459,7 @@ mod tests {
         }
     }
 
-    fn docs(s: &str) -> Vec<Value> {
+    pub(crate) fn docs(s: &str) -> Vec<Value> {
         serde_yaml::Deserializer::from_str(s)
             .map(|d| Value::deserialize(d).unwrap())
             .collect()

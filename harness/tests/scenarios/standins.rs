@@ -273,28 +273,7 @@ pub fn release_mirror() -> Result<(), Failed> {
         || "the control plane was not taken from the server tarball".into(),
     )?;
     // What the API saw at the end: each kubelet at the version it was fetched as.
-    let nodes: Vec<k8s_openapi::api::core::v1::Node> = serde_yaml::from_str(
-        &std::fs::read_to_string(dir.join("jobs/docker-bridge/logs/cluster/nodes.yaml"))?,
-    )?;
-    let mut kubelets: Vec<(bool, String)> = nodes
-        .iter()
-        .map(|n| {
-            let cp = n
-                .metadata
-                .name
-                .as_deref()
-                .unwrap_or_default()
-                .contains("-cp");
-            let v = n
-                .status
-                .as_ref()
-                .and_then(|s| s.node_info.as_ref())
-                .map(|i| i.kubelet_version.clone())
-                .unwrap_or_default();
-            (cp, v)
-        })
-        .collect();
-    kubelets.sort();
+    let kubelets = kubelet_versions(&dir.join("jobs/docker-bridge"))?;
     eprintln!("  kubelets (control plane?, version): {kubelets:?}");
     check(
         kubelets
