@@ -24,10 +24,13 @@
 //! plane); `upgrade::broken-hop` expects a hop missing its kube-proxy image to be stopped by
 //! its gate; `skew::release-1.20/docker/bridge` runs a worker one version behind.
 //! `external-etcd::release-1.20/docker/bridge` puts etcd on three nodes of its own.
+//! `fake-kind::bring-up` runs the kind provider against a recording fake `kind`.
 //!
 //! Cluster trials run one at a time; artifacts stay in `artifacts/trials/`.
 
 mod common;
+#[path = "scenarios/fake_kind.rs"]
+mod fake_kind;
 #[path = "scenarios/standins.rs"]
 mod standins;
 
@@ -113,7 +116,7 @@ fn main() {
         }
     }
     // Trials that need docker but no particular scenario job.
-    let docker_trials: [(&str, TrialFn); 16] = [
+    let docker_trials: [(&str, TrialFn); 17] = [
         ("cluster::release-1.20-dockershim/docker/bridge", dockershim),
         ("ha::release-1.20/docker/bridge", ha),
         ("external-etcd::release-1.20/docker/bridge", external_etcd),
@@ -133,6 +136,7 @@ fn main() {
         ("gc::leftovers-of-a-killed-run", gc_after_sigkill),
         ("interrupt::bench-bring-up", bench_interrupted),
         ("existing::release-1.20", existing_cluster),
+        ("fake-kind::bring-up", fake_kind::bring_up),
     ];
     for (name, f) in docker_trials {
         let why = docker.clone().err();

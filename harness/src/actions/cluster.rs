@@ -177,6 +177,12 @@ impl Action for ClusterUp {
                     .unwrap_or_else(|| "--kubeconfig".into())
             )];
         }
+        if cx.job.provider == ProviderKind::Kind {
+            return vec![format!(
+                "`kind create cluster` with a v1alpha4 config of {} control plane(s) and {} worker(s), no default CNI, the scenario's subnets; kind runs kubeadm init and join itself",
+                t.control_planes, t.workers
+            )];
+        }
         vec![format!(
             "create a {} network and {} control-plane + {} worker node container(s), labelled io.shakedown.run={}; import images into each",
             cx.job.provider, t.control_planes, t.workers, cx.run.settings.run_id
@@ -192,10 +198,16 @@ impl Action for ClusterUp {
             ))
         })?;
         let art = cx.job().artifacts.as_ref().cloned();
-        if art.is_none() && provider.runs_commands() {
+        if art.is_none() && provider.runs_commands() && provider.needs_node_image() {
             return Err(StepError::infra(
                 "failed to find images: the plan needs an image-build step before cluster-up",
             ));
+        }
+        if provider.bootstraps() && cx.job.topology.worker_version.is_some() {
+            return Err(StepError::new(format!(
+                "failed to create nodes: provider {} gives every node one node image, so workers cannot run another version",
+                provider.name()
+            )));
         }
         if let Some(a) = &art {
             if a.runtime == crate::release::era::Runtime::Docker && !a.image_set.mirrors.is_empty()
@@ -207,7 +219,9 @@ impl Action for ClusterUp {
         }
         let r = cx.runner();
         // Several control planes stand behind a load balancer; its image is built here.
-        let load_balancer_image = if cx.job.topology.control_planes > 1 && provider.runs_commands()
+        let load_balancer_image = if cx.job.topology.control_planes > 1
+            && provider.runs_commands()
+            && provider.needs_node_image()
         {
             Some(
                 crate::images::load_balancer::ensure(
@@ -231,17 +245,22 @@ impl Action for ClusterUp {
             run_id: cx.run.settings.run_id.clone(),
             control_planes: cx.job.topology.control_planes,
             workers: cx.job.topology.workers,
-            node_image: art
-                .as_ref()
-                .map(|a| a.node_image.clone())
-                .unwrap_or_default(),
+            node_image: if provider.needs_node_image() {
+                art.as_ref()
+                    .map(|a| a.node_image.clone())
+                    .unwrap_or_default()
+            } else {
+                provider_node_image(cx)?
+            },
             images_tar: art.as_ref().and_then(|a| a.image_set.preload.clone()),
             runtime: art
                 .as_ref()
                 .map_or(crate::release::era::Runtime::Containerd, |a| a.runtime),
             load_balancer_image,
             loopback_hosts: vec![crate::images::IMAGE_REPO.to_string()],
-            etcd_nodes: if provider.runs_commands() {
+            pod_subnet: cx.run.scenario.scenario.cluster.pod_subnet.clone(),
+            service_subnet: cx.run.scenario.scenario.cluster.service_subnet.clone(),
+            etcd_nodes: if provider.runs_commands() && !provider.bootstraps() {
                 cx.run.scenario.scenario.cluster.etcd.nodes()
             } else {
                 0
@@ -277,6 +296,22 @@ impl Action for ClusterUp {
             skew_workers(cx, c, &v).await?;
         }
         Ok(())
+    }
+}
+
+/// The node image of a provider that brings its own (kind): `--node-image`, else kind's
+/// published image of the scenario's version.
+fn provider_node_image(cx: &StepContext<'_>) -> Result<String, StepError> {
+    if let Some(i) = &cx.run.settings.node_image {
+        return Ok(i.clone());
+    }
+    let k = &cx.run.scenario.scenario.kubernetes;
+    match &k.version {
+        Some(v) => Ok(format!("kindest/node:{}", crate::actions::build::with_v(v))),
+        None => Err(StepError::new(format!(
+            "failed to pick a kind node image: the scenario follows {} rather than a version; pass --node-image",
+            k.marker.as_deref().unwrap_or("a marker")
+        ))),
     }
 }
 
@@ -396,7 +431,8 @@ async fn configure_containerd(
             format!(", mirrors {}", crate::release::mirror::list(&set.mirrors))
         }
     ));
-    futures::future::try_join_all(c.nodes.iter().map(|n| {
+    // The external etcd's nodes too: their kubelet pulls etcd and pause the same way.
+    futures::future::try_join_all(c.nodes.iter().chain(c.etcd.iter()).map(|n| {
         let (r, files) = (&r, &files);
         async move {
             for (path, content) in files {

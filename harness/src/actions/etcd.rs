@@ -226,6 +226,7 @@ async fn drill(
         "get",
         FROM_KEY,
         "--from-key",
+        "--keys-only",
         "--limit=1",
         &rev,
         "-w",

@@ -24,7 +24,7 @@ async fn phase(r: &Runner, c: &Cluster, node: &str, args: &[&str]) -> Result<(),
     a.push(&config);
     r.run(c.exec(node, &a)).await.map_err(|e| {
         StepError::new(format!(
-            "failed `kubeadm init phase {}` on {node}: {}",
+            "failed to run `kubeadm init phase {}` on {node}: {}",
             args.join(" "),
             crate::error::chain(&e)
         ))
@@ -54,7 +54,7 @@ async fn copy_between(
                 .with_source(e)
             })?;
         // `output` trims; PEM files end with a newline.
-        r.run(c.write_file(to, f, &format!("{content}\n")))
+        r.run(c.write_secret_file(to, f, &format!("{content}\n")))
             .await
             .map_err(|e| {
                 StepError::infra(format!(
@@ -113,8 +113,8 @@ impl Action for EtcdUp {
         let kubelet_config = ext::kubelet_config();
         let dropin = ext::kubelet_dropin(&p);
         for m in &members {
-            let config =
-                ext::member_config(&p, m, &members).map_err(|e| StepError::new(e.to_string()))?;
+            let config = ext::member_config(&p, m, &members)
+                .map_err(|e| StepError::new(e.to_string()).with_source(e))?;
             // No secret in it: the artifact is the config as given.
             let artifact = job_dir.join(format!("kubeadm-etcd-{}.yaml", m.name));
             std::fs::create_dir_all(&job_dir)

@@ -560,7 +560,7 @@ impl Action for EtcdMemberLoss {
         ));
         if healthy * 2 <= c.etcd.len() || sick != 1 {
             return Err(StepError::new(format!(
-                "etcd after losing {victim}: {healthy} healthy and {sick} unhealthy of {} members; want a quorum of the others and the stopped one unhealthy",
+                "failed the quorum check after losing {victim}: etcd reports {healthy} healthy and {sick} unhealthy of {} members; want a quorum of the others and the stopped one unhealthy",
                 c.etcd.len()
             )));
         }

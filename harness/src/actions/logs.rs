@@ -54,8 +54,30 @@ impl Action for ExportLogs {
                 c.provider.name()
             ));
         }
+        // A provider with its own export (kind's `export logs`) collects every node's
+        // journals and files itself.
+        let own = c
+            .provider
+            .export_logs(c, &out.join(c.provider.name()))
+            .filter(|_| c.provider.runs_commands());
+        let own_export = own.is_some();
+        if let Some(cmd) = own {
+            let _ = std::fs::create_dir_all(&out);
+            match r.run(cmd).await {
+                Ok(_) => done += 1,
+                Err(e) => {
+                    let first = e.to_string().lines().next().unwrap_or_default().to_string();
+                    let line = format!("{} export logs: {first}", c.provider.name());
+                    if e.stderr().to_ascii_lowercase().contains("no space left") {
+                        unwritten.push(line);
+                    } else {
+                        problems.push(line);
+                    }
+                }
+            }
+        }
         // Kubernetes nodes and the external etcd's nodes (whose kubelet runs etcd).
-        let nodes: Vec<&crate::provider::NodeInfo> = if c.provider.runs_commands() {
+        let nodes: Vec<&crate::provider::NodeInfo> = if c.provider.runs_commands() && !own_export {
             c.nodes.iter().chain(c.etcd.iter()).collect()
         } else {
             Vec::new()

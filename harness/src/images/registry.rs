@@ -131,31 +131,38 @@ async fn bridge_gateway(r: &Runner) -> Result<String, BuildError> {
             "inspect",
             "bridge",
             "--format",
-            "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}",
+            "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}\n{{end}}",
         ]))
         .await
         .map_err(stage("find docker's bridge address"))?;
     gateway_of(&ipam).map_err(|what| BuildError::BridgeAddress { what })
 }
 
-/// The bridge's address from `<subnet> [<gateway>]`. A daemon that was given no gateway
-/// (a fresh dockerd may list the subnet alone) puts its bridge on the subnet's first
-/// address. Never empty: an empty address would publish the registry on every interface.
+/// The bridge's IPv4 address from lines of `<subnet> [<gateway>]` (one per address
+/// family). A daemon that was given no gateway (a fresh dockerd may list the subnet alone)
+/// puts its bridge on the subnet's first address. Never empty and never IPv6: an empty
+/// address would publish the registry on every interface.
 pub fn gateway_of(ipam: &str) -> Result<String, String> {
-    let mut words = ipam.split_whitespace();
-    let subnet = words.next().unwrap_or_default();
-    if let Some(gw) = words.next() {
-        return Ok(gw.to_string());
+    for line in ipam.lines() {
+        let mut words = line.split_whitespace();
+        let Some(net) = words
+            .next()
+            .and_then(|s| s.split('/').next())
+            .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+        else {
+            continue;
+        };
+        return match words.next() {
+            Some(gw) => gw
+                .parse::<std::net::Ipv4Addr>()
+                .map(|g| g.to_string())
+                .map_err(|_| format!("failed to read docker's bridge address: gateway {gw:?} of {net} is no IPv4 address")),
+            None => Ok(std::net::Ipv4Addr::from(u32::from(net) + 1).to_string()),
+        };
     }
-    let net: std::net::Ipv4Addr = subnet
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .parse()
-        .map_err(|_| {
-            format!("failed to find docker's bridge address: its network lists {ipam:?}, no IPv4 subnet or gateway")
-        })?;
-    Ok(std::net::Ipv4Addr::from(u32::from(net) + 1).to_string())
+    Err(format!(
+        "failed to find docker's bridge address: its network lists {ipam:?}, no IPv4 subnet"
+    ))
 }
 
 /// The registry on `port` as nodes reach it.
@@ -298,6 +305,15 @@ mod tests {
         assert_eq!(gateway_of("10.9.0.0/24").unwrap(), "10.9.0.1");
         assert!(gateway_of("").is_err());
         assert!(gateway_of("fd00::/64").is_err());
+        // Dual stack: one line per family, in either order.
+        assert_eq!(
+            gateway_of("fd00::/64 fd00::1\n172.17.0.0/16 172.17.0.1\n").unwrap(),
+            "172.17.0.1"
+        );
+        assert_eq!(
+            gateway_of("172.18.0.0/16\nfd00::/64 fd00::1\n").unwrap(),
+            "172.18.0.1"
+        );
     }
 
     #[test]

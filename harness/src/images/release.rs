@@ -453,16 +453,31 @@ pub async fn write_layout(
     publish_digests(&test)?;
     let _ = std::fs::remove_dir_all(&stage);
     // As dl.k8s.io: `latest-` names the newest build of the line, `stable-` the newest
-    // that is no pre-release.
+    // that is no pre-release. A marker already naming a newer version stays.
     let mut markers = vec![format!("latest-{}.{}", v.major, v.minor)];
     if !raw.contains('-') {
         markers.push(format!("stable-{}.{}", v.major, v.minor));
     }
     for marker in markers {
         let p = rel.join(format!("{marker}.txt"));
+        let named = std::fs::read_to_string(&p).unwrap_or_default();
+        if marker_keeps(named.trim(), raw) {
+            continue;
+        }
         std::fs::write(&p, format!("{raw}\n")).map_err(io(&p))?;
     }
     Ok(())
+}
+
+/// Whether a marker naming `named` stays when `raw` is laid out: it names a newer version.
+pub fn marker_keeps(named: &str, raw: &str) -> bool {
+    match (
+        crate::release::skew::parse(named),
+        crate::release::skew::parse(raw),
+    ) {
+        (Ok(n), Ok(r)) => n.cmp_precedence(&r) == std::cmp::Ordering::Greater,
+        _ => false,
+    }
 }
 
 /// `<file>.sha256` and `<file>.sha512`, each holding the hex digest as dl.k8s.io's do.
@@ -487,4 +502,18 @@ fn tar_gz(dir: &Path, to: &Path) -> Result<(), BuildError> {
         .and_then(|f| f.sync_all())
         .map_err(io(&partial))?;
     std::fs::rename(&partial, to).map_err(io(to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_marker_naming_a_newer_version_stays() {
+        assert!(marker_keeps("v1.20.3-shakedown.1", "v1.20.2"));
+        assert!(!marker_keeps("v1.20.2", "v1.20.3-shakedown.1"));
+        assert!(!marker_keeps("", "v1.20.2"));
+        // A pre-release of a version comes before it.
+        assert!(!marker_keeps("v1.20.3-rc.0", "v1.20.3"));
+    }
 }

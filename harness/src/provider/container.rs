@@ -281,7 +281,7 @@ fn output_bounded(
 
 /// Runs one cleanup command synchronously (the async runtime may be shutting down), logged
 /// as `+ cmd`, killed after `limit`.
-fn run_bounded(program: &str, args: &[String], log: Option<&StepLog>, limit: Duration) {
+pub(super) fn run_bounded(program: &str, args: &[String], log: Option<&StepLog>, limit: Duration) {
     run_bounded_to(program, args, log, limit, false);
 }
 
@@ -643,9 +643,13 @@ impl Provider for ContainerProvider {
             );
             keep(
                 r.run(
-                    self.cmd()
-                        .args(["volume", "rm", "-f"])
-                        .args(cluster.node_names().iter().map(|n| var_volume(n))),
+                    self.cmd().args(["volume", "rm", "-f"]).args(
+                        cluster
+                            .node_names()
+                            .iter()
+                            .chain(cluster.etcd.iter().map(|n| &n.name))
+                            .map(|n| var_volume(n)),
+                    ),
                 )
                 .await
                 .map(drop),
@@ -715,7 +719,13 @@ impl Provider for ContainerProvider {
             args.extend(names.iter().cloned());
             run_bounded(self.program(), &args, log, limit);
             let mut args = vec!["volume".to_string(), "rm".into(), "-f".into()];
-            args.extend(cluster.node_names().iter().map(|n| var_volume(n)));
+            args.extend(
+                cluster
+                    .node_names()
+                    .iter()
+                    .chain(cluster.etcd.iter().map(|n| &n.name))
+                    .map(|n| var_volume(n)),
+            );
             run_bounded(self.program(), &args, log, limit);
         }
         // Late arrivals of a `run` stopped halfway, by the cluster's label (see `remove`).
@@ -867,6 +877,8 @@ mod tests {
             load_balancer_image: None,
             loopback_hosts: vec!["shakedown.local".into()],
             etcd_nodes: 0,
+            pod_subnet: "10.244.0.0/16".into(),
+            service_subnet: "10.96.0.0/12".into(),
         }
     }
 

@@ -3,10 +3,12 @@
 //! engine. Implementations:
 //! - [`container::ContainerProvider`]: nodes as containers of docker (built in) or podman;
 //! - [`existing::Existing`]: a cluster someone else made, reached through its kubeconfig
-//!   (no create, no delete, no commands on nodes).
+//!   (no create, no delete, no commands on nodes);
+//! - [`kind::Kind`]: clusters `kind create cluster` makes, kubeadm run by kind itself.
 
 pub mod container;
 pub mod existing;
+pub mod kind;
 pub mod load_balancer;
 
 use crate::process::{Cmd, CommandError, Runner, StepLog};
@@ -72,6 +74,19 @@ pub struct ClusterSpec {
     /// Members of an external etcd, each on a node of its own (0: etcd is stacked on the
     /// control planes).
     pub etcd_nodes: u32,
+    /// The scenario's subnets, for providers that bootstrap the cluster themselves (kind).
+    pub pod_subnet: String,
+    pub service_subnet: String,
+}
+
+/// What a provider that runs kubeadm itself (kind) reported of the bootstrap: the `init`
+/// and `join` steps show this instead of running kubeadm.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    pub tool: &'static str,
+    pub seconds: f64,
+    /// The steps the tool said it did, in order.
+    pub phases: Vec<String>,
 }
 
 /// Why a provider could not make or reach a cluster.
@@ -117,6 +132,24 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// and journal export skip, with that reason.
     fn runs_commands(&self) -> bool {
         true
+    }
+
+    /// True when `create` also runs kubeadm init and join (kind): the cluster comes up
+    /// whole, with its kubeconfig, and [`Cluster::bootstrap`] says what was done.
+    fn bootstraps(&self) -> bool {
+        false
+    }
+
+    /// False when the provider brings its own node image (kind's), so no image-build is
+    /// needed before `cluster-up`.
+    fn needs_node_image(&self) -> bool {
+        true
+    }
+
+    /// The provider's own log export into `dir` (None: shakedown collects each node's
+    /// journals and files itself).
+    fn export_logs(&self, _cluster: &Cluster, _dir: &Path) -> Option<Cmd> {
+        None
     }
 
     /// Makes (or attaches to) the cluster: nodes up, images loaded, addresses known.
@@ -184,6 +217,8 @@ pub struct Cluster {
     /// The external etcd's nodes (empty: etcd is stacked on the control planes). Kept
     /// apart from `nodes`, which are Kubernetes nodes.
     pub etcd: Vec<NodeInfo>,
+    /// Set when the provider ran kubeadm itself (kind).
+    pub bootstrap: Option<Bootstrap>,
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig belongs to someone else: never removed.
     pub kubeconfig_borrowed: bool,
@@ -214,6 +249,7 @@ impl Cluster {
             nodes: Vec::new(),
             load_balancer: None,
             etcd: Vec::new(),
+            bootstrap: None,
             kubeconfig: None,
             kubeconfig_borrowed: false,
             keep: false,
@@ -289,6 +325,23 @@ impl Cluster {
             .unwrap_or_else(|| "/".into());
         let script = format!(
             "mkdir -p {} && cat > {}",
+            shell_words::quote(&dir),
+            shell_words::quote(path)
+        );
+        self.provider
+            .exec(node, &["sh".into(), "-c".into(), script], true)
+            .stdin(content.as_bytes().to_vec())
+    }
+
+    /// Writes `content` to `path` inside the node, readable by root only (a key, a
+    /// certificate set): the folder is made, and the file created, under umask 077.
+    pub fn write_secret_file(&self, node: &str, path: &str, content: &str) -> Cmd {
+        let dir = Path::new(path)
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "/".into());
+        let script = format!(
+            "umask 077 && mkdir -p {} && cat > {}",
             shell_words::quote(&dir),
             shell_words::quote(path)
         );
@@ -377,7 +430,18 @@ pub fn for_kind(
                 message: "needs the cluster's kubeconfig: pass --kubeconfig FILE".into(),
             }),
         },
-        ProviderKind::Kind | ProviderKind::Vm => Err(ProviderError::Unsupported {
+        ProviderKind::Kind => {
+            let k = kind::Kind::from_env();
+            if k.installed() {
+                Ok(Arc::new(k))
+            } else {
+                Err(ProviderError::Unsupported {
+                    provider: "kind",
+                    message: unavailable_here(ProviderKind::Kind).unwrap_or_default(),
+                })
+            }
+        }
+        ProviderKind::Vm => Err(ProviderError::Unsupported {
             provider: kind.as_str(),
             message: unavailable_here(kind).unwrap_or_default(),
         }),
@@ -388,7 +452,8 @@ pub fn for_kind(
 pub fn unavailable_here(provider: ProviderKind) -> Option<String> {
     match provider {
         ProviderKind::Docker | ProviderKind::Podman | ProviderKind::Existing => None,
-        ProviderKind::Kind => Some("provider kind needs the kind binary and its node image, which cannot be obtained offline".into()),
+        ProviderKind::Kind if kind::Kind::from_env().installed() => None,
+        ProviderKind::Kind => Some(format!("provider kind needs the kind binary on PATH (or named by {}) and its node image; neither can be obtained offline", kind::KIND_ENV)),
         ProviderKind::Vm => Some("provider vm needs a bootable node disk image; none can be built here yet (qemu runs only under TCG)".into()),
     }
 }
@@ -405,6 +470,18 @@ pub async fn gc_all(r: &Runner, run_id: Option<&str>) -> Result<Collected, Comma
     ] {
         if !engine.installed() {
             continue;
+        }
+        // kind's clusters first: `kind delete` also tidies its kubeconfig entries.
+        if engine.program() == "docker" {
+            let k = kind::Kind::from_env();
+            if k.installed() {
+                match k.gc(r, run_id).await {
+                    Ok(c) => all.containers.extend(c.containers),
+                    Err(e) => {
+                        first.get_or_insert(e);
+                    }
+                }
+            }
         }
         match engine.gc(r, run_id).await {
             Ok(c) => {

@@ -482,19 +482,23 @@ fn validate(
         if st.deadline.is_zero() {
             err(&f("deadline"), "must be longer than zero".into());
         }
-        // Losing one of two etcd members loses quorum: the API cannot stay up. Three or
-        // more control planes keep it.
+        // Losing one of two stacked etcd members loses quorum: the API cannot stay up.
+        // Three or more control planes keep it; with an external etcd, two do.
         if st.action == ActionKind::ControlPlaneLoss {
+            let (min, why) = match s.cluster.etcd {
+                EtcdMode::Stacked => (3, "with 2, losing one loses etcd's quorum"),
+                EtcdMode::External => (2, "with 1, nothing is left to fail over to"),
+            };
             if let Some((j, t)) = s
                 .topologies
                 .iter()
                 .enumerate()
-                .find(|(_, t)| t.control_planes < 3)
+                .find(|(_, t)| t.control_planes < min)
             {
                 err(
                     &f("action"),
                     format!(
-                        "control-plane-loss needs at least 3 control planes in every topology; topologies[{j}] has {} (with 2, losing one loses etcd's quorum)",
+                        "control-plane-loss needs at least {min} control planes in every topology; topologies[{j}] has {} ({why})",
                         t.control_planes
                     ),
                 );
@@ -558,7 +562,8 @@ fn validate_etcd(s: &Scenario, version: Option<KubeVersion>, err: &mut impl FnMu
         }
         return;
     }
-    if let Some(v) = version.filter(|v| v.minor < 13) {
+    let line = version.or_else(|| s.kubernetes.marker.as_deref().and_then(marker_minor));
+    if let Some(v) = line.filter(|v| v.minor < 13) {
         err(
             "cluster.etcd",
             format!("an external etcd is made with `kubeadm init phase certs etcd-*` and `init phase etcd local`, which kubeadm {v} lacks (1.13 or later)"),
@@ -578,6 +583,12 @@ fn validate_etcd(s: &Scenario, version: Option<KubeVersion>, err: &mut impl FnMu
         err(
             &format!("providers[{i}]"),
             "an existing cluster has its etcd already; `cluster.etcd: external` makes one on new nodes".into(),
+        );
+    }
+    if let Some(i) = s.providers.iter().position(|p| *p == ProviderKind::Kind) {
+        err(
+            &format!("providers[{i}]"),
+            "kind makes its cluster with stacked etcd; `cluster.etcd: external` needs nodes shakedown makes".into(),
         );
     }
 }

@@ -390,6 +390,7 @@ async fn flow(
             unsupported_at_run_time,
         ),
         ("conformance.outside-shard", outside),
+        ("conformance.skipped-for-skew", skewed),
         ("conformance.passed", passed),
         ("conformance.failed", failures),
         ("conformance.flaky", flaky),
@@ -399,7 +400,7 @@ async fn flow(
         cx.property(k, v);
     }
     cx.note(format!(
-        "conformance: {} selected, {unsupported} unsupported here ({unsupported_at_run_time} more found at run time), {outside} outside this shard, {passed} passed, {failures} failed, {flaky} flaky, {not_run} not run; log {}",
+        "conformance: {} selected, {unsupported} unsupported here ({unsupported_at_run_time} more found at run time), {skewed} skipped for version skew, {outside} outside this shard, {passed} passed, {failures} failed, {flaky} flaky, {not_run} not run; log {}",
         selected.len(),
         log_path.display()
     ));
