@@ -157,6 +157,27 @@ impl StepLog {
         g.partial = truncate_line(last);
     }
 
+    /// Ends a log that reached [`LOG_CAP`]: its last lines go after the truncation mark,
+    /// so the end of what the step printed is on disk whatever its outcome. Nothing for a
+    /// log under the cap.
+    pub fn finish(&self) {
+        let tail = self.tail();
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let g = &mut *g;
+        if !g.truncated {
+            return;
+        }
+        if let Some(f) = g.file.as_mut() {
+            if let Err(e) = writeln!(
+                f,
+                "[shakedown: the last {} lines the step printed:]\n{tail}",
+                tail.lines().count()
+            ) {
+                g.write_error.get_or_insert(e);
+            }
+        }
+    }
+
     /// The first write to the file that failed, if any: the log on disk is incomplete.
     pub fn write_error(&self) -> Option<String> {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -611,6 +611,7 @@ async fn run_step(
         )),
         other => other,
     };
+    log.finish();
     // A step whose log could not be written left no evidence: it cannot pass, and the run's
     // artifacts are incomplete.
     if let Some(e) = log.write_error() {

@@ -16,6 +16,7 @@ use crate::release::{era, KubeVersion};
 use set::{DnsAddon, ImageSet};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub const IMAGE_REPO: &str = "shakedown.local";
 pub const ETCD_TAG: &str = "3.4.23-shakedown";
@@ -89,6 +90,11 @@ pub struct BuildRequest {
 pub enum BuildError {
     #[error("failed to reach the docker daemon (run `shakedown host setup`, or start dockerd)")]
     NoDocker(#[source] CommandError),
+    #[error("failed to reach the docker daemon{}: `docker info` had no answer within {after:?} (a hung dockerd, or DOCKER_HOST pointing at something that is not one)", host.as_ref().map(|h| format!(" at {h}")).unwrap_or_default())]
+    DockerHung {
+        host: Option<String>,
+        after: Duration,
+    },
     #[error("failed to find apt-get: building from Debian's source package needs a Debian host")]
     NoApt,
     #[error("not enough disk space in {path}: {free_gib} GiB free, {need_gib} GiB needed")]
@@ -175,9 +181,7 @@ fn tree_bytes(dir: &Path) -> Result<Vec<u8>, BuildError> {
 
 /// Checks the host can build: docker answers, enough disk, apt for source builds.
 pub async fn preflight(req: &BuildRequest, r: &Runner) -> Result<(), BuildError> {
-    r.run(Cmd::new("docker").args(["info", "--format", "{{.ServerVersion}}"]))
-        .await
-        .map_err(BuildError::NoDocker)?;
+    docker_answers(r, DAEMON_ANSWERS_WITHIN).await?;
     std::fs::create_dir_all(&req.cache).map_err(io(&req.cache))?;
     let need_gib = match req.binaries {
         BinarySource::DebianSource { .. } => 12,
@@ -199,6 +203,40 @@ pub async fn preflight(req: &BuildRequest, r: &Runner) -> Result<(), BuildError>
         return Err(BuildError::NoApt);
     }
     Ok(())
+}
+
+/// How long the daemon may take to answer `docker info` before a build gives up on it: a
+/// hung daemon fails the step in seconds, not at its deadline.
+pub const DAEMON_ANSWERS_WITHIN: Duration = Duration::from_secs(15);
+
+/// `docker info` answers within `within`; the command is stopped (its process group
+/// signalled) when it does not.
+pub async fn docker_answers(r: &Runner, within: Duration) -> Result<(), BuildError> {
+    let bounded = Runner {
+        cancel: r.cancel.child_token(),
+        ..r.clone()
+    };
+    let timer = {
+        let token = bounded.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(within).await;
+            token.cancel();
+        })
+    };
+    let res = bounded
+        .run(Cmd::new("docker").args(["info", "--format", "{{.ServerVersion}}"]))
+        .await;
+    timer.abort();
+    match res {
+        Ok(_) => Ok(()),
+        Err(_) if bounded.cancel.is_cancelled() && !r.cancel.is_cancelled() => {
+            Err(BuildError::DockerHung {
+                host: std::env::var("DOCKER_HOST").ok(),
+                after: within,
+            })
+        }
+        Err(e) => Err(BuildError::NoDocker(e)),
+    }
 }
 
 fn which(name: &str) -> Option<PathBuf> {

@@ -1,0 +1,573 @@
+//! The fault suite: each `fault::<name>` trial runs the real binary into a fault and checks
+//! what a user is promised: the exit code, the artifacts (`started.json`, `finished.json`,
+//! a parseable JUnit, `build-log.txt`) and that nothing labelled with the run's id is left
+//! (containers, networks, volumes, the private work folder) nor any process the run
+//! started. A table of every fault's figures is printed at the end.
+//!
+//!   cargo test --test faults
+//!
+//! The faults that need a cluster (a node killed during init, shakedown SIGKILLed and then
+//! `gc`) are trials in `tests/scenarios.rs` (`fault::node-killed-during-init`,
+//! `gc::leftovers-of-a-killed-run`), which hold the one-cluster-at-a-time lock.
+
+mod common;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One row of the table printed at the end.
+struct Row {
+    fault: &'static str,
+    exit: Option<i32>,
+    seconds: f64,
+    artifacts: String,
+    leaked: usize,
+}
+
+static ROWS: Mutex<Vec<Row>> = Mutex::new(Vec::new());
+
+fn record(row: Row) {
+    ROWS.lock().unwrap_or_else(|e| e.into_inner()).push(row);
+}
+
+fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), Failed> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what().into())
+    }
+}
+
+fn shakedown() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shakedown"));
+    c.arg("--root").arg(common::root());
+    c
+}
+
+fn fixture(name: &str) -> PathBuf {
+    common::root().join("fixtures/scenarios").join(name)
+}
+
+/// What a finished run left: its exit code, how long it took, what it printed.
+struct Ran {
+    exit: Option<i32>,
+    seconds: f64,
+    output: String,
+}
+
+/// Runs `scenario FILE --artifacts DIR --history DIR.history.sqlite` with `env`.
+fn run_scenario(file: &Path, artifacts: &Path, env: &[(&str, String)]) -> Result<Ran, Failed> {
+    run_scenario_with(file, artifacts, env, &[])
+}
+
+fn run_scenario_with(
+    file: &Path,
+    artifacts: &Path,
+    env: &[(&str, String)],
+    extra: &[&str],
+) -> Result<Ran, Failed> {
+    let t = Instant::now();
+    let mut c = shakedown();
+    c.arg("scenario")
+        .arg(file)
+        .args(extra)
+        .arg("--artifacts")
+        .arg(artifacts)
+        .arg("--history")
+        .arg(artifacts.with_extension("history.sqlite"))
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output()?;
+    Ok(Ran {
+        exit: out.status.code(),
+        seconds: t.elapsed().as_secs_f64(),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    })
+}
+
+/// The run id `started.json` names.
+fn run_id(artifacts: &Path) -> Option<String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(artifacts.join("started.json")).ok()?).ok()?;
+    v["metadata"]["run-id"].as_str().map(str::to_string)
+}
+
+/// Every artifact a run promises, each present and readable; "yes" or what is missing.
+fn artifacts_complete(artifacts: &Path) -> String {
+    let mut missing = Vec::new();
+    for f in ["started.json", "finished.json"] {
+        let ok = std::fs::read(artifacts.join(f))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some();
+        if !ok {
+            missing.push(f.to_string());
+        }
+    }
+    if !artifacts.join("build-log.txt").is_file() {
+        missing.push("build-log.txt".into());
+    }
+    let junit: Vec<PathBuf> = std::fs::read_dir(artifacts)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("junit_") && n.ends_with(".xml"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if junit.is_empty()
+        || junit.iter().any(|p| {
+            std::panic::catch_unwind(|| common::read_junit(p))
+                .map(|s| s.is_empty())
+                .unwrap_or(true)
+        })
+    {
+        missing.push("a parseable junit_*.xml".into());
+    }
+    if missing.is_empty() {
+        "yes".into()
+    } else {
+        format!("no: {}", missing.join(", "))
+    }
+}
+
+/// What is left of a run: containers, networks and volumes labelled with its id (docker and
+/// podman, where installed), and its private work folder.
+fn leftovers(run_id: &str) -> Vec<String> {
+    let label = format!("label=io.shakedown.run={run_id}");
+    let mut left = Vec::new();
+    for engine in ["docker", "podman"] {
+        for (what, args) in [
+            (
+                "container",
+                vec!["ps", "-a", "--filter", &label, "--format", "{{.Names}}"],
+            ),
+            (
+                "network",
+                vec!["network", "ls", "--filter", &label, "--format", "{{.Name}}"],
+            ),
+            (
+                "volume",
+                vec!["volume", "ls", "--filter", &label, "--format", "{{.Name}}"],
+            ),
+        ] {
+            let Ok(out) = Command::new(engine).args(&args).output() else {
+                continue;
+            };
+            for l in String::from_utf8_lossy(&out.stdout).lines() {
+                if !l.trim().is_empty() {
+                    left.push(format!("{engine} {what} {l}"));
+                }
+            }
+        }
+    }
+    let work = shakedown::paths::work_dir(run_id);
+    if work.exists() {
+        left.push(format!("work folder {}", work.display()));
+    }
+    left
+}
+
+/// Processes a step recorded in `<artifacts>/pids/` that still live: not gone and not a
+/// zombie waiting for init to reap it. A SIGKILL takes a moment to land: 5 s of grace.
+fn live_pids(pids_dir: &Path) -> Vec<String> {
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().chars().next()))
+            .flatten()
+            .is_some_and(|state| state != 'Z' && state != 'X')
+    };
+    let recorded: Vec<(String, i32)> = std::fs::read_dir(pids_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid = std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((e.file_name().to_string_lossy().to_string(), pid))
+        })
+        .collect();
+    let t = Instant::now();
+    loop {
+        let live: Vec<String> = recorded
+            .iter()
+            .filter(|(_, pid)| alive(*pid))
+            .map(|(name, pid)| format!("{name} (pid {pid})"))
+            .collect();
+        if live.is_empty() || t.elapsed() > Duration::from_secs(5) {
+            return live;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A docker socket that accepts every connection and never answers: a hung daemon.
+fn hung_socket(dir: &Path) -> Result<String, Failed> {
+    let sock = dir.join("hung.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock)?;
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    Ok(format!("unix://{}", sock.display()))
+}
+
+/// Fault 1: The docker daemon does not answer at start: exit 3 within seconds, naming it.
+fn docker_daemon_not_answering() -> Result<(), Failed> {
+    let tmp = tempfile::tempdir()?;
+    let art = tmp.path().join("artifacts");
+    let host = hung_socket(tmp.path())?;
+    let ran = run_scenario(
+        &fixture("faults/docker-down.yaml"),
+        &art,
+        &[("DOCKER_HOST", host.clone())],
+    )?;
+    let id = run_id(&art).unwrap_or_default();
+    let complete = artifacts_complete(&art);
+    let left = if id.is_empty() {
+        vec![]
+    } else {
+        leftovers(&id)
+    };
+    record(Row {
+        fault: "docker daemon not answering",
+        exit: ran.exit,
+        seconds: ran.seconds,
+        artifacts: complete.clone(),
+        leaked: left.len(),
+    });
+    check(ran.exit == Some(3), || {
+        format!("exit {:?}, want 3:\n{}", ran.exit, ran.output)
+    })?;
+    check(ran.seconds < 60.0, || {
+        format!(
+            "took {:.1}s; a hung daemon must fail the run in seconds",
+            ran.seconds
+        )
+    })?;
+    let log = std::fs::read_to_string(art.join("jobs/docker-bridge/01-build.log"))?;
+    check(
+        log.contains("failed to reach the docker daemon") && log.contains(&host),
+        || format!("the build log does not name the daemon at {host}:\n{log}"),
+    )?;
+    check(complete == "yes", || format!("artifacts: {complete}"))?;
+    check(left.is_empty(), || format!("left: {left:?}"))?;
+    Ok(())
+}
+
+/// Fault 5: A step ignores SIGTERM: killed after its grace period, its whole group gone.
+fn step_ignores_sigterm() -> Result<(), Failed> {
+    let tmp = tempfile::tempdir()?;
+    let art = tmp.path().join("artifacts");
+    let ran = run_scenario(&fixture("engine/ignore-term.yaml"), &art, &[])?;
+    let id = run_id(&art).unwrap_or_default();
+    let complete = artifacts_complete(&art);
+    let mut left = leftovers(&id);
+    left.extend(live_pids(&art.join("pids")));
+    record(Row {
+        fault: "step ignores SIGTERM",
+        exit: ran.exit,
+        seconds: ran.seconds,
+        artifacts: complete.clone(),
+        leaked: left.len(),
+    });
+    check(ran.exit == Some(1), || {
+        format!(
+            "exit {:?}, want 1 (a test step past its deadline):\n{}",
+            ran.exit, ran.output
+        )
+    })?;
+    // Deadline 1 s, grace 1 s: killed within a few seconds, not left running.
+    check(ran.seconds < 20.0, || format!("took {:.1}s", ran.seconds))?;
+    check(
+        art.join("pids/stubborn.leader").is_file() && art.join("pids/stubborn.child").is_file(),
+        || "the step never recorded its processes (the test proves nothing)".into(),
+    )?;
+    check(complete == "yes", || format!("artifacts: {complete}"))?;
+    check(left.is_empty(), || format!("left: {left:?}"))?;
+    Ok(())
+}
+
+/// The highest resident set size `/proc/<pid>/status` reports, polled until the process
+/// ends (kB).
+fn peak_rss_kb(
+    pid: u32,
+    child: &mut std::process::Child,
+) -> Result<(u64, std::process::ExitStatus), Failed> {
+    let status = format!("/proc/{pid}/status");
+    let mut peak = 0;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&status) {
+            if let Some(kb) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kb);
+            }
+        }
+        if let Some(st) = child.try_wait()? {
+            return Ok((peak, st));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Fault 6: A step prints about 200 MB: the log stops at its cap with the last lines kept after
+/// the mark, and shakedown's memory stays far below what was printed.
+fn step_prints_hundreds_of_megabytes() -> Result<(), Failed> {
+    let tmp = tempfile::tempdir()?;
+    let art = tmp.path().join("artifacts");
+    let t = Instant::now();
+    let mut child = shakedown()
+        .arg("scenario")
+        .arg(fixture("faults/spew-big.yaml"))
+        .arg("--artifacts")
+        .arg(&art)
+        .arg("--history")
+        .arg(tmp.path().join("history.sqlite"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let (peak_kb, status) = peak_rss_kb(child.id(), &mut child)?;
+    let seconds = t.elapsed().as_secs_f64();
+    let id = run_id(&art).unwrap_or_default();
+    let complete = artifacts_complete(&art);
+    let left = leftovers(&id);
+    record(Row {
+        fault: "step prints ~200 MB",
+        exit: status.code(),
+        seconds,
+        artifacts: complete.clone(),
+        leaked: left.len(),
+    });
+    eprintln!("  peak RSS of shakedown: {} MiB", peak_kb / 1024);
+    check(status.code() == Some(0), || format!("exit {status}"))?;
+    let log_path = art.join("jobs/docker-bridge/01-spew.log");
+    let size = std::fs::metadata(&log_path)?.len();
+    eprintln!("  step log: {} MiB", size / (1 << 20));
+    check(size <= shakedown::process::LOG_CAP + (1 << 20), || {
+        format!("the step log is {size} bytes, past the cap")
+    })?;
+    // The end of the log: the mark, then the last lines, the very last one included.
+    let mut f = std::fs::File::open(&log_path)?;
+    use std::io::{Read, Seek, SeekFrom};
+    f.seek(SeekFrom::End(-16384))?;
+    let mut end = String::new();
+    f.read_to_string(&mut end)?;
+    check(end.contains("log truncated at"), || {
+        "no truncation mark".into()
+    })?;
+    check(
+        end.contains("the last") && end.contains("spew-big: the last line"),
+        || {
+            format!(
+                "the last line is not kept after the mark:\n{}",
+                &end[end.len().saturating_sub(600)..]
+            )
+        },
+    )?;
+    // About 200 MB went through: memory must not follow it.
+    check(peak_kb < 150 * 1024, || {
+        format!(
+            "peak RSS {} MiB while a step printed 200 MB",
+            peak_kb / 1024
+        )
+    })?;
+    check(complete == "yes", || format!("artifacts: {complete}"))?;
+    check(left.is_empty(), || format!("left: {left:?}"))?;
+    Ok(())
+}
+
+/// Fault 7: The artifacts disk is full: exit 3 with a clear message, teardown still runs,
+/// nothing is left. Needs root to mount a 512 KiB tmpfs.
+fn artifacts_disk_full() -> Result<(), Failed> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Err("needs root to mount a small tmpfs as the artifacts folder".into());
+    }
+    let tmp = tempfile::tempdir()?;
+    let art = tmp.path().join("artifacts");
+    std::fs::create_dir_all(&art)?;
+    let markers = tmp.path().join("markers");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+        .arg(&art)
+        .status()?;
+    check(mounted.success(), || "failed to mount a tmpfs".into())?;
+    let ran = run_scenario(
+        &fixture("faults/disk-full.yaml"),
+        &art,
+        &[("FAULT_MARKERS", markers.display().to_string())],
+    );
+    let id = run_id(&art).unwrap_or_default();
+    let _ = Command::new("umount").arg(&art).status();
+    let ran = ran?;
+    let left = if id.is_empty() {
+        vec![]
+    } else {
+        leftovers(&id)
+    };
+    record(Row {
+        fault: "artifacts disk full",
+        exit: ran.exit,
+        seconds: ran.seconds,
+        artifacts: "no (disk full, by design)".into(),
+        leaked: left.len(),
+    });
+    check(ran.exit == Some(3), || {
+        format!("exit {:?}, want 3:\n{}", ran.exit, ran.output)
+    })?;
+    let said = ran.output.to_ascii_lowercase();
+    check(
+        said.contains("no space left") || said.contains("failed to write"),
+        || format!("no clear message about the full disk:\n{}", ran.output),
+    )?;
+    check(markers.join("cleanup").is_file(), || {
+        "the always step did not run on a full disk".into()
+    })?;
+    check(left.is_empty(), || format!("left: {left:?}"))?;
+    Ok(())
+}
+
+/// Fault 9: A notification webhook accepts the connection and never answers: the run finishes on
+/// time, and the failed delivery is reported.
+fn webhook_never_answers() -> Result<(), Failed> {
+    let tmp = tempfile::tempdir()?;
+    let art = tmp.path().join("artifacts");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    // A periodic run: presubmits never notify.
+    let ran = run_scenario_with(
+        &fixture("faults/webhook.yaml"),
+        &art,
+        &[("FAULT_WEBHOOK", format!("http://127.0.0.1:{port}/hook"))],
+        &["--trigger", "periodic"],
+    )?;
+    let id = run_id(&art).unwrap_or_default();
+    let complete = artifacts_complete(&art);
+    let left = leftovers(&id);
+    record(Row {
+        fault: "webhook never answers",
+        exit: ran.exit,
+        seconds: ran.seconds,
+        artifacts: complete.clone(),
+        leaked: left.len(),
+    });
+    check(ran.exit == Some(1), || {
+        format!(
+            "exit {:?}, want 1 (the failing step):\n{}",
+            ran.exit, ran.output
+        )
+    })?;
+    check(ran.seconds < 30.0, || {
+        format!("took {:.1}s: a silent webhook held the run", ran.seconds)
+    })?;
+    check(ran.output.contains("not delivered"), || {
+        format!("the failed delivery is not reported:\n{}", ran.output)
+    })?;
+    check(complete == "yes", || format!("artifacts: {complete}"))?;
+    check(left.is_empty(), || format!("left: {left:?}"))?;
+    Ok(())
+}
+
+/// Fault 10: A corrupt scenario file: exit 2 naming file and line, nothing created.
+fn corrupt_scenario() -> Result<(), Failed> {
+    let tmp = tempfile::tempdir()?;
+    let file = tmp.path().join("corrupt.yaml");
+    std::fs::write(
+        &file,
+        "branch: corrupt\nkubernetes: {version: v1.20.2\nproviders: [docker]\n",
+    )?;
+    let art = tmp.path().join("artifacts");
+    let ran = run_scenario(&file, &art, &[])?;
+    record(Row {
+        fault: "corrupt scenario file",
+        exit: ran.exit,
+        seconds: ran.seconds,
+        artifacts: "none, by design (nothing ran)".into(),
+        leaked: usize::from(art.exists()),
+    });
+    check(ran.exit == Some(2), || {
+        format!("exit {:?}, want 2:\n{}", ran.exit, ran.output)
+    })?;
+    check(ran.output.contains(&format!("{}:", file.display())), || {
+        format!("the error does not name the file and line:\n{}", ran.output)
+    })?;
+    check(!art.exists(), || {
+        format!(
+            "{} was created for a scenario that never loaded",
+            art.display()
+        )
+    })?;
+    Ok(())
+}
+
+/// One fault's trial.
+type FaultFn = fn() -> Result<(), Failed>;
+
+fn main() {
+    let args = Arguments::from_args();
+    let faults: [(&str, FaultFn); 6] = [
+        (
+            "fault::docker-daemon-not-answering",
+            docker_daemon_not_answering,
+        ),
+        ("fault::step-ignores-sigterm", step_ignores_sigterm),
+        (
+            "fault::step-prints-hundreds-of-megabytes",
+            step_prints_hundreds_of_megabytes,
+        ),
+        ("fault::artifacts-disk-full", artifacts_disk_full),
+        ("fault::webhook-never-answers", webhook_never_answers),
+        ("fault::corrupt-scenario", corrupt_scenario),
+    ];
+    let trials = faults
+        .into_iter()
+        .map(|(name, f)| Trial::test(name, f))
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    let rows = ROWS.lock().unwrap_or_else(|e| e.into_inner());
+    if !rows.is_empty() {
+        eprintln!(
+            "\n{:<32} {:>5} {:>9}  {:<34} {:>6}",
+            "fault", "exit", "seconds", "artifacts complete", "leaked"
+        );
+        for r in rows.iter() {
+            eprintln!(
+                "{:<32} {:>5} {:>9.1}  {:<34} {:>6}",
+                r.fault,
+                r.exit.map_or("-".into(), |c| c.to_string()),
+                r.seconds,
+                r.artifacts,
+                r.leaked
+            );
+        }
+    }
+    conclusion.exit();
+}
