@@ -145,35 +145,10 @@ fn artifacts_complete(artifacts: &Path) -> String {
 }
 
 /// What is left of a run: containers, networks and volumes labelled with its id (docker and
-/// podman, where installed), and its private work folder.
+/// podman, where installed), the podman provider's FORWARD rules, and its private work
+/// folder.
 fn leftovers(run_id: &str) -> Vec<String> {
-    let label = format!("label=io.shakedown.run={run_id}");
-    let mut left = Vec::new();
-    for engine in ["docker", "podman"] {
-        for (what, args) in [
-            (
-                "container",
-                vec!["ps", "-a", "--filter", &label, "--format", "{{.Names}}"],
-            ),
-            (
-                "network",
-                vec!["network", "ls", "--filter", &label, "--format", "{{.Name}}"],
-            ),
-            (
-                "volume",
-                vec!["volume", "ls", "--filter", &label, "--format", "{{.Name}}"],
-            ),
-        ] {
-            let Ok(out) = Command::new(engine).args(&args).output() else {
-                continue;
-            };
-            for l in String::from_utf8_lossy(&out.stdout).lines() {
-                if !l.trim().is_empty() {
-                    left.push(format!("{engine} {what} {l}"));
-                }
-            }
-        }
-    }
+    let mut left = common::labelled(run_id);
     let work = shakedown::paths::work_dir(run_id);
     if work.exists() {
         left.push(format!("work folder {}", work.display()));
@@ -528,12 +503,325 @@ fn corrupt_scenario() -> Result<(), Failed> {
     Ok(())
 }
 
+/// Cluster faults run one at a time: a cluster each, on a small machine.
+static CLUSTER: Mutex<()> = Mutex::new(());
+
+/// Polls `f` every 250 ms for at most `limit`.
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Result<(), Failed> {
+    let t = Instant::now();
+    while !f() {
+        if t.elapsed() > limit {
+            return Err(format!("{what} did not happen within {limit:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Ok(())
+}
+
+fn file_has(path: &Path, text: &str) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|s| s.contains(text))
+}
+
+fn sigint(child: &std::process::Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+}
+
+/// Starts `scenario FILE` in the background, its output into `<artifacts>.out`.
+fn spawn_scenario(file: &Path, artifacts: &Path) -> Result<std::process::Child, Failed> {
+    let out = std::fs::File::create(artifacts.with_extension("out"))?;
+    Ok(shakedown()
+        .arg("scenario")
+        .arg(file)
+        .arg("--artifacts")
+        .arg(artifacts)
+        .arg("--history")
+        .arg(artifacts.with_extension("history.sqlite"))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()?)
+}
+
+/// Waits for the child, at most `limit`; kills it past that.
+fn wait_child(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Result<std::process::ExitStatus, Failed> {
+    let t = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(st);
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("the run did not end within {limit:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const JOB: &str = "jobs/docker-bridge";
+
+/// Fault 3: SIGINT in the middle of `kubeadm join`: exit 130, the `always` steps (log
+/// export, teardown) run, nothing is left.
+fn sigint_during_join() -> Result<(), Failed> {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir()?;
+    let art = tmp.path().join("artifacts");
+    let t = Instant::now();
+    let mut child = spawn_scenario(&fixture("faults/interrupt-join.yaml"), &art)?;
+    let join_log = art.join(JOB).join("04-join.log");
+    let seen = wait_for("kubeadm join", Duration::from_secs(900), || {
+        file_has(&join_log, "kubeadm join")
+    });
+    if seen.is_ok() {
+        std::thread::sleep(Duration::from_secs(2));
+        sigint(&child);
+    }
+    let status = wait_child(&mut child, Duration::from_secs(300))?;
+    seen?;
+    let seconds = t.elapsed().as_secs_f64();
+    let id = run_id(&art).unwrap_or_default();
+    let complete = artifacts_complete(&art);
+    let left = leftovers(&id);
+    record(Row {
+        fault: "SIGINT during kubeadm join",
+        exit: status.code(),
+        seconds,
+        artifacts: complete.clone(),
+        leaked: left.len(),
+    });
+    check(status.code() == Some(130), || {
+        format!("exit {status}, want 130")
+    })?;
+    let junit = std::fs::read_to_string(art.join("junit_docker-bridge.xml"))?;
+    check(junit.contains("interrupted by SIGINT"), || {
+        "the JUnit does not say the run was interrupted".into()
+    })?;
+    for always in ["05-export-logs.log", "06-down.log"] {
+        check(art.join(JOB).join(always).is_file(), || {
+            format!("the always step {always} did not run")
+        })?;
+    }
+    check(
+        file_has(&art.join(JOB).join("06-down.log"), "cluster removed"),
+        || "teardown did not remove the cluster".into(),
+    )?;
+    check(complete == "yes", || format!("artifacts: {complete}"))?;
+    check(left.is_empty(), || format!("left: {left:?}"))?;
+    Ok(())
+}
+
+/// Fault 4: a second SIGINT during teardown: exit 130, and `gc --run ID` then leaves
+/// nothing.
+fn second_sigint_during_teardown() -> Result<(), Failed> {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir()?;
+    let art = tmp.path().join("artifacts");
+    let t = Instant::now();
+    let mut child = spawn_scenario(&fixture("faults/interrupt-join.yaml"), &art)?;
+    let join_log = art.join(JOB).join("04-join.log");
+    let export_log = art.join(JOB).join("05-export-logs.log");
+    let mut seen = wait_for("kubeadm join", Duration::from_secs(900), || {
+        file_has(&join_log, "kubeadm join")
+    });
+    if seen.is_ok() {
+        std::thread::sleep(Duration::from_secs(2));
+        sigint(&child);
+        seen = wait_for("teardown", Duration::from_secs(120), || {
+            export_log.is_file()
+        });
+        if seen.is_ok() {
+            sigint(&child);
+        }
+    }
+    let status = wait_child(&mut child, Duration::from_secs(300))?;
+    seen?;
+    let id = run_id(&art).unwrap_or_default();
+    check(!id.is_empty(), || "started.json names no run".into())?;
+    let before_gc = leftovers(&id);
+    let gc = shakedown().args(["gc", "--run", &id]).output()?;
+    let seconds = t.elapsed().as_secs_f64();
+    let left = leftovers(&id);
+    let complete = artifacts_complete(&art);
+    eprintln!("  left before gc: {before_gc:?}");
+    record(Row {
+        fault: "second SIGINT during teardown",
+        exit: status.code(),
+        seconds,
+        artifacts: complete.clone(),
+        leaked: left.len(),
+    });
+    check(status.code() == Some(130), || {
+        format!("exit {status}, want 130")
+    })?;
+    check(gc.status.success(), || {
+        format!("gc failed: {}", String::from_utf8_lossy(&gc.stderr))
+    })?;
+    check(complete == "yes", || format!("artifacts: {complete}"))?;
+    check(left.is_empty(), || format!("left after gc: {left:?}"))?;
+    Ok(())
+}
+
+/// Fault 8: two runs of one scenario at once: both finish, no name collides, each removes
+/// only its own cluster.
+fn two_runs_at_once() -> Result<(), Failed> {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir()?;
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let t = Instant::now();
+    let file = fixture("faults/twice.yaml");
+    let mut first = spawn_scenario(&file, &a)?;
+    let mut second = spawn_scenario(&file, &b)?;
+    let sa = wait_child(&mut first, Duration::from_secs(900))?;
+    let sb = wait_child(&mut second, Duration::from_secs(900))?;
+    let seconds = t.elapsed().as_secs_f64();
+    let (ia, ib) = (
+        run_id(&a).unwrap_or_default(),
+        run_id(&b).unwrap_or_default(),
+    );
+    let (ca, cb) = (artifacts_complete(&a), artifacts_complete(&b));
+    let mut left = leftovers(&ia);
+    left.extend(leftovers(&ib));
+    record(Row {
+        fault: "two runs of one scenario at once",
+        exit: sa.code().max(sb.code()),
+        seconds,
+        artifacts: if ca == "yes" && cb == "yes" {
+            "yes (both)".into()
+        } else {
+            format!("{ca}; {cb}")
+        },
+        leaked: left.len(),
+    });
+    let said = |p: &Path| std::fs::read_to_string(p.with_extension("out")).unwrap_or_default();
+    check(sa.success() && sb.success(), || {
+        format!("exits {sa} and {sb}:\n{}\n{}", said(&a), said(&b))
+    })?;
+    check(!ia.is_empty() && ia != ib, || {
+        format!("run ids {ia:?} and {ib:?}")
+    })?;
+    // Each run's nodes carry its own id: read back from the up step's logs.
+    let nodes = |p: &Path| {
+        std::fs::read_to_string(p.join(JOB).join("02-up.log"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("nodes up"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (na, nb) = (nodes(&a), nodes(&b));
+    eprintln!("  {na}\n  {nb}");
+    check(na.contains(&ia) && nb.contains(&ib), || {
+        format!("each run's nodes should carry its own run id:\n{na}\n{nb}")
+    })?;
+    check(ca == "yes" && cb == "yes", || {
+        format!("artifacts: {ca}; {cb}")
+    })?;
+    check(left.is_empty(), || format!("left: {left:?}"))?;
+    Ok(())
+}
+
+/// Fault 11: a CNI variant whose manifest fails lint for the cluster's version: the cni
+/// step fails in seconds naming the finding, later steps are skipped with the reason.
+/// The variant lives in a root of its own (weave 2.1.2's manifest for Kubernetes 1.6,
+/// claimed for 1.20: a DaemonSet in `extensions/v1beta1`, which 1.16 removed).
+fn cni_fails_lint() -> Result<(), Failed> {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir()?;
+    let repo = common::root();
+    let root = tmp.path().join("root");
+    let variant = root.join("cni-variants/broken");
+    std::fs::create_dir_all(variant.join("2.1.2"))?;
+    std::fs::create_dir_all(root.join("scenarios"))?;
+    for shared in ["harness", "fixtures"] {
+        std::os::unix::fs::symlink(repo.join(shared), root.join(shared))?;
+    }
+    std::fs::copy(
+        repo.join("cni-variants/weave/2.1.2/weave-daemonset-k8s-1.6.yaml"),
+        variant.join("2.1.2/weave-daemonset-k8s-1.6.yaml"),
+    )?;
+    std::fs::write(
+        variant.join("variant.yaml"),
+        "name: broken\ndescription: weave 2.1.2's manifest for Kubernetes 1.6, claimed for 1.20 (a fault fixture)\nthird_party: true\napply: manifests\npod_cidr:\n  uses_node_cidrs: false\n  default: 10.32.0.0/12\nready:\n  daemonset: {namespace: kube-system, name: weave-net}\n  node_condition: Ready\nreleases:\n  - kubernetes: {min: \"1.20\", max: \"1.20\"}\n    version: \"2.1.2\"\n    source: a fault fixture\n    manifests: [2.1.2/weave-daemonset-k8s-1.6.yaml]\n    images: [weaveworks/weave-kube:2.1.2, weaveworks/weave-npc:2.1.2]\n",
+    )?;
+    let file = root.join("scenarios/broken-cni.yaml");
+    std::fs::copy(fixture("faults/broken-cni.yaml"), &file)?;
+    let art = tmp.path().join("artifacts");
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_shakedown"))
+        .arg("--root")
+        .arg(&root)
+        .arg("scenario")
+        .arg(&file)
+        .arg("--artifacts")
+        .arg(&art)
+        .arg("--history")
+        .arg(tmp.path().join("history.sqlite"))
+        .stdin(Stdio::null())
+        .output()?;
+    let seconds = t.elapsed().as_secs_f64();
+    let id = run_id(&art).unwrap_or_default();
+    let complete = artifacts_complete(&art);
+    let left = leftovers(&id);
+    record(Row {
+        fault: "CNI manifest fails lint",
+        exit: out.status.code(),
+        seconds,
+        artifacts: complete.clone(),
+        leaked: left.len(),
+    });
+    check(out.status.code() == Some(1), || {
+        format!(
+            "exit {}, want 1:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let suite = &common::read_junit(&art.join("junit_docker-broken.xml"))[0];
+    let cni = suite.case("cni");
+    check(cni.result == "failure", || format!("cni: {}", cni.result))?;
+    check(
+        cni.text.contains("extensions/v1beta1")
+            && cni.text.contains("weave-daemonset-k8s-1.6.yaml"),
+        || {
+            format!(
+                "the cni failure does not name the finding: {} {}",
+                cni.message, cni.text
+            )
+        },
+    )?;
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(art.join("summary.json"))?)?;
+    let cni_seconds = summary["jobs"][0]["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|st| st["step"] == "cni"))
+        .and_then(|st| st["duration"].as_str())
+        .and_then(|d| humantime::parse_duration(d).ok())
+        .map_or(f64::MAX, |d| d.as_secs_f64());
+    check(cni_seconds < 30.0, || {
+        format!("the cni step took {cni_seconds:.1}s")
+    })?;
+    let smoke = suite.case("smoke");
+    check(
+        smoke.result == "skipped" && !smoke.message.is_empty(),
+        || format!("smoke: {} {:?}", smoke.result, smoke.message),
+    )?;
+    check(complete == "yes", || format!("artifacts: {complete}"))?;
+    check(left.is_empty(), || format!("left: {left:?}"))?;
+    Ok(())
+}
+
 /// One fault's trial.
 type FaultFn = fn() -> Result<(), Failed>;
 
 fn main() {
     let args = Arguments::from_args();
-    let faults: [(&str, FaultFn); 6] = [
+    let faults: [(&str, FaultFn); 10] = [
         (
             "fault::docker-daemon-not-answering",
             docker_daemon_not_answering,
@@ -546,6 +834,13 @@ fn main() {
         ("fault::artifacts-disk-full", artifacts_disk_full),
         ("fault::webhook-never-answers", webhook_never_answers),
         ("fault::corrupt-scenario", corrupt_scenario),
+        ("fault::sigint-during-join", sigint_during_join),
+        (
+            "fault::second-sigint-during-teardown",
+            second_sigint_during_teardown,
+        ),
+        ("fault::two-runs-at-once", two_runs_at_once),
+        ("fault::cni-fails-lint", cni_fails_lint),
     ];
     let trials = faults
         .into_iter()
@@ -568,6 +863,40 @@ fn main() {
                 r.leaked
             );
         }
+    }
+    // Across the whole suite: nothing shakedown labels is left. Under CI=true (a machine
+    // of its own) anything left fails the suite; elsewhere a person's kept clusters may be
+    // there, so it is only printed.
+    let mut left = Vec::new();
+    for cmd in [
+        ["ps", "-a", "--format", "{{.Names}}"],
+        ["network", "ls", "--format", "{{.Name}}"],
+        ["volume", "ls", "--format", "{{.Name}}"],
+    ] {
+        let mut a: Vec<&str> = vec![cmd[0]];
+        a.extend(&cmd[1..cmd.len() - 2]);
+        a.extend(["--filter", "label=io.shakedown.managed=true"]);
+        a.extend(&cmd[cmd.len() - 2..]);
+        if let Ok(out) = Command::new("docker").args(&a).output() {
+            left.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| format!("docker {} {l}", cmd[0])),
+            );
+        }
+    }
+    eprintln!(
+        "labelled resources left after the suite: {}",
+        if left.is_empty() {
+            "none".to_string()
+        } else {
+            left.join(", ")
+        }
+    );
+    if !left.is_empty() && std::env::var("CI").is_ok_and(|v| v == "true") && !args.list {
+        eprintln!("CI=true: the fault suite must leave nothing labelled");
+        std::process::exit(1);
     }
     conclusion.exit();
 }

@@ -886,7 +886,7 @@ fn real_run_with(
     if keep_cluster {
         return Ok(summary);
     }
-    let left = labelled(&run_id);
+    let left = common::labelled(&run_id);
     check(left.is_empty(), || {
         format!("run {run_id} left behind: {}", left.join(", "))
     })?;
@@ -1221,49 +1221,6 @@ fn docker_lines(args: &[&str]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Containers, networks and volumes labelled with this run id, in docker and (where it is
-/// installed) podman.
-fn labelled(run_id: &str) -> Vec<String> {
-    let f = format!("label=io.shakedown.run={run_id}");
-    let mut v = Vec::new();
-    for engine in ["docker", "podman"] {
-        for (what, args) in [
-            (
-                "container",
-                vec!["ps", "-a", "--filter", &f, "--format", "{{.Names}}"],
-            ),
-            (
-                "network",
-                vec!["network", "ls", "--filter", &f, "--format", "{{.Name}}"],
-            ),
-            ("volume", vec!["volume", "ls", "-q", "--filter", &f]),
-        ] {
-            let out = std::process::Command::new(engine).args(&args).output();
-            let Ok(out) = out else { continue };
-            v.extend(
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .map(|n| format!("{engine} {what} {n}")),
-            );
-        }
-    }
-    // The podman provider's FORWARD rules, marked with the run's cluster names.
-    let mark = format!("shakedown:sd-{run_id}-");
-    if let Ok(out) = std::process::Command::new("iptables")
-        .args(["-S", "FORWARD"])
-        .output()
-    {
-        v.extend(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|l| l.contains(&mark))
-                .map(|l| format!("iptables rule {l}")),
-        );
-    }
-    v
-}
-
 fn wait_for(
     what: &str,
     limit: std::time::Duration,
@@ -1413,7 +1370,7 @@ fn gc_after_sigkill() -> Result<(), Failed> {
             work.display()
         )
     })?;
-    let left = labelled(&run_id);
+    let left = common::labelled(&run_id);
     eprintln!("  left by the killed run {run_id}: {}", left.join(", "));
     for what in ["docker container ", "docker network ", "docker volume "] {
         check(left.iter().any(|l| l.starts_with(what)), || {
@@ -1443,7 +1400,7 @@ fn gc_after_sigkill() -> Result<(), Failed> {
     let out = std::process::Command::new(bin)
         .args(["gc", "--run", &run_id])
         .output()?;
-    let gone = labelled(&run_id);
+    let gone = common::labelled(&run_id);
     let volumes = docker_lines(&["volume", "ls", "-q"]);
     let networks = docker_lines(&["network", "ls", "--format", "{{.Name}}"]);
     // Clean the bystanders up before judging.
@@ -1529,7 +1486,7 @@ fn bench_interrupted() -> Result<(), Failed> {
     check(out.status.code() == Some(130), || {
         format!("bench exited {:?}: {text}", out.status.code())
     })?;
-    let left = labelled(&run_id);
+    let left = common::labelled(&run_id);
     eprintln!(
         "  bench run {run_id} stopped {:.1}s after SIGINT; left {left:?}",
         t.elapsed().as_secs_f64()
@@ -1654,6 +1611,6 @@ fn existing_cluster() -> Result<(), Failed> {
         format!("secrets in the artifacts: {found:?}")
     })?;
     drop(_gc);
-    let left = labelled(&run_id);
+    let left = common::labelled(&run_id);
     check(left.is_empty(), || format!("gc left {left:?}"))
 }

@@ -289,3 +289,46 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Containers, networks and volumes labelled with this run id, in docker and (where it is
+/// installed) podman.
+pub fn labelled(run_id: &str) -> Vec<String> {
+    let f = format!("label=io.shakedown.run={run_id}");
+    let mut v = Vec::new();
+    for engine in ["docker", "podman"] {
+        for (what, args) in [
+            (
+                "container",
+                vec!["ps", "-a", "--filter", &f, "--format", "{{.Names}}"],
+            ),
+            (
+                "network",
+                vec!["network", "ls", "--filter", &f, "--format", "{{.Name}}"],
+            ),
+            ("volume", vec!["volume", "ls", "-q", "--filter", &f]),
+        ] {
+            let out = std::process::Command::new(engine).args(&args).output();
+            let Ok(out) = out else { continue };
+            v.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|n| format!("{engine} {what} {n}")),
+            );
+        }
+    }
+    // The podman provider's FORWARD rules, marked with the run's cluster names.
+    let mark = format!("shakedown:sd-{run_id}-");
+    if let Ok(out) = std::process::Command::new("iptables")
+        .args(["-S", "FORWARD"])
+        .output()
+    {
+        v.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains(&mark))
+                .map(|l| format!("iptables rule {l}")),
+        );
+    }
+    v
+}
