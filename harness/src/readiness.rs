@@ -55,7 +55,34 @@ pub fn nodes_registered(expected: &[String], nodes: &[Node]) -> Result<(), Strin
     }
 }
 
-/// Running with every container ready (or Succeeded for run-to-completion pods).
+/// Whether every container of a Running pod is ready in fact though the pod's Ready
+/// condition lags: each is ready, or started, running and without a readiness probe, which
+/// is all that Ready means for such a container. kubelet 1.18-1.20 reports a container with
+/// a startup probe and no readiness probe Ready only at the pod's next periodic sync, up to
+/// a minute after the probe passed (kubernetes/kubernetes#95140); kubeadm 1.20 gives
+/// kube-controller-manager and kube-scheduler exactly that. `started` exists from 1.16;
+/// without it nothing is inferred.
+fn started_without_readiness_probe(pod: &Pod) -> bool {
+    let (Some(spec), Some(status)) = (&pod.spec, &pod.status) else {
+        return false;
+    };
+    let statuses = status.container_statuses.as_deref().unwrap_or_default();
+    !statuses.is_empty()
+        && spec.containers.len() == statuses.len()
+        && statuses.iter().all(|cs| {
+            let running = cs.state.as_ref().is_some_and(|s| s.running.is_some());
+            let probed = spec
+                .containers
+                .iter()
+                .find(|c| c.name == cs.name)
+                .is_none_or(|c| c.readiness_probe.is_some());
+            cs.ready || (running && cs.started == Some(true) && !probed)
+        })
+}
+
+/// Running with every container ready (or Succeeded for run-to-completion pods). A
+/// container without a readiness probe is ready once started, even while kubelet has not
+/// yet said so in the pod's Ready condition (see [`started_without_readiness_probe`]).
 pub fn pod_ready(pod: &Pod) -> Result<(), String> {
     let name = format!(
         "{}/{}",
@@ -90,6 +117,7 @@ pub fn pod_ready(pod: &Pod) -> Result<(), String> {
         .find(|c| c.type_ == "Ready");
     match ready {
         Some(c) if c.status == "True" && phase == "Running" => Ok(()),
+        Some(_) if phase == "Running" && started_without_readiness_probe(pod) => Ok(()),
         Some(c) => Err(format!(
             "pod {name} {phase}, Ready={}{}",
             c.status,
@@ -287,6 +315,42 @@ status:
         )
         .unwrap();
         assert!(pod_ready(&p).is_ok());
+    }
+
+    #[test]
+    fn a_started_container_without_a_readiness_probe_is_ready_before_kubelet_says_so() {
+        // kube-scheduler as kubelet 1.20 reports it between its startup probe passing and
+        // the next pod sync (kubernetes#95140).
+        let lagging = r#"
+metadata: {name: kube-scheduler-cp1, namespace: kube-system}
+spec:
+  containers:
+  - name: kube-scheduler
+    startupProbe: {httpGet: {path: /healthz, port: 10259}}
+    livenessProbe: {httpGet: {path: /healthz, port: 10259}}
+status:
+  phase: Running
+  conditions:
+  - {type: Ready, status: "False", reason: ContainersNotReady}
+  containerStatuses:
+  - {name: kube-scheduler, image: s, imageID: "", ready: false, restartCount: 0, started: true, state: {running: {}}}
+"#;
+        let p: Pod = serde_yaml::from_str(lagging).unwrap();
+        assert!(pod_ready(&p).is_ok());
+        // Not started yet: its startup probe has not passed.
+        let p: Pod =
+            serde_yaml::from_str(&lagging.replace("started: true", "started: false")).unwrap();
+        assert!(pod_ready(&p).unwrap_err().contains("Ready=False"));
+        // A readiness probe is the judge: kubelet's Ready must be waited for.
+        let p: Pod = serde_yaml::from_str(&lagging.replace(
+            "livenessProbe:",
+            "readinessProbe: {httpGet: {path: /readyz, port: 10259}}\n    livenessProbe:",
+        ))
+        .unwrap();
+        assert!(pod_ready(&p).is_err());
+        // Before 1.16 there is no `started`: nothing is inferred.
+        let p: Pod = serde_yaml::from_str(&lagging.replace(" started: true,", "")).unwrap();
+        assert!(pod_ready(&p).is_err());
     }
 
     #[test]
