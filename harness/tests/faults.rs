@@ -566,6 +566,32 @@ fn wait_child(
 
 const JOB: &str = "jobs/docker-bridge";
 
+/// Runs the interrupt fixture and sends SIGINT 2 s after `kubeadm join` started; with
+/// `again`, a second SIGINT once log export (teardown) has begun. The run's exit status.
+fn interrupt_during_join(art: &Path, again: bool) -> Result<std::process::ExitStatus, Failed> {
+    let mut child = spawn_scenario(&fixture("faults/interrupt-join.yaml"), art)?;
+    let join_log = art.join(JOB).join("04-join.log");
+    let export_log = art.join(JOB).join("05-export-logs.log");
+    let mut seen = wait_for("kubeadm join", Duration::from_secs(900), || {
+        file_has(&join_log, "kubeadm join")
+    });
+    if seen.is_ok() {
+        std::thread::sleep(Duration::from_secs(2));
+        sigint(&child);
+        if again {
+            seen = wait_for("teardown", Duration::from_secs(120), || {
+                export_log.is_file()
+            });
+            if seen.is_ok() {
+                sigint(&child);
+            }
+        }
+    }
+    let status = wait_child(&mut child, Duration::from_secs(300))?;
+    seen?;
+    Ok(status)
+}
+
 /// Fault 3: SIGINT in the middle of `kubeadm join`: exit 130, the `always` steps (log
 /// export, teardown) run, nothing is left.
 fn sigint_during_join() -> Result<(), Failed> {
@@ -573,17 +599,7 @@ fn sigint_during_join() -> Result<(), Failed> {
     let tmp = tempfile::tempdir()?;
     let art = tmp.path().join("artifacts");
     let t = Instant::now();
-    let mut child = spawn_scenario(&fixture("faults/interrupt-join.yaml"), &art)?;
-    let join_log = art.join(JOB).join("04-join.log");
-    let seen = wait_for("kubeadm join", Duration::from_secs(900), || {
-        file_has(&join_log, "kubeadm join")
-    });
-    if seen.is_ok() {
-        std::thread::sleep(Duration::from_secs(2));
-        sigint(&child);
-    }
-    let status = wait_child(&mut child, Duration::from_secs(300))?;
-    seen?;
+    let status = interrupt_during_join(&art, false)?;
     let seconds = t.elapsed().as_secs_f64();
     let id = run_id(&art).unwrap_or_default();
     let complete = artifacts_complete(&art);
@@ -623,24 +639,7 @@ fn second_sigint_during_teardown() -> Result<(), Failed> {
     let tmp = tempfile::tempdir()?;
     let art = tmp.path().join("artifacts");
     let t = Instant::now();
-    let mut child = spawn_scenario(&fixture("faults/interrupt-join.yaml"), &art)?;
-    let join_log = art.join(JOB).join("04-join.log");
-    let export_log = art.join(JOB).join("05-export-logs.log");
-    let mut seen = wait_for("kubeadm join", Duration::from_secs(900), || {
-        file_has(&join_log, "kubeadm join")
-    });
-    if seen.is_ok() {
-        std::thread::sleep(Duration::from_secs(2));
-        sigint(&child);
-        seen = wait_for("teardown", Duration::from_secs(120), || {
-            export_log.is_file()
-        });
-        if seen.is_ok() {
-            sigint(&child);
-        }
-    }
-    let status = wait_child(&mut child, Duration::from_secs(300))?;
-    seen?;
+    let status = interrupt_during_join(&art, true)?;
     let id = run_id(&art).unwrap_or_default();
     check(!id.is_empty(), || "started.json names no run".into())?;
     let before_gc = leftovers(&id);

@@ -255,11 +255,12 @@ fn ha() -> Result<(), Failed> {
 /// control plane runs an etcd; the backup and its drill ran on the first etcd node; losing
 /// the last member leaves a quorum of two and the API within `disruption.api_max`.
 fn external_etcd() -> Result<(), Failed> {
-    let dir = trial_dir("external-etcd");
-    let file = common::root().join("fixtures/scenarios/cluster/external-etcd.yaml");
-    let summary = real_run(&file, "external-etcd/docker/bridge", &dir, None, None)?;
-    let job = &summary.jobs[0];
-    let suite = &common::read_junit(&dir.join(format!("junit_{}.xml", job.context)))[0];
+    let (summary, dir, suite) = fixture_trial(
+        "external-etcd.yaml",
+        "external-etcd/docker/bridge",
+        "external-etcd",
+    )?;
+    let suite = &suite;
     cases_are(
         suite,
         "passed",
@@ -530,11 +531,8 @@ fn upgrade_broken_hop() -> Result<(), Failed> {
 /// whose kubelet is v1.20.2 (older, as the policy allows). The worker reports v1.20.2 to
 /// the API, and smoke passes across the two versions.
 fn skew() -> Result<(), Failed> {
-    let dir = trial_dir("skew");
-    let file = common::root().join("fixtures/scenarios/cluster/skew.yaml");
-    let summary = real_run(&file, "skew/docker/bridge", &dir, None, None)?;
-    let job = &summary.jobs[0];
-    let suite = &common::read_junit(&dir.join(format!("junit_{}.xml", job.context)))[0];
+    let (summary, dir, suite) = fixture_trial("skew.yaml", "skew/docker/bridge", "skew")?;
+    let suite = &suite;
     cases_are(
         suite,
         "passed",
@@ -572,6 +570,23 @@ fn skew() -> Result<(), Failed> {
         || format!("kubelet versions {kubelets:?}"),
     )?;
     Ok(())
+}
+
+/// Runs `fixtures/scenarios/cluster/<fixture>`'s job into `artifacts/trials/<trial>`: the run's
+/// summary, its artifacts folder and its JUnit suite.
+fn fixture_trial(
+    fixture: &str,
+    job: &str,
+    trial: &str,
+) -> Result<(shakedown::engine::RunSummary, PathBuf, common::Suite), Failed> {
+    let dir = trial_dir(trial);
+    let file = common::root()
+        .join("fixtures/scenarios/cluster")
+        .join(fixture);
+    let summary = real_run(&file, job, &dir, None, None)?;
+    let junit = dir.join(format!("junit_{}.xml", summary.jobs[0].context));
+    let suite = common::read_junit(&junit).remove(0);
+    Ok((summary, dir, suite))
 }
 
 /// Each node's kubelet version as the API reported it in the exported `nodes.yaml`: (is a

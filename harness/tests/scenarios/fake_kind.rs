@@ -77,20 +77,6 @@ struct KindNetworking {
 
 const FAKE_NODE_IMAGE: &str = "shakedown.local/busybox:1.29";
 
-fn docker_lines(args: &[&str]) -> Vec<String> {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// `fake-kind::bring-up`: `scenario fixtures/scenarios/cluster/kind.yaml` through the binary
 /// with `SHAKEDOWN_KIND` at the fake. The recorded calls and config show what kind was
 /// asked: a v1alpha4 config kind's own types accept (1 control plane, 2 workers, no default
