@@ -909,17 +909,18 @@ fn real_run_with(
 }
 
 /// The conformance shard CI runs for one job: `SHAKEDOWN_CONFORMANCE_SHARD` (K/N or `all`);
-/// unless it is set, the three runtimes run three disjoint sixteenths: podman 1/16, docker
-/// 3/16, dockershim 5/16 (a spec is in K/16 when its hash is K-1 modulo 16). Together they
-/// cover 3/16 of the selected specs, each on one runtime: the CI budget (60 minutes) holds
-/// the upgrade trials only so. `SHAKEDOWN_CONFORMANCE_SHARD=all` runs every spec.
+/// unless it is set, the three runtimes run three disjoint thirty-seconds: podman 1/32,
+/// docker 3/32, dockershim 5/32 (a spec is in K/32 when its hash is K-1 modulo 32).
+/// Together they cover 3/32 of the selected specs, each on one runtime: the CI budget (60
+/// minutes) holds the HA, upgrade, external-etcd and fault trials only so.
+/// `SHAKEDOWN_CONFORMANCE_SHARD=all` runs every spec.
 fn ci_shard_for(job: &str) -> Option<(u32, u32)> {
     let default = if job.contains("/podman/") {
-        "1/16"
+        "1/32"
     } else if job.contains("dockershim") {
-        "5/16"
+        "5/32"
     } else {
-        "3/16"
+        "3/32"
     };
     let v = std::env::var("SHAKEDOWN_CONFORMANCE_SHARD").unwrap_or_else(|_| default.into());
     if v == "all" {
@@ -1110,7 +1111,7 @@ fn no_cni_regression() -> Result<(), Failed> {
 
 const IN_CLUSTER_TRIAL: &str = "in-cluster::release-1.20/docker/bridge";
 /// CI's slice of the in-cluster run: about a dozen lite specs, in one pod.
-const IN_CLUSTER_SHARD: (u32, u32) = (1, 20);
+const IN_CLUSTER_SHARD: (u32, u32) = (1, 40);
 
 /// The folder `shakedown image build` reports for the release-1.20 binaries (cached: the
 /// cluster trials build them anyway).
@@ -1570,7 +1571,7 @@ fn existing_cluster() -> Result<(), Failed> {
         "existing/existing/bridge",
         &dir.join("existing"),
         Tweaks {
-            shard: Some((1, 20)),
+            shard: Some((1, 40)),
             kubeconfig: Some(kubeconfig.clone()),
             ..Default::default()
         },
