@@ -66,6 +66,20 @@ fn started_without_readiness_probe(pod: &Pod) -> bool {
     let (Some(spec), Some(status)) = (&pod.spec, &pod.status) else {
         return false;
     };
+    // Only the lag itself: kubelet said ContainersNotReady, no readiness gate decides, the
+    // pod is not being deleted. A pod marked not ready for another reason (its node lost,
+    // a gate unmet) is not second-guessed.
+    let lagging = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.reason.as_deref() == Some("ContainersNotReady"));
+    if !lagging
+        || pod.metadata.deletion_timestamp.is_some()
+        || spec.readiness_gates.as_ref().is_some_and(|g| !g.is_empty())
+    {
+        return false;
+    }
     let statuses = status.container_statuses.as_deref().unwrap_or_default();
     !statuses.is_empty()
         && spec.containers.len() == statuses.len()
@@ -345,6 +359,25 @@ status:
         let p: Pod = serde_yaml::from_str(&lagging.replace(
             "livenessProbe:",
             "readinessProbe: {httpGet: {path: /readyz, port: 10259}}\n    livenessProbe:",
+        ))
+        .unwrap();
+        assert!(pod_ready(&p).is_err());
+        // Not ready for another reason than the lag (its node lost): not second-guessed.
+        let p: Pod = serde_yaml::from_str(
+            &lagging.replace("reason: ContainersNotReady", "reason: NodeLost"),
+        )
+        .unwrap();
+        assert!(pod_ready(&p).is_err());
+        // Being deleted, or waiting on a readiness gate: not inferred either.
+        let p: Pod = serde_yaml::from_str(&lagging.replace(
+            "namespace: kube-system}",
+            "namespace: kube-system, deletionTimestamp: \"2026-12-02T10:00:00Z\"}",
+        ))
+        .unwrap();
+        assert!(pod_ready(&p).is_err());
+        let p: Pod = serde_yaml::from_str(&lagging.replace(
+            "spec:\n",
+            "spec:\n  readinessGates: [{conditionType: example.com/ready}]\n",
         ))
         .unwrap();
         assert!(pod_ready(&p).is_err());

@@ -244,6 +244,14 @@ fn docker_daemon_not_answering() -> Result<(), Failed> {
         log.contains("failed to reach the docker daemon") && log.contains(&host),
         || format!("the build log does not name the daemon at {host}:\n{log}"),
     )?;
+    // The later step skipped, teardown run.
+    let suite = &common::read_junit(&art.join("junit_docker-bridge.xml"))[0];
+    check(suite.case("up").result == "skipped", || {
+        format!("up: {}", suite.case("up").result)
+    })?;
+    check(suite.case("down").result == "passed", || {
+        format!("down: {}", suite.case("down").result)
+    })?;
     check(complete == "yes", || format!("artifacts: {complete}"))?;
     check(left.is_empty(), || format!("left: {left:?}"))?;
     Ok(())
@@ -354,7 +362,7 @@ fn step_prints_hundreds_of_megabytes() -> Result<(), Failed> {
         "no truncation mark".into()
     })?;
     check(
-        end.contains("the last") && end.contains("spew-big: the last line"),
+        end.contains("[shakedown: the last") && end.contains("spew-big: the last line"),
         || {
             format!(
                 "the last line is not kept after the mark:\n{}",

@@ -286,7 +286,12 @@ impl Action for ClusterUp {
         cx.job_mut().cluster = Some(made);
         if let Some(a) = art.as_ref() {
             let dockershim = a.runtime == crate::release::era::Runtime::Docker;
-            if a.image_set.needs_node_config() && provider.runs_commands() && !dockershim {
+            // A provider with its own node image (kind) keeps its own containerd config.
+            if a.image_set.needs_node_config()
+                && provider.runs_commands()
+                && provider.needs_node_image()
+                && !dockershim
+            {
                 let c = cluster(cx)?;
                 configure_containerd(cx, c, &a.image_set).await?;
             }

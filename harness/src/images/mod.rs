@@ -229,12 +229,15 @@ pub async fn docker_answers(r: &Runner, within: Duration) -> Result<(), BuildErr
     timer.abort();
     match res {
         Ok(_) => Ok(()),
-        Err(_) if bounded.cancel.is_cancelled() && !r.cancel.is_cancelled() => {
-            Err(BuildError::DockerHung {
-                host: std::env::var("DOCKER_HOST").ok(),
-                after: within,
-            })
-        }
+        // Stopped from outside (Ctrl-C, the step's deadline): not the daemon's fault.
+        Err(e) if r.cancel.is_cancelled() => Err(BuildError::Stage {
+            stage: "the docker daemon check",
+            source: e,
+        }),
+        Err(_) if bounded.cancel.is_cancelled() => Err(BuildError::DockerHung {
+            host: std::env::var("DOCKER_HOST").ok(),
+            after: within,
+        }),
         Err(e) => Err(BuildError::NoDocker(e)),
     }
 }

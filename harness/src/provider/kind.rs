@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 /// The environment variable naming the kind program.
 pub const KIND_ENV: &str = "SHAKEDOWN_KIND";
 
+/// The longest cluster name kind accepts.
+pub const KIND_NAME_MAX: usize = 50;
+
 /// The network kind puts every cluster's nodes on.
 const KIND_NETWORK: &str = "kind";
 
@@ -65,9 +68,9 @@ impl Kind {
 
     /// Where kind writes the cluster's kubeconfig: the run's private work folder.
     fn kubeconfig_path(spec_name: &str, run_id: &str) -> Result<PathBuf, ProviderError> {
-        let dir = crate::paths::create_work_dir(run_id).map_err(|e| ProviderError::Kubeconfig {
+        let dir = crate::paths::create_work_dir(run_id).map_err(|source| ProviderError::Write {
             path: crate::paths::work_dir(run_id),
-            source: Box::new(e),
+            source,
         })?;
         Ok(dir.join(format!("{spec_name}-kind.conf")))
     }
@@ -153,6 +156,16 @@ impl Provider for Kind {
         spec: &ClusterSpec,
         note: &(dyn Fn(String) + Sync),
     ) -> Result<Cluster, ProviderError> {
+        if spec.name.len() > KIND_NAME_MAX {
+            return Err(ProviderError::Unsupported {
+                provider: "kind",
+                message: format!(
+                    "the cluster name {} has {} characters; kind takes at most {KIND_NAME_MAX} (shorten the topology's name)",
+                    spec.name,
+                    spec.name.len()
+                ),
+            });
+        }
         let mut cluster = Cluster::new(
             Arc::new(self.clone()),
             &spec.name,
@@ -163,9 +176,9 @@ impl Provider for Kind {
         let kubeconfig = Kind::kubeconfig_path(&spec.name, &spec.run_id)?;
         let cfg = config(spec);
         let cfg_path = kubeconfig.with_file_name(format!("{}-kind.yaml", spec.name));
-        std::fs::write(&cfg_path, &cfg).map_err(|e| ProviderError::Kubeconfig {
+        std::fs::write(&cfg_path, &cfg).map_err(|source| ProviderError::Write {
             path: cfg_path.clone(),
-            source: Box::new(e),
+            source,
         })?;
         note(format!("kind config ({}):\n{cfg}", cfg_path.display()));
         // From here on, a failure or a drop deletes the cluster by name.
@@ -279,17 +292,17 @@ impl Provider for Kind {
     }
 
     fn remove_on_drop(&self, cluster: &Cluster, log: Option<&StepLog>, limit: Duration) {
-        super::container::run_bounded(
-            &self.program,
-            &[
-                "delete".into(),
-                "cluster".into(),
-                "--name".into(),
-                cluster.name.clone(),
-            ],
-            log,
-            limit,
-        );
+        let mut args: Vec<String> = vec![
+            "delete".into(),
+            "cluster".into(),
+            "--name".into(),
+            cluster.name.clone(),
+        ];
+        // kind edits the kubeconfig it is given, never the user's default one.
+        if let Some(k) = &cluster.kubeconfig {
+            args.extend(["--kubeconfig".into(), k.display().to_string()]);
+        }
+        super::container::run_bounded(&self.program, &args, log, limit);
     }
 
     async fn gc(&self, r: &Runner, run_id: Option<&str>) -> Result<Collected, CommandError> {

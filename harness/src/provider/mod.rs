@@ -100,6 +100,12 @@ pub enum ProviderError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("failed to write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to list the nodes of the cluster in {}", path.display())]
     Nodes {
         path: PathBuf,
