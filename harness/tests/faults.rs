@@ -156,6 +156,12 @@ fn leftovers(run_id: &str) -> Vec<String> {
     left
 }
 
+/// The promise every fault keeps: every artifact written, nothing of the run left.
+fn complete_and_clean(complete: &str, left: &[String]) -> Result<(), Failed> {
+    check(complete == "yes", || format!("artifacts: {complete}"))?;
+    check(left.is_empty(), || format!("left: {left:?}"))
+}
+
 /// Processes a step recorded in `<artifacts>/pids/` that still live: not gone and not a
 /// zombie waiting for init to reap it. A SIGKILL takes a moment to land: 5 s of grace.
 fn live_pids(pids_dir: &Path) -> Vec<String> {
@@ -252,8 +258,7 @@ fn docker_daemon_not_answering() -> Result<(), Failed> {
     check(suite.case("down").result == "passed", || {
         format!("down: {}", suite.case("down").result)
     })?;
-    check(complete == "yes", || format!("artifacts: {complete}"))?;
-    check(left.is_empty(), || format!("left: {left:?}"))?;
+    complete_and_clean(&complete, &left)?;
     Ok(())
 }
 
@@ -285,8 +290,7 @@ fn step_ignores_sigterm() -> Result<(), Failed> {
         art.join("pids/stubborn.leader").is_file() && art.join("pids/stubborn.child").is_file(),
         || "the step never recorded its processes (the test proves nothing)".into(),
     )?;
-    check(complete == "yes", || format!("artifacts: {complete}"))?;
-    check(left.is_empty(), || format!("left: {left:?}"))?;
+    complete_and_clean(&complete, &left)?;
     Ok(())
 }
 
@@ -377,8 +381,7 @@ fn step_prints_hundreds_of_megabytes() -> Result<(), Failed> {
             peak_kb / 1024
         )
     })?;
-    check(complete == "yes", || format!("artifacts: {complete}"))?;
-    check(left.is_empty(), || format!("left: {left:?}"))?;
+    complete_and_clean(&complete, &left)?;
     Ok(())
 }
 
@@ -474,8 +477,7 @@ fn webhook_never_answers() -> Result<(), Failed> {
     check(ran.output.contains("not delivered"), || {
         format!("the failed delivery is not reported:\n{}", ran.output)
     })?;
-    check(complete == "yes", || format!("artifacts: {complete}"))?;
-    check(left.is_empty(), || format!("left: {left:?}"))?;
+    complete_and_clean(&complete, &left)?;
     Ok(())
 }
 
@@ -635,8 +637,7 @@ fn sigint_during_join() -> Result<(), Failed> {
         file_has(&art.join(JOB).join("06-down.log"), "cluster removed"),
         || "teardown did not remove the cluster".into(),
     )?;
-    check(complete == "yes", || format!("artifacts: {complete}"))?;
-    check(left.is_empty(), || format!("left: {left:?}"))?;
+    complete_and_clean(&complete, &left)?;
     Ok(())
 }
 
@@ -818,8 +819,7 @@ fn cni_fails_lint() -> Result<(), Failed> {
         smoke.result == "skipped" && !smoke.message.is_empty(),
         || format!("smoke: {} {:?}", smoke.result, smoke.message),
     )?;
-    check(complete == "yes", || format!("artifacts: {complete}"))?;
-    check(left.is_empty(), || format!("left: {left:?}"))?;
+    complete_and_clean(&complete, &left)?;
     Ok(())
 }
 
