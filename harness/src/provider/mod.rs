@@ -325,29 +325,23 @@ impl Cluster {
 
     /// Writes `content` to `path` inside the node.
     pub fn write_file(&self, node: &str, path: &str, content: &str) -> Cmd {
-        let dir = Path::new(path)
-            .parent()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "/".into());
-        let script = format!(
-            "mkdir -p {} && cat > {}",
-            shell_words::quote(&dir),
-            shell_words::quote(path)
-        );
-        self.provider
-            .exec(node, &["sh".into(), "-c".into(), script], true)
-            .stdin(content.as_bytes().to_vec())
+        self.write_with(node, path, content, "")
     }
 
     /// Writes `content` to `path` inside the node, readable by root only (a key, a
     /// certificate set): the folder is made, and the file created, under umask 077.
     pub fn write_secret_file(&self, node: &str, path: &str, content: &str) -> Cmd {
+        self.write_with(node, path, content, "umask 077 && ")
+    }
+
+    /// `mkdir -p` of the folder and `cat >` of the file on the node, after `prefix`.
+    fn write_with(&self, node: &str, path: &str, content: &str, prefix: &str) -> Cmd {
         let dir = Path::new(path)
             .parent()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "/".into());
         let script = format!(
-            "umask 077 && mkdir -p {} && cat > {}",
+            "{prefix}mkdir -p {} && cat > {}",
             shell_words::quote(&dir),
             shell_words::quote(path)
         );
