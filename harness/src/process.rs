@@ -21,6 +21,18 @@ use tokio_util::sync::CancellationToken;
 /// writes text (step logs, logged command lines, error tails).
 static SECRETS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
 
+/// The variable every child of a run carries: the run's id, inherited by whatever the child
+/// starts in turn. It is how `gc` finds the processes of a run that was SIGKILLed.
+pub const RUN_ENV: &str = "SHAKEDOWN_RUN_ID";
+
+/// The run whose children this process starts (see [`tag_children`]).
+static RUN_TAG: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// Marks every child started from now on with `RUN_ENV=run_id`.
+pub fn tag_children(run_id: &str) {
+    *RUN_TAG.write().unwrap_or_else(|e| e.into_inner()) = Some(run_id.to_string());
+}
+
 /// What stands in for a secret in logs and artifacts.
 pub const REDACTED: &str = "<redacted>";
 
@@ -393,6 +405,82 @@ impl CommandError {
     }
 }
 
+/// The parent of `pid`, from `/proc/PID/stat` (the field after the command's closing paren).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// This user's live processes that carry [`RUN_ENV`] (equal to `run_id` when given): what a
+/// killed run's steps left running. Never this process nor one of its ancestors.
+pub fn run_processes(run_id: Option<&str>) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::process::id() as i32;
+    let mut spared = vec![me];
+    let mut p = me;
+    while let Some(parent) = parent_of(p).filter(|&q| q > 1) {
+        spared.push(parent);
+        p = parent;
+    }
+    let uid = nix::unistd::Uid::effective().as_raw();
+    let prefix = format!("{RUN_ENV}=");
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if spared.contains(&pid) || e.metadata().map_or(true, |m| m.uid() != uid) {
+            continue;
+        }
+        // A process that is gone, or a zombie, has no environment left to read.
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let tagged = env.split(|&b| b == 0).any(|var| {
+            std::str::from_utf8(var)
+                .ok()
+                .and_then(|v| v.strip_prefix(&prefix))
+                .is_some_and(|id| run_id.is_none_or(|want| want == id))
+        });
+        if tagged {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Stops [`run_processes`]: SIGTERM, up to `grace` for them to go, then SIGKILL. Returns the
+/// pids it found.
+pub async fn stop_run_processes(run_id: Option<&str>, grace: Duration) -> Vec<i32> {
+    use nix::sys::signal::kill;
+    let pids = run_processes(run_id);
+    let alive = |pid: &i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with(['Z', 'X']))
+            })
+            .is_some_and(|dead| !dead)
+    };
+    for &p in &pids {
+        let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+    }
+    let t = std::time::Instant::now();
+    while t.elapsed() < grace && pids.iter().any(alive) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for p in pids.iter().filter(|p| alive(p)) {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+    }
+    pids
+}
+
 /// Kills the whole process group when dropped, unless disarmed after a clean exit and
 /// cleanup. Covers every early return and a dropped future.
 struct GroupGuard {
@@ -462,6 +550,9 @@ pub async fn run(
     let started = std::time::Instant::now();
 
     let mut c = Command::new(&cmd.program);
+    if let Some(tag) = RUN_TAG.read().unwrap_or_else(|e| e.into_inner()).as_deref() {
+        c.env(RUN_ENV, tag);
+    }
     c.args(&cmd.args)
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
         .stdin(if cmd.stdin.is_some() {
@@ -663,6 +754,41 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn gc_finds_a_runs_processes_by_their_tag_and_only_those() {
+        use std::os::unix::process::ExitStatusExt;
+        let id = format!("test-{}-{}", std::process::id(), line!());
+        let spawn = |tag: &str| {
+            std::process::Command::new("sleep")
+                .arg("60")
+                .env(RUN_ENV, tag)
+                .spawn()
+                .unwrap()
+        };
+        let mut ours = spawn(&id);
+        let mut other = spawn(&format!("{id}-other"));
+        // The environment is readable once exec has happened.
+        let t = std::time::Instant::now();
+        while !run_processes(Some(&id)).contains(&(ours.id() as i32))
+            && t.elapsed() < Duration::from_secs(5)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let stopped = stop_run_processes(Some(&id), Duration::from_secs(2)).await;
+        let other_seen = run_processes(Some(&format!("{id}-other")));
+        let _ = other.kill();
+        let _ = other.wait();
+        assert_eq!(stopped, vec![ours.id() as i32]);
+        assert_eq!(ours.wait().unwrap().signal(), Some(libc_sigterm()));
+        assert_eq!(other_seen, vec![other.id() as i32]);
+        // This process and its ancestors are never candidates, tagged or not.
+        assert!(!run_processes(None).contains(&(std::process::id() as i32)));
+    }
+
+    fn libc_sigterm() -> i32 {
+        Signal::SIGTERM as i32
+    }
 
     #[test]
     fn a_kill_is_told_apart_from_an_ordinary_failure() {

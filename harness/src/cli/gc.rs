@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// How long a leftover process has between SIGTERM and SIGKILL.
+const GC_PROCESS_GRACE: Duration = Duration::from_secs(5);
+
 pub(super) async fn gc(run: Option<&str>, deadline: Duration) -> Result<ExitKind, CliError> {
     let c = bounded(
         "remove leftovers",
@@ -17,12 +20,15 @@ pub(super) async fn gc(run: Option<&str>, deadline: Duration) -> Result<ExitKind
         },
     )
     .await?;
+    // Processes last: a killed run's `docker exec` clients end once their containers go.
+    let procs = process::stop_run_processes(run, GC_PROCESS_GRACE).await;
     let work = paths::remove_work_dirs(run);
     println!(
-        "removed {} container(s), {} network(s), {} volume(s), {} work folder(s)",
+        "removed {} container(s), {} network(s), {} volume(s), {} process(es), {} work folder(s)",
         c.containers.len(),
         c.networks.len(),
         c.volumes.len(),
+        procs.len(),
         work
     );
     Ok(ExitKind::Passed)

@@ -232,6 +232,8 @@ pub async fn run(
     let started = SystemTime::now();
     let t0 = Instant::now();
     let events = EventTx(events);
+    // Every process the run starts carries its id, so `gc` finds them if the run is killed.
+    crate::process::tag_children(&cx.settings.run_id);
 
     let version = plan.version.clone();
     events.send(Event::RunStarted(RunInfo {
