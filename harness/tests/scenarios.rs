@@ -22,7 +22,8 @@
 //! `ha::release-1.20/docker/bridge` and `upgrade::release-1.20/docker/bridge` read one run of
 //! `fixtures/scenarios/cluster/ha.yaml` (an HA cluster upgraded one hop, then losing a control
 //! plane); `upgrade::broken-hop` expects a hop missing its kube-proxy image to be stopped by
-//! its gate; `skew::release-1.20/docker/bridge` runs a worker one version behind.
+//! its gate; `skew::release-1.20/docker/bridge` reads the `release-mirror::` run, whose worker
+//! runs one version behind its control plane.
 //! `external-etcd::release-1.20/docker/bridge` puts etcd on three nodes of its own.
 //! `fake-kind::bring-up` runs the kind provider against a recording fake `kind`.
 //!
@@ -62,6 +63,7 @@ fn handle_signals() {
             loop {
                 let name = signals.next().await;
                 if RUNNING.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    remove_kept();
                     std::process::exit(130);
                 }
                 eprintln!("{name}: stopping the cluster trial; its cleanup steps still run");
@@ -116,7 +118,7 @@ fn main() {
         }
     }
     // Trials that need docker but no particular scenario job.
-    let docker_trials: [(&str, TrialFn); 17] = [
+    let docker_trials: [(&str, TrialFn); 15] = [
         ("cluster::release-1.20-dockershim/docker/bridge", dockershim),
         ("ha::release-1.20/docker/bridge", ha),
         ("external-etcd::release-1.20/docker/bridge", external_etcd),
@@ -130,12 +132,11 @@ fn main() {
         ("release-mirror::bad-checksum", standins::bad_checksum),
         ("release-mirror::unknown-marker", standins::unknown_marker),
         ("registry::release-1.20/docker/bridge", standins::registry),
+        // Adjacent: existing:: attaches to the cluster in-cluster:: kept.
         (IN_CLUSTER_TRIAL, in_cluster),
-        ("regression::kubeadm-1.6.0-no-cni", no_cni_regression),
-        (FAULT_NODE_KILLED, node_killed_during_init),
-        ("gc::leftovers-of-a-killed-run", gc_after_sigkill),
-        ("interrupt::bench-bring-up", bench_interrupted),
         ("existing::release-1.20", existing_cluster),
+        ("regression::kubeadm-1.6.0-no-cni", no_cni_regression),
+        ("interrupt::bench-bring-up", bench_interrupted),
         ("fake-kind::bring-up", fake_kind::bring_up),
     ];
     for (name, f) in docker_trials {
@@ -157,7 +158,9 @@ fn main() {
             eprintln!("  {s}");
         }
     }
-    libtest_mimic::run(&args, trials).exit();
+    let conclusion = libtest_mimic::run(&args, trials);
+    remove_kept();
+    conclusion.exit();
 }
 
 type TrialFn = fn() -> Result<(), Failed>;
@@ -527,14 +530,15 @@ fn upgrade_broken_hop() -> Result<(), Failed> {
     Ok(())
 }
 
-/// `skew::release-1.20/docker/bridge`: a control plane at v1.20.3-shakedown.1 and a worker
-/// whose kubelet is v1.20.2 (older, as the policy allows). The worker reports v1.20.2 to
-/// the API, and smoke passes across the two versions.
+/// `skew::release-1.20/docker/bridge`: reads the release-mirror run, whose control plane
+/// runs v1.20.3-shakedown.1 and whose worker runs v1.20.2, one patch behind, as the skew
+/// policy allows (a kubelet may be older than the API server, never newer; the pairing is
+/// checked when the scenario loads, and `fixtures/scenarios/bad/skew-kubelet-newer.yaml` is
+/// refused). Smoke passed across the two versions, and the API saw each kubelet at its own.
 fn skew() -> Result<(), Failed> {
-    let (summary, dir, suite) = fixture_trial("skew.yaml", "skew/docker/bridge", "skew")?;
-    let suite = &suite;
+    let run = standins::mirror_run()?;
     cases_are(
-        suite,
+        &run.suite,
         "passed",
         [
             "up",
@@ -547,19 +551,7 @@ fn skew() -> Result<(), Failed> {
         ]
         .map(String::from),
     )?;
-    check(summary.exit_code == 0, || {
-        format!("expected exit 0, got {}", summary.exit_code)
-    })?;
-    let up = std::fs::read_to_string(dir.join("jobs/docker-bridge/02-up.log"))?;
-    let line = up
-        .lines()
-        .find(|l| l.contains("installed (kubelet says"))
-        .ok_or("the worker was not given v1.20.2")?;
-    eprintln!("  {line}");
-    check(line.contains("Kubernetes v1.20.2"), || line.to_string())?;
-    // What the API saw at the end: the worker's kubelet at v1.20.2, the control plane's at
-    // v1.20.3-shakedown.1.
-    let kubelets = kubelet_versions(&dir.join("jobs/docker-bridge"))?;
+    let kubelets = kubelet_versions(&run.dir.join("jobs/docker-bridge"))?;
     eprintln!("  kubelets (control plane?, version): {kubelets:?}");
     check(
         kubelets
@@ -1144,22 +1136,61 @@ fn pack_test_tarball(bin: &std::path::Path, at: &std::path::Path) -> Result<(), 
     Ok(())
 }
 
+/// Clusters a trial kept for another to attach to; removed at the latest when the trials end.
+static KEPT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// `shakedown gc --run ID` for every kept cluster left.
+fn remove_kept() {
+    let kept = std::mem::take(&mut *KEPT.lock().unwrap_or_else(|e| e.into_inner()));
+    for id in kept {
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_shakedown"))
+            .args(["gc", "--run", &id])
+            .output();
+    }
+}
+
+/// The one run of `fixtures/scenarios/cluster/release-1.20-in-cluster.yaml`, its cluster
+/// kept: `in-cluster::` judges the run, then `existing::` tests the same cluster as someone
+/// else's (one bring-up for both). Run once, by whichever trial comes first.
+fn in_cluster_run() -> Result<&'static (shakedown::engine::RunSummary, PathBuf), Failed> {
+    static RUN: std::sync::OnceLock<Result<(shakedown::engine::RunSummary, PathBuf), String>> =
+        std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        let run = || -> Result<(shakedown::engine::RunSummary, PathBuf), Failed> {
+            let file =
+                common::root().join("fixtures/scenarios/cluster/release-1.20-in-cluster.yaml");
+            let job_name = "release-1.20-in-cluster/docker/bridge";
+            let dir = trial_dir(job_name);
+            std::fs::create_dir_all(&dir)?;
+            let tarball = dir.join("kubernetes-test-linux-amd64.tar.gz");
+            pack_test_tarball(&built_binaries()?, &tarball)?;
+            let summary = real_run_with(
+                &file,
+                job_name,
+                &dir,
+                Tweaks {
+                    shard: Some(IN_CLUSTER_SHARD),
+                    e2e_binaries: Some(tarball.clone()),
+                    keep_cluster: true,
+                    ..Default::default()
+                },
+            );
+            // Its content is in the cache now; it would only bloat the artifacts.
+            let _ = std::fs::remove_file(&tarball);
+            let summary = summary?;
+            KEPT.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(summary.run_id.clone());
+            Ok((summary, dir))
+        };
+        run().map_err(|e| format!("the shared in-cluster run failed: {e:?}"))
+    })
+    .as_ref()
+    .map_err(|e| e.clone().into())
+}
+
 fn in_cluster() -> Result<(), Failed> {
-    let file = common::root().join("fixtures/scenarios/cluster/release-1.20-in-cluster.yaml");
-    let job_name = "release-1.20-in-cluster/docker/bridge";
-    let dir = trial_dir(job_name);
-    std::fs::create_dir_all(&dir)?;
-    let tarball = dir.join("kubernetes-test-linux-amd64.tar.gz");
-    pack_test_tarball(&built_binaries()?, &tarball)?;
-    let summary = real_run(
-        &file,
-        job_name,
-        &dir,
-        Some(IN_CLUSTER_SHARD),
-        Some(tarball.clone()),
-    )?;
-    // Its content is in the cache now; it would only bloat the artifacts.
-    let _ = std::fs::remove_file(&tarball);
+    let (summary, dir) = in_cluster_run()?;
     let job = &summary.jobs[0];
     let conf = step_named(&job.steps, "conformance")?;
     let prop = |k: &str| conf.property(k).unwrap_or_default();
@@ -1220,238 +1251,11 @@ fn in_cluster() -> Result<(), Failed> {
     })
 }
 
-const FAULT_NODE_KILLED: &str = "fault::node-killed-during-init";
-
-/// `docker <args>`, stdout lines.
-fn docker_lines(args: &[&str]) -> Vec<String> {
-    std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn wait_for(
-    what: &str,
-    limit: std::time::Duration,
-    mut f: impl FnMut() -> bool,
-) -> Result<(), Failed> {
-    let t = std::time::Instant::now();
-    while !f() {
-        if t.elapsed() > limit {
-            return Err(format!("{what} did not happen within {limit:?}").into());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    Ok(())
-}
-
-/// The control-plane container is killed while `kubeadm init` runs: the step blames the
-/// node (exit 3, diagnosis naming it and its state), and the other node's logs are exported.
-fn node_killed_during_init() -> Result<(), Failed> {
-    let file = common::root().join("fixtures/scenarios/cluster/node-killed.yaml");
-    let dir = trial_dir("fault-node-killed");
-    let killer = {
-        let dir = dir.clone();
-        std::thread::spawn(move || -> Result<String, String> {
-            let t = std::time::Instant::now();
-            while t.elapsed() < std::time::Duration::from_secs(600) {
-                let logs = std::fs::read_dir(dir.join("jobs/docker-bridge"))
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.to_string_lossy().ends_with("-init.log"));
-                for log in logs {
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    if let Some(node) = text.lines().find_map(|l| {
-                        let l = l.strip_prefix("+ docker exec ")?;
-                        l.contains(" kubeadm init")
-                            .then(|| l.split(' ').next().unwrap_or("").to_string())
-                    }) {
-                        // kubeadm is under way: pull the node out from under it.
-                        std::thread::sleep(std::time::Duration::from_secs(2));
-                        let _ = std::process::Command::new("docker")
-                            .args(["kill", &node])
-                            .output();
-                        return Ok(node);
-                    }
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            Err("kubeadm init never started".into())
-        })
-    };
-    let summary = real_run(&file, "node-killed/docker/bridge", &dir, None, None)?;
-    let node = killer.join().map_err(|_| "killer thread panicked")??;
-    let steps = &summary.jobs[0].steps;
-    let init = step_named(steps, "init")?;
-    match &init.outcome {
-        StepOutcome::Failed {
-            kind,
-            message,
-            diagnosis,
-            ..
-        } => {
-            check(
-                *kind == shakedown::engine::event::FailureKind::Infrastructure,
-                || format!("a killed node was blamed as {kind:?}: {message}"),
-            )?;
-            let d = diagnosis.as_deref().unwrap_or_default();
-            check(d.contains(&node) && d.contains("exited"), || {
-                format!("the diagnosis does not name node {node} and its state: {d}")
-            })?;
-        }
-        other => {
-            return Err(format!("init should fail once its node is killed, got {other:?}").into())
-        }
-    }
-    check(summary.exit_code == 3, || {
-        format!(
-            "expected the infrastructure exit code 3, got {}",
-            summary.exit_code
-        )
-    })?;
-    // The surviving worker's journal is still exported.
-    let worker = format!("{}-w1", node.trim_end_matches("-cp1"));
-    let kubelet = dir.join(format!(
-        "jobs/docker-bridge/logs/nodes/{worker}/kubelet.log"
-    ));
-    check(kubelet.is_file(), || {
-        format!("{} was not exported", kubelet.display())
-    })?;
-    eprintln!(
-        "  killed {node} during kubeadm init; init failed in {:.1}s as infrastructure",
-        init.duration.as_secs_f64()
-    );
-    Ok(())
-}
-
-/// SIGKILL of shakedown itself while its cluster is up, then `shakedown gc --run ID`:
-/// every container, network and volume of that run goes, nothing unlabelled or of another
-/// run does.
-fn gc_after_sigkill() -> Result<(), Failed> {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = trial_dir("gc-killed-run");
-    std::fs::create_dir_all(&dir)?;
-    let bin = env!("CARGO_BIN_EXE_shakedown");
-    let mut child = std::process::Command::new(bin)
-        .arg("--root")
-        .arg(common::root())
-        .arg("scenario")
-        .arg(common::root().join("fixtures/scenarios/cluster/killed.yaml"))
-        .arg("--artifacts")
-        .arg(&dir)
-        .arg("--history")
-        .arg(dir.join("history.sqlite"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let leader = dir.join("pids/hang.leader");
-    let up = wait_for("the hang step", std::time::Duration::from_secs(600), || {
-        leader.exists()
-    });
-    let started: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("started.json")).unwrap_or_default())
-            .unwrap_or_default();
-    let run_id = started["metadata"]["run-id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let _ = child.kill();
-    let _ = child.wait();
-    // The hang step's processes outlive a SIGKILLed harness; they are not this trial's subject.
-    for f in ["hang.leader", "hang.child"] {
-        if let Ok(p) = std::fs::read_to_string(dir.join("pids").join(f)) {
-            if let Ok(pid) = p.trim().parse::<i32>() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
-    up?;
-    check(!run_id.is_empty(), || "started.json has no run id".into())?;
-    let work = shakedown::paths::work_dir(&run_id);
-    check(work.is_dir(), || {
-        format!(
-            "the killed run has no work folder {} (the test proves nothing)",
-            work.display()
-        )
-    })?;
-    let left = common::labelled(&run_id);
-    eprintln!("  left by the killed run {run_id}: {}", left.join(", "));
-    for what in ["docker container ", "docker network ", "docker volume "] {
-        check(left.iter().any(|l| l.starts_with(what)), || {
-            format!("the killed run left no labelled {what}(the test proves nothing): {left:?}")
-        })?;
-    }
-    // Bystanders: unlabelled, and another run's.
-    let other = format!("{run_id}-other");
-    let bystanders = [
-        vec!["volume", "create", "sd-gc-bystander-unlabelled"],
-        vec!["network", "create", "sd-gc-bystander-unlabelled"],
-        vec![
-            "volume",
-            "create",
-            "--label",
-            "io.shakedown.managed=true",
-            "--label",
-        ],
-    ];
-    let other_label = format!("io.shakedown.run={other}");
-    for b in &bystanders[..2] {
-        docker_lines(b);
-    }
-    let mut third = bystanders[2].clone();
-    third.extend([other_label.as_str(), "sd-gc-bystander-other-run"]);
-    docker_lines(&third);
-    let out = std::process::Command::new(bin)
-        .args(["gc", "--run", &run_id])
-        .output()?;
-    let gone = common::labelled(&run_id);
-    let volumes = docker_lines(&["volume", "ls", "-q"]);
-    let networks = docker_lines(&["network", "ls", "--format", "{{.Name}}"]);
-    // Clean the bystanders up before judging.
-    docker_lines(&[
-        "volume",
-        "rm",
-        "-f",
-        "sd-gc-bystander-unlabelled",
-        "sd-gc-bystander-other-run",
-    ]);
-    docker_lines(&["network", "rm", "sd-gc-bystander-unlabelled"]);
-    check(out.status.success(), || {
-        format!("gc failed: {}", String::from_utf8_lossy(&out.stderr))
-    })?;
-    check(gone.is_empty(), || format!("gc left: {gone:?}"))?;
-    for v in ["sd-gc-bystander-unlabelled", "sd-gc-bystander-other-run"] {
-        check(volumes.iter().any(|x| x == v), || {
-            format!("gc removed volume {v}, which was not the run's")
-        })?;
-    }
-    check(
-        networks.iter().any(|x| x == "sd-gc-bystander-unlabelled"),
-        || "gc removed an unlabelled network".into(),
-    )?;
-    check(!shakedown::paths::work_dir(&run_id).exists(), || {
-        "the run's work folder is still there".into()
-    })?;
-    Ok(())
-}
-
 /// Ctrl-C during `shakedown bench bring-up`: exit 130 and the bench's nodes are removed.
 fn bench_interrupted() -> Result<(), Failed> {
     use nix::sys::signal::{kill, Signal};
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let before = docker_lines(&[
+    let before = common::docker_lines(&[
         "ps",
         "-a",
         "--filter",
@@ -1467,11 +1271,11 @@ fn bench_interrupted() -> Result<(), Failed> {
         .stderr(std::process::Stdio::piped())
         .spawn()?;
     let mut run_id = String::new();
-    let seen = wait_for(
+    let seen = common::wait_for(
         "the bench's nodes",
         std::time::Duration::from_secs(600),
         || {
-            let now = docker_lines(&[
+            let now = common::docker_lines(&[
                 "ps",
                 "--filter",
                 "label=io.shakedown.managed=true",
@@ -1512,26 +1316,21 @@ fn bench_interrupted() -> Result<(), Failed> {
     })
 }
 
-/// A cluster the harness brought up and kept, tested as someone else's: smoke and a
-/// conformance shard through `--provider existing`. Afterwards it is still there, untouched,
-/// and the trial removes it.
+/// A cluster the harness brought up and kept (the in-cluster run's), tested as someone
+/// else's: smoke and a conformance shard through `--provider existing`. Afterwards it is
+/// still there, untouched, and the trial removes it.
 fn existing_cluster() -> Result<(), Failed> {
     let root = common::root();
     let dir = trial_dir("existing-release-1.20");
-    let kept = real_run_with(
-        &root.join("fixtures/scenarios/cluster/kept.yaml"),
-        "kept/docker/bridge",
-        &dir.join("kept"),
-        Tweaks {
-            keep_cluster: true,
-            ..Default::default()
-        },
-    )?;
+    let (kept, _) = in_cluster_run()?;
     let run_id = kept.run_id.clone();
     // Removed whatever happens below.
     struct Gc(String);
     impl Drop for Gc {
         fn drop(&mut self) {
+            KEPT.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|id| *id != self.0);
             let _ = std::process::Command::new(env!("CARGO_BIN_EXE_shakedown"))
                 .args(["gc", "--run", &self.0])
                 .output();
@@ -1552,7 +1351,7 @@ fn existing_cluster() -> Result<(), Failed> {
         )
     })?;
     let state = || {
-        docker_lines(&[
+        common::docker_lines(&[
             "ps",
             "--filter",
             &format!("label=io.shakedown.run={run_id}"),

@@ -332,3 +332,34 @@ pub fn labelled(run_id: &str) -> Vec<String> {
     }
     v
 }
+
+/// `docker <args>`: its stdout lines, empty when docker fails.
+pub fn docker_lines(args: &[&str]) -> Vec<String> {
+    std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls `f` every 200 ms for at most `limit`.
+pub fn wait_for(
+    what: &str,
+    limit: std::time::Duration,
+    mut f: impl FnMut() -> bool,
+) -> Result<(), libtest_mimic::Failed> {
+    let t = std::time::Instant::now();
+    while !f() {
+        if t.elapsed() > limit {
+            return Err(format!("{what} did not happen within {limit:?}").into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Ok(())
+}

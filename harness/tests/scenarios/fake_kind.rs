@@ -83,7 +83,7 @@ struct FakeNetwork;
 
 impl Drop for FakeNetwork {
     fn drop(&mut self) {
-        let fake = !docker_lines(&[
+        let fake = !common::docker_lines(&[
             "network",
             "ls",
             "--filter",
@@ -110,7 +110,9 @@ pub fn bring_up() -> Result<(), Failed> {
     let bin = env!("CARGO_BIN_EXE_shakedown");
     let root = common::root();
     // The fake's nodes sleep in a container of the busybox image built here (cached).
-    if docker_lines(&["image", "inspect", "--format", "{{.Id}}", FAKE_NODE_IMAGE]).is_empty() {
+    if common::docker_lines(&["image", "inspect", "--format", "{{.Id}}", FAKE_NODE_IMAGE])
+        .is_empty()
+    {
         let built = Command::new(bin)
             .arg("--root")
             .arg(&root)
@@ -254,7 +256,7 @@ pub fn bring_up() -> Result<(), Failed> {
         format!("kind's log export is not in {}", exported.display())
     })?;
     // Nothing of the cluster is left; the fake's network goes too.
-    let left = docker_lines(&[
+    let left = common::docker_lines(&[
         "ps",
         "-a",
         "--filter",

@@ -159,8 +159,13 @@ impl Registry {
 
     /// Whether the registry served a manifest of `repo` (e.g. `kube-apiserver`).
     pub fn served(&self, repo: &str) -> bool {
+        Registry::log_served(&self.log(), repo)
+    }
+
+    /// Whether a registry log shows a node's containerd pulling `repo`'s manifest.
+    fn log_served(log: &str, repo: &str) -> bool {
         let needle = format!("/v2/{repo}/manifests/");
-        self.log().lines().any(|l| {
+        log.lines().any(|l| {
             l.contains(&needle)
                 && l.contains("\"GET ")
                 && l.contains(" 200 ")
@@ -219,27 +224,67 @@ const SMOKE: &[&str] = &[
     "smoke/pods-in-their-namespace",
 ];
 
+/// What the one release-mirror run left for its two trials to judge: the artifacts, the
+/// JUnit, what the bucket served, and the registry's log (both are gone once it ends).
+pub struct MirrorRun {
+    pub dir: PathBuf,
+    pub suite: common::Suite,
+    requests: String,
+    registry_log: String,
+}
+
+impl MirrorRun {
+    fn served(&self, repo: &str) -> bool {
+        Registry::log_served(&self.registry_log, repo)
+    }
+}
+
+/// The one run of `fixtures/scenarios/cluster/release-mirror.yaml` that
+/// `release-mirror::release-1.20/docker/bridge` and `skew::release-1.20/docker/bridge` read:
+/// a release bucket on 127.0.0.1 holding two versions, v1.20.2 and the same tree stamped
+/// v1.20.3-shakedown.1 (the newest, so `latest-1.20` names it). The control plane runs the
+/// marker's version from its server tarball; the worker runs v1.20.2, one patch behind, a
+/// second version fetched and verified from the same bucket as an upgrade hop's target is;
+/// etcd, pause and agnhost come through the registry mirror. Run once, by whichever trial
+/// comes first.
+pub fn mirror_run() -> Result<&'static MirrorRun, Failed> {
+    static RUN: std::sync::OnceLock<Result<MirrorRun, String>> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        let run = || -> Result<MirrorRun, Failed> {
+            let _one = one_at_a_time();
+            let bucket = Bucket::serve_versions(&["v1.20.2", "v1.20.3-shakedown.1"])?;
+            let reg = Registry::start()?;
+            let dir = trial_dir("release-mirror-release-1.20");
+            let suite = run_up_and_smoke(
+                "release-mirror.yaml",
+                "release-mirror/docker/bridge",
+                &dir,
+                Tweaks {
+                    release_url: Some(bucket.url.clone()),
+                    registry_mirrors: reg.mirrors.clone(),
+                    ..Default::default()
+                },
+            )?;
+            Ok(MirrorRun {
+                dir,
+                suite,
+                requests: bucket.requests(),
+                registry_log: reg.log(),
+            })
+        };
+        run().map_err(|e| format!("the shared release-mirror run failed: {e:?}"))
+    })
+    .as_ref()
+    .map_err(|e| e.clone().into())
+}
+
 /// `release-mirror::release-1.20/docker/bridge`: `source: release` with `marker:
-/// latest-1.20` against a 127.0.0.1 bucket holding two versions: v1.20.2 and the same tree
-/// stamped v1.20.3-shakedown.1 (the newest, so `latest-1.20` names it). The control plane
-/// runs the marker's version from its server tarball; the worker runs v1.20.2, a second
-/// version fetched and verified from the same bucket, as an upgrade hop's target is; etcd,
-/// pause and agnhost come through the registry mirror.
+/// latest-1.20` against the 127.0.0.1 bucket of [`mirror_run`]: the marker resolves to the
+/// newest version, every file is verified by its digest, the control plane comes from the
+/// server tarball and the rest through the registry mirror.
 pub fn release_mirror() -> Result<(), Failed> {
-    let _one = one_at_a_time();
-    let bucket = Bucket::serve_versions(&["v1.20.2", "v1.20.3-shakedown.1"])?;
-    let reg = Registry::start()?;
-    let dir = trial_dir("release-mirror-release-1.20");
-    let suite = &run_up_and_smoke(
-        "release-mirror.yaml",
-        "release-mirror/docker/bridge",
-        &dir,
-        Tweaks {
-            release_url: Some(bucket.url.clone()),
-            registry_mirrors: reg.mirrors.clone(),
-            ..Default::default()
-        },
-    )?;
+    let run = mirror_run()?;
+    let suite = &run.suite;
     check(
         suite.property("kubernetes.version") == Some("v1.20.3-shakedown.1"),
         || {
@@ -249,7 +294,7 @@ pub fn release_mirror() -> Result<(), Failed> {
             )
         },
     )?;
-    let req = bucket.requests();
+    let req = &run.requests;
     for path in [
         "/release/latest-1.20.txt",
         "/release/v1.20.3-shakedown.1/bin/linux/amd64/kubeadm.sha512",
@@ -263,7 +308,7 @@ pub fn release_mirror() -> Result<(), Failed> {
             format!("the bucket never served {path}:\n{req}")
         })?;
     }
-    let build = std::fs::read_to_string(dir.join("jobs/docker-bridge/01-build.log"))?;
+    let build = std::fs::read_to_string(run.dir.join("jobs/docker-bridge/01-build.log"))?;
     check(build.contains("verifying with SHA-512"), || {
         "the build log does not say which digest verified the files".into()
     })?;
@@ -272,24 +317,13 @@ pub fn release_mirror() -> Result<(), Failed> {
             && build.contains("k8s.gcr.io/kube-apiserver:v1.20.3-shakedown.1"),
         || "the control plane was not taken from the server tarball".into(),
     )?;
-    // What the API saw at the end: each kubelet at the version it was fetched as.
-    let kubelets = kubelet_versions(&dir.join("jobs/docker-bridge"))?;
-    eprintln!("  kubelets (control plane?, version): {kubelets:?}");
-    check(
-        kubelets
-            == [
-                (false, "v1.20.2".to_string()),
-                (true, "v1.20.3-shakedown.1".to_string()),
-            ],
-        || format!("kubelet versions {kubelets:?}"),
-    )?;
     // What the server tarball lacks came through the mirror, not from anywhere else.
     for repo in ["etcd", "pause", "e2e-test-images/agnhost"] {
-        check(reg.served(repo), || {
-            format!("the registry never served {repo}:\n{}", reg.log())
+        check(run.served(repo), || {
+            format!("the registry never served {repo}:\n{}", run.registry_log)
         })?;
     }
-    check(!reg.served("kube-apiserver"), || {
+    check(!run.served("kube-apiserver"), || {
         "kube-apiserver was pulled although the server tarball carries it".into()
     })?;
     Ok(())
