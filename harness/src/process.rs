@@ -258,6 +258,11 @@ impl Deadline {
         &self.token
     }
 
+    /// Set once the deadline itself (not the parent) cancelled the token.
+    pub fn fired_flag(&self) -> Arc<AtomicBool> {
+        self.fired.clone()
+    }
+
     /// Stops the timer; true when the deadline itself had already cancelled the token.
     pub fn stop(self) -> bool {
         self.timer.abort();

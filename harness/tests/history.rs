@@ -830,3 +830,71 @@ fn history_and_signoff_need_an_existing_history() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no run history at"));
     assert!(!missing.exists(), "reading never creates a history");
 }
+
+/// A run whose conformance step ran these specs: (name, passed, seconds).
+fn with_specs(id: &str, at: i64, specs: &[(&str, bool, u64)]) -> RunSummary {
+    let mut r = pass(id, at);
+    let conf = r.jobs[0]
+        .steps
+        .iter_mut()
+        .find(|s| s.stage == Some(Stage::Conformance))
+        .unwrap();
+    conf.subtests = specs
+        .iter()
+        .map(|(name, ok, secs)| shakedown::engine::event::SubTest {
+            name: name.to_string(),
+            outcome: if *ok {
+                StepOutcome::Passed
+            } else {
+                StepOutcome::Failed {
+                    kind: FailureKind::Test,
+                    message: "boom".into(),
+                    diagnosis: None,
+                    log_tail: String::new(),
+                }
+            },
+            duration: Duration::from_secs(*secs),
+        })
+        .chain(std::iter::once(shakedown::engine::event::SubTest {
+            name: "[sig-x] unsupported here".into(),
+            outcome: StepOutcome::Skipped {
+                reason: "unsupported here".into(),
+            },
+            duration: Duration::ZERO,
+        }))
+        .collect();
+    r
+}
+
+#[test]
+fn spec_durations_are_the_newest_passed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = History::open(&dir.path().join("history.sqlite")).unwrap();
+    assert!(h.spec_durations().unwrap().is_empty());
+    h.record(
+        &with_specs("r1", T0, &[("probe", true, 240), ("quick", true, 5)]),
+        Trigger::Manual,
+    )
+    .unwrap();
+    // Newer: quick took longer, probe failed (a failure's time says nothing of a pass).
+    h.record(
+        &with_specs("r2", T0 + 10, &[("probe", false, 600), ("quick", true, 9)]),
+        Trigger::Manual,
+    )
+    .unwrap();
+    let d = h.spec_durations().unwrap();
+    assert_eq!(d.get("probe"), Some(&Duration::from_secs(240)));
+    assert_eq!(d.get("quick"), Some(&Duration::from_secs(9)));
+    // Skipped specs never ran: no duration.
+    assert_eq!(d.len(), 2);
+    // Recording a run again replaces its specs, as it replaces its steps.
+    h.record(
+        &with_specs("r2", T0 + 10, &[("quick", true, 7)]),
+        Trigger::Manual,
+    )
+    .unwrap();
+    assert_eq!(
+        h.spec_durations().unwrap().get("quick"),
+        Some(&Duration::from_secs(7))
+    );
+}

@@ -79,6 +79,22 @@ pub(super) async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKin
         recorder = recorder.with_notifier(n, artifacts.clone());
     }
 
+    // What earlier runs recorded of each spec's duration orders this run's specs.
+    let spec_durations = if history_file.is_file() {
+        match History::open_existing(&history_file).and_then(|h| h.spec_durations()) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!(
+                    "warning: spec durations not read, specs run in name order: {}",
+                    crate::error::chain(&e)
+                );
+                Default::default()
+            }
+        }
+    } else {
+        Default::default()
+    };
+
     let stop = Stop::default();
     let signals = stop.on_signals();
     let reporters: Vec<Box<dyn Reporter>> = vec![
@@ -105,6 +121,7 @@ pub(super) async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKin
             .map(|k| std::path::absolute(k).unwrap_or(k.clone())),
         release_url: a.release_url.clone(),
         registry_mirrors: a.registry_mirrors.clone(),
+        spec_durations,
     };
     let summary = crate::run::Run::new(p, Arc::new(s), Arc::new(catalog), settings)
         .dry_run(a.dry_run)

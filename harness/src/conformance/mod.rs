@@ -150,6 +150,79 @@ pub fn junit_specs(xml: &str) -> Vec<(String, SpecState)> {
     out
 }
 
+/// The order to start `specs` in: longest first by how long each took before, so the long
+/// ones do not bunch up at the end. A spec never timed counts as the median of those that
+/// were; ties keep the given order. With nothing timed the order is unchanged.
+pub fn longest_first(
+    specs: &[String],
+    took: &std::collections::BTreeMap<String, std::time::Duration>,
+) -> Vec<usize> {
+    let mut known: Vec<std::time::Duration> =
+        specs.iter().filter_map(|s| took.get(s).copied()).collect();
+    known.sort();
+    let median = known.get(known.len() / 2).copied().unwrap_or_default();
+    let mut order: Vec<usize> = (0..specs.len()).collect();
+    // A stable sort: equal estimates keep their places.
+    order.sort_by_key(|&i| std::cmp::Reverse(took.get(&specs[i]).copied().unwrap_or(median)));
+    order
+}
+
+/// One spec's own `<testcase>` element of a ginkgo JUnit report, wrapped in a `<testsuite>`
+/// of one: what is worth keeping of a report that lists every other spec as skipped.
+pub fn own_testcase(xml: &str, name: &str) -> Option<String> {
+    use quick_xml::events::Event;
+    let mut r = quick_xml::Reader::from_str(xml);
+    let mut depth = 0usize;
+    let mut start = None;
+    loop {
+        let before = r.buffer_position() as usize;
+        match r.read_event() {
+            Ok(Event::Empty(e))
+                if start.is_none()
+                    && e.name().as_ref() == b"testcase"
+                    && testcase_named(&e, name) =>
+            {
+                let end = r.buffer_position() as usize;
+                return Some(one_case_suite(&xml[before..end]));
+            }
+            Ok(Event::Start(e)) if e.name().as_ref() == b"testcase" => {
+                if start.is_none() && testcase_named(&e, name) {
+                    start = Some(before);
+                    depth = 0;
+                } else if start.is_some() {
+                    depth += 1;
+                }
+            }
+            Ok(Event::End(e)) if e.name().as_ref() == b"testcase" => {
+                if let Some(from) = start {
+                    if depth == 0 {
+                        let end = r.buffer_position() as usize;
+                        return Some(one_case_suite(&xml[from..end]));
+                    }
+                    depth -= 1;
+                }
+            }
+            Ok(Event::Eof) | Err(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+fn testcase_named(e: &quick_xml::events::BytesStart<'_>, name: &str) -> bool {
+    e.attributes()
+        .flatten()
+        .find(|a| a.key.as_ref() == b"name")
+        .and_then(|a| a.unescape_value().ok())
+        .is_some_and(|v| v == name)
+}
+
+fn one_case_suite(case: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite tests=\"1\">\n  {}\n</testsuite>\n",
+        case.trim()
+    )
+}
+
 /// Each testcase's `time` from a ginkgo JUnit report.
 pub fn junit_times(xml: &str) -> Vec<(String, std::time::Duration)> {
     use quick_xml::events::Event;
@@ -187,6 +260,57 @@ pub enum SpecState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn specs_start_longest_first_and_untimed_ones_count_as_the_median() {
+        let specs: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        let secs = |pairs: &[(&str, u64)]| {
+            pairs
+                .iter()
+                .map(|(n, s)| (n.to_string(), std::time::Duration::from_secs(*s)))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        // b 240 s, d 5 s, e 30 s, "gone" is not selected; a and c were never timed and count
+        // as the median of the selected ones (30 s), as long as e: equals keep their order.
+        let took = secs(&[("b", 240), ("d", 5), ("e", 30), ("gone", 900)]);
+        let order: Vec<&str> = longest_first(&specs, &took)
+            .into_iter()
+            .map(|i| specs[i].as_str())
+            .collect();
+        assert_eq!(order, ["b", "a", "c", "e", "d"]);
+        // Nothing known: the given order.
+        assert_eq!(longest_first(&specs, &secs(&[])), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_specs_own_testcase_is_kept_and_every_other_dropped() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuite tests="3" failures="1" time="12.5">
+  <testcase name="[sig-a] skipped one" classname="Kubernetes e2e suite" time="0"><skipped></skipped></testcase>
+  <testcase name="[sig-b] ours &amp; only ours" classname="Kubernetes e2e suite" time="11.2">
+    <failure type="Failure">boom &lt;here&gt;</failure>
+    <system-out>what it printed</system-out>
+  </testcase>
+  <testcase name="[sig-c] another" classname="Kubernetes e2e suite" time="0"/>
+</testsuite>"#;
+        let own = own_testcase(xml, "[sig-b] ours & only ours").unwrap();
+        assert!(own.contains("boom &lt;here&gt;") && own.contains("what it printed"));
+        assert!(!own.contains("skipped one") && !own.contains("another"));
+        // What is kept still reads back as the same spec and verdict.
+        assert_eq!(
+            junit_specs(&own),
+            vec![(
+                "[sig-b] ours & only ours".to_string(),
+                SpecState::Failed("boom <here>".into())
+            )]
+        );
+        let empty = own_testcase(xml, "[sig-c] another").unwrap();
+        assert_eq!(
+            junit_specs(&empty),
+            vec![("[sig-c] another".to_string(), SpecState::Passed)]
+        );
+        assert_eq!(own_testcase(xml, "[sig-z] absent"), None);
+    }
     use crate::scenario::Tier;
 
     fn spec(

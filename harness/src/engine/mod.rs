@@ -556,6 +556,7 @@ async fn run_step(
         properties: Default::default(),
         subtests: Vec::new(),
         events: events.clone(),
+        deadline_fired: deadline.fired_flag(),
     };
 
     if dry_run {

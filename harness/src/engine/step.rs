@@ -105,6 +105,9 @@ pub struct RunSettings {
     pub release_url: Option<crate::release::bucket::Bucket>,
     /// Registry mirrors from the command line, added to the scenario's.
     pub registry_mirrors: Vec<crate::release::mirror::Mirror>,
+    /// How long each conformance spec took before (from the run history): the host runner
+    /// starts the longest first.
+    pub spec_durations: std::collections::BTreeMap<String, std::time::Duration>,
 }
 
 /// Shared by all steps and jobs of a run.
@@ -129,6 +132,8 @@ pub struct StepContext<'a> {
     /// Checks inside this step, each reported as its own testcase.
     pub subtests: Vec<crate::engine::event::SubTest>,
     pub(crate) events: EventTx,
+    /// Set when the step's deadline, not an interruption, cancelled `cancel`.
+    pub(crate) deadline_fired: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl StepContext<'_> {
@@ -144,6 +149,13 @@ impl StepContext<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((key.into(), value.to_string()));
+    }
+
+    /// Whether the step's deadline came (as opposed to the run being interrupted): what
+    /// cancelled `cancel`, once it is cancelled.
+    pub fn deadline_came(&self) -> bool {
+        self.deadline_fired
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A command runner bound to this step, for library code.

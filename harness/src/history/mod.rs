@@ -112,6 +112,15 @@ CREATE TABLE IF NOT EXISTS step_runs (
     diagnosis TEXT,
     PRIMARY KEY (run_id, job, step)
 );
+CREATE TABLE IF NOT EXISTS spec_runs (
+    run_id TEXT NOT NULL,
+    job TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    PRIMARY KEY (run_id, job, spec)
+);
+CREATE INDEX IF NOT EXISTS spec_runs_by_spec ON spec_runs (spec);
 CREATE TABLE IF NOT EXISTS notifications (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     job TEXT NOT NULL,
@@ -289,7 +298,7 @@ impl History {
         });
         let note = s.conformance_disabled.clone().or(off);
         let tx = self.conn.transaction().map_err(wrap)?;
-        for table in ["runs", "job_runs", "step_runs"] {
+        for table in ["runs", "job_runs", "step_runs", "spec_runs"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE run_id = ?1"),
                 [&s.run_id],
@@ -358,9 +367,53 @@ impl History {
                     ],
                 )
                 .map_err(wrap)?;
+                // Each conformance spec that ran, with how long it took: what orders the
+                // next run's specs longest first.
+                if st.stage == Some(Stage::Conformance) {
+                    for t in &st.subtests {
+                        let outcome = match &t.outcome {
+                            StepOutcome::Passed => "passed",
+                            StepOutcome::Failed { .. } => "failed",
+                            _ => continue,
+                        };
+                        tx.execute(
+                            "INSERT OR REPLACE INTO spec_runs (run_id, job, spec, outcome, \
+                             duration_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                            params![
+                                s.run_id,
+                                j.name,
+                                t.name,
+                                outcome,
+                                t.duration.as_millis() as i64,
+                            ],
+                        )
+                        .map_err(wrap)?;
+                    }
+                }
             }
         }
         tx.commit().map_err(wrap)
+    }
+
+    /// How long each conformance spec took when it last passed, over every recorded run:
+    /// the durations that order a run's specs longest first.
+    pub fn spec_durations(&self) -> Result<BTreeMap<String, Duration>, HistoryError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT s.spec, s.duration_ms FROM spec_runs s JOIN runs r ON r.run_id = s.run_id \
+                 WHERE s.outcome = 'passed' ORDER BY r.started, s.run_id",
+            )
+            .map_err(|e| self.err("read spec durations", e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err("read spec durations", e))?;
+        // The newest run's figure wins: the cluster and the release change over time.
+        Ok(rows
+            .into_iter()
+            .map(|(spec, ms)| (spec, Duration::from_millis(ms.max(0) as u64)))
+            .collect())
     }
 
     /// Every recorded job name, sorted.

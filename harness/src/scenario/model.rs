@@ -392,6 +392,84 @@ impl ConformanceRunner {
     }
 }
 
+/// `conformance.parallel`: a fixed number of specs at once, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parallel {
+    Fixed(u32),
+    /// [`Parallel::PER_NODE`] specs per node that takes pods, within [`Parallel::MAX`]:
+    /// conformance specs mostly wait on pods, so the cluster, not this machine's CPU, is
+    /// what limits them.
+    Auto,
+}
+
+impl Parallel {
+    /// Specs at once per schedulable node under `auto`.
+    pub const PER_NODE: u32 = 6;
+    /// The most specs at once under `auto`.
+    pub const MAX: u32 = 16;
+
+    /// How many specs run at once on a cluster with `schedulable` nodes that take pods.
+    pub fn width(self, schedulable: usize) -> u32 {
+        match self {
+            Parallel::Fixed(n) => n.max(1),
+            Parallel::Auto => (Parallel::PER_NODE * schedulable.max(1) as u32).min(Parallel::MAX),
+        }
+    }
+}
+
+impl std::fmt::Display for Parallel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Parallel::Fixed(n) => write!(f, "{n}"),
+            Parallel::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl Serialize for Parallel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Parallel::Fixed(n) => s.serialize_u32(*n),
+            Parallel::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Parallel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Parallel, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Parallel;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of specs at once (1 or more), or `auto`")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Parallel, E> {
+                match u32::try_from(n) {
+                    Ok(n) if n >= 1 => Ok(Parallel::Fixed(n)),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Unsigned(n), &self)),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Parallel, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::invalid_value(serde::de::Unexpected::Signed(n), &self)),
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Parallel, E> {
+                // A YAML reader may hand a plain scalar over as text.
+                match v {
+                    "auto" => Ok(Parallel::Auto),
+                    _ => match v.parse::<u64>() {
+                        Ok(n) => self.visit_u64(n),
+                        Err(_) => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                    },
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConformanceSpec {
@@ -402,8 +480,10 @@ pub struct ConformanceSpec {
     pub focus: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip: Option<String>,
+    /// How many specs run at once (host runner): a number, or `auto` for what the cluster
+    /// carries (see [`Parallel::width`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parallel: Option<u32>,
+    pub parallel: Option<Parallel>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flake_attempts: Option<u32>,
     #[serde(
@@ -542,4 +622,27 @@ pub struct NotifySpec {
     /// Used when `webhook` is unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_env: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_is_a_number_or_auto_which_scales_with_schedulable_nodes() {
+        let p: Parallel = serde_yaml::from_str("4").unwrap();
+        assert_eq!(p, Parallel::Fixed(4));
+        assert_eq!(p.width(10), 4);
+        let auto: Parallel = serde_yaml::from_str("auto").unwrap();
+        assert_eq!(auto, Parallel::Auto);
+        assert_eq!(auto.width(0), Parallel::PER_NODE);
+        assert_eq!(auto.width(1), Parallel::PER_NODE);
+        assert_eq!(auto.width(2), 2 * Parallel::PER_NODE);
+        assert_eq!(auto.width(100), Parallel::MAX);
+        for bad in ["0", "lots", "-3"] {
+            assert!(serde_yaml::from_str::<Parallel>(bad).is_err(), "{bad}");
+        }
+        assert_eq!(serde_yaml::to_string(&auto).unwrap().trim(), "auto");
+        assert_eq!(serde_yaml::to_string(&p).unwrap().trim(), "4");
+    }
 }

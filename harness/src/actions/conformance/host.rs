@@ -5,8 +5,10 @@ use super::{Outcome, Ran, Setup, SpecRunner, DEFAULT_SPEC_DEADLINE};
 use crate::actions::{StepContext, StepError};
 use crate::conformance::{self, unsupported, Selection, SpecState};
 use crate::process::{self, Cmd, StepLog};
+use crate::scenario::Parallel;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct Host {
@@ -14,10 +16,12 @@ pub struct Host {
     repo_list: PathBuf,
     /// A DNS addon runs in the cluster.
     dns: bool,
+    /// Nodes that take pods: what `parallel: auto` scales with.
+    schedulable: usize,
 }
 
 impl Host {
-    pub fn new(setup: Setup, dns: bool) -> Result<Host, StepError> {
+    pub fn new(setup: Setup, dns: bool, schedulable: usize) -> Result<Host, StepError> {
         let repo_list = setup.dir.join("repo-list.yaml");
         std::fs::write(&repo_list, &setup.repo_list).map_err(|e| {
             StepError::infra(format!("failed to write {}: {e}", repo_list.display()))
@@ -26,6 +30,7 @@ impl Host {
             setup,
             repo_list,
             dns,
+            schedulable,
         })
     }
 
@@ -42,6 +47,7 @@ impl Host {
     }
 
     /// One spec, its own process group, log and deadline; retried up to `attempts` times.
+    /// `step_deadline_came` tells a stop at the step's deadline from an interruption.
     async fn run_spec(
         &self,
         i: usize,
@@ -49,9 +55,17 @@ impl Host {
         attempts: u32,
         deadline: Duration,
         cancel: &tokio_util::sync::CancellationToken,
+        step_deadline_came: &AtomicBool,
     ) -> Outcome {
+        let why_stopped = || {
+            if step_deadline_came.load(Ordering::SeqCst) {
+                "not run (deadline): the step's deadline came"
+            } else {
+                "not run (interrupted): the run was stopped"
+            }
+        };
         if cancel.is_cancelled() {
-            return Outcome::NotRun("skipped: the run was stopped before this spec started".into());
+            return Outcome::NotRun(format!("{} before this spec started", why_stopped()));
         }
         let mut last = String::new();
         let mut evidence = None;
@@ -79,6 +93,12 @@ impl Host {
                 process::run(&cmd, &log, spec_deadline.token(), Duration::from_secs(10)).await;
             spec_deadline.stop();
             let junit = std::fs::read_to_string(dir.join("junit_01.xml")).unwrap_or_default();
+            // e2e.test's report lists every spec it has (5,667 in 1.20), each other one as
+            // skipped: 1.6 MB per spec. Only this spec's own testcase is kept.
+            if let Some(own) = conformance::own_testcase(&junit, name) {
+                let _ = std::fs::write(dir.join("junit.xml"), own);
+            }
+            let _ = std::fs::remove_file(dir.join("junit_01.xml"));
             let state = conformance::junit_specs(&junit)
                 .into_iter()
                 .find(|(n, _)| n == name)
@@ -89,7 +109,8 @@ impl Host {
                 // The step's deadline or the stop killed it mid-run: no verdict either way.
                 (Err(process::CommandError::Stopped { .. }), _) if cancel.is_cancelled() => {
                     return Outcome::NotRun(format!(
-                        "not run: the step was stopped while this spec ran (attempt {attempt}; its output is in {})",
+                        "{} while this spec ran (attempt {attempt}; its output is in {})",
+                        why_stopped(),
                         dir.display()
                     ));
                 }
@@ -158,37 +179,64 @@ impl SpecRunner for Host {
         cx.cmd(cmd).await?;
         let listed = std::fs::read_to_string(dry.join("junit_01.xml"))
             .map_err(|e| StepError::infra(format!("failed to read the dry run's report: {e}")))?;
-        Ok(conformance::junit_specs(&listed)
+        let selected: Vec<String> = conformance::junit_specs(&listed)
             .into_iter()
             .filter(|(_, s)| *s != SpecState::Skipped)
             .map(|(n, _)| n)
-            .collect())
+            .collect();
+        // The report lists every spec e2e.test has; the selection is what a person reads.
+        let mut names = selected.join("\n");
+        names.push('\n');
+        std::fs::write(dry.join("selected.txt"), names).map_err(|e| {
+            StepError::infra(format!(
+                "failed to write {}: {e}",
+                dry.join("selected.txt").display()
+            ))
+        })?;
+        let _ = std::fs::remove_file(dry.join("junit_01.xml"));
+        Ok(selected)
     }
 
-    /// Parallel specs first, then `[Serial]` ones alone.
+    /// Parallel specs first, then `[Serial]` ones alone; each group longest first, by the
+    /// durations earlier runs recorded.
     async fn run(&mut self, cx: &StepContext<'_>, runnable: &[String]) -> Ran {
         let spec = &self.setup.spec;
         let deadline = spec.spec_deadline.unwrap_or(DEFAULT_SPEC_DEADLINE);
         let attempts = spec.flake_attempts.unwrap_or(1);
-        let (serial, parallel): (Vec<(usize, String)>, Vec<(usize, String)>) = runnable
-            .iter()
-            .cloned()
-            .enumerate()
+        let took = &cx.run.settings.spec_durations;
+        let order = conformance::longest_first(runnable, took);
+        let timed = runnable.iter().filter(|n| took.contains_key(*n)).count();
+        let (serial, parallel): (Vec<(usize, String)>, Vec<(usize, String)>) = order
+            .into_iter()
+            .map(|i| (i, runnable[i].clone()))
             .partition(|(_, n)| n.contains("[Serial]"));
+        let width = spec
+            .parallel
+            .unwrap_or(Parallel::Fixed(1))
+            .width(self.schedulable) as usize;
+        cx.note(format!(
+            "{} spec(s) at once (parallel: {}, {} node(s) take pods); {timed} of {} timed by earlier runs, started longest first",
+            width,
+            spec.parallel.unwrap_or(Parallel::Fixed(1)),
+            self.schedulable,
+            runnable.len()
+        ));
+        cx.property("conformance.parallel", width);
         let cancel = cx.cancel.clone();
+        let deadline_came = cx.deadline_fired.clone();
         let this = &*self;
         let mut results: Vec<(usize, Outcome, Duration)> = Vec::new();
         let total = runnable.len();
-        for (group, width) in [
-            (parallel, spec.parallel.unwrap_or(1).max(1) as usize),
-            (serial, 1),
-        ] {
+        for (group, width) in [(parallel, width), (serial, 1)] {
             let mut stream = futures::stream::iter(group)
                 .map(|(i, name)| {
                     let cancel = cancel.clone();
+                    let deadline_came = deadline_came.clone();
                     async move {
                         let t = Instant::now();
-                        let o = this.run_spec(i, &name, attempts, deadline, &cancel).await;
+                        let o = this
+                            .run_spec(i, &name, attempts, deadline, &cancel, &deadline_came)
+                            .await;
                         (i, o, t.elapsed())
                     }
                 })
@@ -203,7 +251,7 @@ impl SpecRunner for Host {
                         "failed, name resolution failed (no cluster DNS?)".to_string()
                     }
                     Outcome::Failed(..) => "FAILED".to_string(),
-                    Outcome::NotRun(_) => "not run (the step was stopped)".to_string(),
+                    Outcome::NotRun(why) => why.split(':').next().unwrap_or("not run").to_string(),
                 };
                 results.push(r);
                 cx.note(format!(

@@ -335,7 +335,11 @@ impl SpecRunner for InCluster {
         }
         // ginkgo -p only when no runnable spec is [Serial]: the entry script skips those in
         // parallel mode.
-        let wanted = self.setup.spec.parallel.unwrap_or(1) > 1;
+        let wanted = self
+            .setup
+            .spec
+            .parallel
+            .is_some_and(|p| p != crate::scenario::Parallel::Fixed(1));
         let parallel = wanted && !runnable.iter().any(|n| n.contains("[Serial]"));
         if wanted && !parallel {
             cx.note("running serially: [Serial] specs are selected, and the conformance image skips them in parallel mode");

@@ -116,7 +116,7 @@ impl Action for Conformance {
         v.push(match runner_of(c) {
             ConformanceRunner::Host => format!(
                 "run each remaining spec in its own e2e.test process, {} at a time, deadline {} each, {} attempt(s)",
-                c.parallel.unwrap_or(1),
+                c.parallel.map_or("1".to_string(), |p| p.to_string()),
                 humantime::format_duration(c.spec_deadline.unwrap_or(DEFAULT_SPEC_DEADLINE)),
                 c.flake_attempts.unwrap_or(1)
             ),
@@ -187,7 +187,15 @@ impl Action for Conformance {
             .map(|i| i.rsplit('/').next().unwrap_or(i).to_string())
             .collect();
         let mut runner: Box<dyn SpecRunner> = match runner_of(&spec) {
-            ConformanceRunner::Host => Box::new(host::Host::new(setup, dns)?),
+            ConformanceRunner::Host => {
+                // kubeadm taints its control planes: the workers take the specs' pods, or
+                // the control plane when there is no worker.
+                let schedulable = match c.workers().count() {
+                    0 => c.control_planes().count(),
+                    n => n,
+                };
+                Box::new(host::Host::new(setup, dns, schedulable)?)
+            }
             ConformanceRunner::InCluster => {
                 Box::new(in_cluster::InCluster::prepare(cx, setup, started).await?)
             }
