@@ -267,6 +267,10 @@ pub struct HistoryArgs {
     /// artifacts/history.sqlite).
     #[arg(long, env = "SHAKEDOWN_HISTORY")]
     pub history: Option<PathBuf>,
+    /// Print each conformance spec's last passed duration as a table
+    /// (`SECONDS<TAB>SPEC`, longest first) for a scenario's `conformance.durations`.
+    #[arg(long)]
+    pub spec_durations: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -4,6 +4,17 @@ use super::*;
 
 pub(super) fn show_history(a: HistoryArgs) -> Result<ExitKind, CliError> {
     let h = History::open_existing(&history_path(a.history)).map_err(history_error)?;
+    if a.spec_durations {
+        let d = h.spec_durations().map_err(history_error)?;
+        print!(
+            "{}",
+            scenario::durations::write_duration_table(
+                &d,
+                "each conformance spec's last passed duration, from the run history"
+            )
+        );
+        return Ok(ExitKind::Passed);
+    }
     if let Some(job) = &a.job {
         let known = h.job_names().map_err(history_error)?;
         if !known.iter().any(|j| history::selects(Some(job), j)) {

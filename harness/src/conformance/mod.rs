@@ -330,6 +330,7 @@ mod tests {
             runner: None,
             image: None,
             e2e_binaries: None,
+            durations: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Release-branch scenarios: loading and validation.
 
 pub mod action;
+pub mod durations;
 mod model;
 pub mod new;
 pub mod schedule;
@@ -506,6 +507,12 @@ fn validate(
         }
     }
 
+    if let Some(d) = &s.conformance.durations {
+        let file = path.parent().unwrap_or(Path::new(".")).join(d);
+        if let Err(e) = durations::read_duration_table(&file) {
+            err("conformance.durations", crate::error::chain(&e));
+        }
+    }
     validate_etcd(s, version, &mut err);
     validate_versions(s, &mut err);
     validate_ci(s, &mut err);

@@ -508,6 +508,11 @@ pub struct ConformanceSpec {
     /// to the repository root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub e2e_binaries: Option<PathBuf>,
+    /// How long each spec took on a measured run (`shakedown history --spec-durations`
+    /// writes one), relative to the scenario's folder: the order a run without history
+    /// starts specs in, longest first. What the run history recorded takes precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durations: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
