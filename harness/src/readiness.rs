@@ -221,6 +221,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_long_wait_says_what_it_waits_on_once_a_period() {
+        let mut b = Heartbeat::new();
+        let s = |n| Duration::from_secs(n);
+        assert_eq!(b.due_after(s(29), "node w1 NotReady"), None);
+        assert_eq!(
+            b.due_after(s(31), "node w1 NotReady (NetworkPluginNotReady)\npod kube-system/kube-proxy-abc: ContainerCreating\n"),
+            Some("waiting 30s: node w1 NotReady (NetworkPluginNotReady); pod kube-system/kube-proxy-abc: ContainerCreating".into())
+        );
+        // Once a period, however often it is asked.
+        assert_eq!(b.due_after(s(45), "x"), None);
+        assert_eq!(b.due_after(s(95), "x"), Some("waiting 90s: x".into()));
+        let long = "y".repeat(1000);
+        let said = b.due_after(s(121), &long).unwrap();
+        assert!(said.len() < 450 && said.ends_with(" ..."), "{said}");
+    }
+
+    #[test]
     fn endpoints_serve_once_an_address_is_ready() {
         let e = |yaml: &str| -> k8s_openapi::api::core::v1::Endpoints {
             serde_yaml::from_str(yaml).unwrap()
@@ -404,11 +421,64 @@ status:
     }
 }
 
+/// How often a long wait says what it still waits on.
+pub const SAY_EVERY: Duration = Duration::from_secs(30);
+
+/// Says, once every [`SAY_EVERY`] of a wait, what it still waits on, so no wait is silent:
+/// `waiting 30s: node w1 NotReady (...); pod kube-system/kube-proxy-abc ...`.
+pub struct Heartbeat {
+    started: std::time::Instant,
+    said: u64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat::new()
+    }
+}
+
+impl Heartbeat {
+    pub fn new() -> Heartbeat {
+        Heartbeat {
+            started: std::time::Instant::now(),
+            said: 0,
+        }
+    }
+
+    /// The line to say now, if another period has passed since the last one.
+    pub fn due(&mut self, last: &str) -> Option<String> {
+        self.due_after(self.started.elapsed(), last)
+    }
+
+    fn due_after(&mut self, waited: Duration, last: &str) -> Option<String> {
+        let periods = waited.as_secs() / SAY_EVERY.as_secs();
+        if periods <= self.said {
+            return None;
+        }
+        self.said = periods;
+        let mut line = last
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if line.chars().count() > 400 {
+            line = line.chars().take(400).collect::<String>() + " ...";
+        }
+        Some(format!(
+            "waiting {}s: {line}",
+            periods * SAY_EVERY.as_secs()
+        ))
+    }
+}
+
 /// Checks `f` every `every` until it holds or `cancel` fires; on cancellation returns the
-/// last reason it did not hold. Deadlines come from the step, never from here.
-pub async fn poll<F, Fut>(
+/// last reason it did not hold. Every [`SAY_EVERY`] it says through `say` what it still
+/// waits on. Deadlines come from the step, never from here.
+pub async fn poll_saying<F, Fut>(
     cancel: &tokio_util::sync::CancellationToken,
     every: std::time::Duration,
+    say: &(dyn Fn(String) + Sync),
     mut f: F,
 ) -> Result<(), String>
 where
@@ -416,6 +486,7 @@ where
     Fut: std::future::Future<Output = Result<(), String>>,
 {
     let mut last = String::from("not checked yet");
+    let mut beat = Heartbeat::new();
     loop {
         if cancel.is_cancelled() {
             return Err(last);
@@ -423,6 +494,9 @@ where
         match f().await {
             Ok(()) => return Ok(()),
             Err(e) => last = e,
+        }
+        if let Some(line) = beat.due(&last) {
+            say(line);
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -499,11 +573,16 @@ mod image_tests {
             c2.cancel();
         });
         let mut n = 0;
-        let r = super::poll(&cancel, std::time::Duration::from_millis(5), || {
-            n += 1;
-            let k = n;
-            async move { Err(format!("attempt {k}")) }
-        })
+        let r = super::poll_saying(
+            &cancel,
+            std::time::Duration::from_millis(5),
+            &|_| {},
+            || {
+                n += 1;
+                let k = n;
+                async move { Err(format!("attempt {k}")) }
+            },
+        )
         .await;
         let e = r.unwrap_err();
         assert!(e.starts_with("attempt "), "{e}");

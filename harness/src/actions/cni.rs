@@ -11,7 +11,7 @@ use super::{Action, StepContext, StepError};
 use crate::actions::JobStateExt;
 use crate::cni::{apply, bridge, lint, manifest::ManifestObject, ApplyMethod, Release, Variant};
 use crate::provider::Cluster;
-use crate::readiness::{self, canonical_image, poll};
+use crate::readiness::{self, canonical_image};
 use crate::release::KubeVersion;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
@@ -313,7 +313,9 @@ async fn apply_manifests(
         ));
     }
     // Bounded by the step deadline (through cx.cancel) and by READY_WAIT.
-    if let Err(why) = apply::wait_ready(kube, &v.ready, &cx.cancel, READY_WAIT).await {
+    if let Err(why) =
+        apply::wait_ready(kube, &v.ready, &cx.cancel, READY_WAIT, &|l| cx.note(l)).await
+    {
         let d = diagnose_nodes(c, &cx.log).await;
         cx.log.line(&format!("# {} not ready:\n{why}", v.name));
         let first = why.lines().next().unwrap_or_default().to_string();
@@ -360,7 +362,8 @@ impl Action for Cni {
         let expected = c.node_names();
 
         cx.note("condition 1/3: every node registered");
-        if let Err(last) = poll(&cx.cancel, POLL, || async {
+        let say = |line: String| cx.note(line);
+        if let Err(last) = readiness::poll_saying(&cx.cancel, POLL, &say, || async {
             let items = list_nodes(&nodes).await?;
             readiness::nodes_registered(&expected, &items)
         })
@@ -393,7 +396,7 @@ impl Action for Cni {
             }
             all_ready(&nodes, &pods).await
         };
-        let result = poll(&cx.cancel, POLL, check).await;
+        let result = readiness::poll_saying(&cx.cancel, POLL, &say, check).await;
         let after = *nodes_ready_after.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = after {
             cx.property("cni.nodes-ready-seconds", format!("{:.1}", t.as_secs_f64()));

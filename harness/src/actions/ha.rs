@@ -117,11 +117,15 @@ where
     Fut: std::future::Future<Output = Result<T, String>>,
 {
     let t = Instant::now();
+    let mut beat = crate::readiness::Heartbeat::new();
     loop {
         let last = match check().await {
             Ok(v) => return Ok(v),
             Err(e) => e,
         };
+        if let Some(line) = beat.due(&last) {
+            cx.note(line);
+        }
         if t.elapsed() > GATE_LIMIT {
             return Err(format!("after {GATE_LIMIT:?}: {last}"));
         }

@@ -901,6 +901,7 @@ where
     let limit = Duration::from_secs(180);
     let t = Instant::now();
     let mut waited_on = None;
+    let mut beat = crate::readiness::Heartbeat::new();
     loop {
         let last = match check().await.map_err(Into::into) {
             Ok(()) => {
@@ -915,6 +916,9 @@ where
             Err(GateStop::Final(e)) => return Err(e),
             Err(GateStop::Again(e)) => e,
         };
+        if let Some(line) = beat.due(&last) {
+            cx.note(line);
+        }
         waited_on = Some(last.clone());
         if t.elapsed() > limit {
             return Err(format!("after {limit:?}: {last}"));

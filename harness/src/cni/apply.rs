@@ -9,7 +9,7 @@
 use super::manifest::ManifestObject;
 use super::Readiness;
 use crate::process::Deadline;
-use crate::readiness::{self, poll};
+use crate::readiness;
 use crate::release::KubeVersion;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -408,16 +408,18 @@ pub async fn not_ready_reasons(client: &kube::Client, ready: &Readiness) -> Resu
     }
 }
 
-/// Waits until the variant is ready, at most `timeout` and never past `cancel`; otherwise
-/// returns the last reasons, one per line.
+/// Waits until the variant is ready, at most `timeout` and never past `cancel`, saying
+/// what it waits on every [`readiness::SAY_EVERY`]; otherwise returns the last reasons, one
+/// per line.
 pub async fn wait_ready(
     client: &kube::Client,
     ready: &Readiness,
     cancel: &CancellationToken,
     timeout: Duration,
+    say: &(dyn Fn(String) + Sync),
 ) -> Result<(), String> {
     let bound = Deadline::new(cancel, timeout);
-    poll(bound.token(), Duration::from_secs(2), || {
+    readiness::poll_saying(bound.token(), Duration::from_secs(2), say, || {
         not_ready_reasons(client, ready)
     })
     .await
