@@ -1,6 +1,8 @@
-//! `shakedown bench bring-up`: how long a 1 control plane + 1 worker cluster takes to come
-//! up here with cached images, against the 90 s target. A benchmark that prints figures
-//! and ratios, never a timed test.
+//! Benchmarks that print figures and ratios, never timed tests:
+//! - `shakedown bench bring-up`: how long a 1 control plane + 1 worker cluster takes to come
+//!   up here with cached images, against the 90 s target;
+//! - `shakedown bench conformance`: the scenario's conformance tier on such a cluster, in
+//!   specs per minute and wall time against the step's deadline and the 20-minute target.
 
 use crate::actions::RunSettings;
 use crate::engine::event::StepOutcome;
@@ -39,6 +41,21 @@ pub enum BenchError {
     Scenario(#[from] crate::scenario::FindError),
     #[error("failed to find a 1 control plane + 1 worker bridge job in scenario {0}")]
     NoJob(String),
+    #[error("failed to find a conformance step in scenario {0}")]
+    NoConformance(String),
+    #[error(transparent)]
+    Durations(#[from] crate::scenario::durations::DurationTableError),
+}
+
+/// The one job a benchmark runs: bridge, one control plane and one worker.
+fn one_bridge_job(
+    s: &crate::scenario::LoadedScenario,
+    name: &str,
+) -> Result<matrix::Job, BenchError> {
+    matrix::expand(s)
+        .into_iter()
+        .find(|j| j.cni == "bridge" && j.topology.control_planes == 1 && j.topology.workers == 1)
+        .ok_or_else(|| BenchError::NoJob(name.to_string()))
 }
 
 pub async fn bring_up(
@@ -48,14 +65,7 @@ pub async fn bring_up(
     deadline: Duration,
 ) -> Result<ExitKind, BenchError> {
     let (s, catalog) = crate::scenario::load_named(root, scenario_name)?;
-    let jobs: Vec<_> = matrix::expand(&s)
-        .into_iter()
-        .filter(|j| j.cni == "bridge" && j.topology.control_planes == 1 && j.topology.workers == 1)
-        .take(1)
-        .collect();
-    if jobs.is_empty() {
-        return Err(BenchError::NoJob(scenario_name.to_string()));
-    }
+    let jobs = vec![one_bridge_job(&s, scenario_name)?];
     let mut p = plan::build(&s, jobs);
     // Each run stops at the deadline like a scenario's run deadline: cleanup still runs.
     p.run_deadline = Some(deadline);
@@ -163,4 +173,130 @@ pub async fn bring_up(
         );
     }
     Ok(ExitKind::Passed)
+}
+
+/// What `bench conformance` aims at: lite conformance within 20 minutes here.
+pub const CONFORMANCE_TARGET: Duration = Duration::from_secs(20 * 60);
+
+const KEEP_CONFORMANCE: &[ActionKind] = &[
+    ActionKind::HostSetup,
+    ActionKind::ImageBuild,
+    ActionKind::ClusterUp,
+    ActionKind::KubeadmInit,
+    ActionKind::KubeadmJoin,
+    ActionKind::Cni,
+    ActionKind::Conformance,
+    ActionKind::ClusterDown,
+];
+
+/// One run of the scenario's conformance tier on a fresh 1+1 bridge cluster, specs in the
+/// order the scenario's table and the history at `history` give (the same as `scenario`
+/// would), `parallel` overriding the scenario's. Prints specs per minute and the wall time
+/// against the step's deadline and [`CONFORMANCE_TARGET`]; the artifacts stay for reading.
+pub async fn conformance(
+    root: &Path,
+    scenario_name: &str,
+    parallel: Option<crate::scenario::Parallel>,
+    history: &Path,
+) -> Result<ExitKind, BenchError> {
+    let (mut s, catalog) = crate::scenario::load_named(root, scenario_name)?;
+    if let Some(p) = parallel {
+        s.scenario.conformance.parallel = Some(p);
+    }
+    let job = one_bridge_job(&s, scenario_name)?;
+    let mut p = plan::build(&s, vec![job]);
+    for j in &mut p.jobs {
+        j.steps.retain(|st| KEEP_CONFORMANCE.contains(&st.action));
+    }
+    let deadline = p.jobs[0]
+        .steps
+        .iter()
+        .find(|st| st.action == ActionKind::Conformance)
+        .map(|st| st.timeout.deadline)
+        .ok_or_else(|| BenchError::NoConformance(scenario_name.to_string()))?;
+    let (spec_durations, warning) = crate::history::expected_spec_durations(&s, history)?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    let timed = spec_durations.len();
+    let run_id = paths::new_run_id();
+    let artifacts = std::env::temp_dir().join(format!("shakedown-bench-{run_id}"));
+    let settings = RunSettings {
+        run_id,
+        root: root.to_path_buf(),
+        artifacts: artifacts.clone(),
+        cache_dir: paths::cache_dir(),
+        spec_durations,
+        ..Default::default()
+    };
+    let stop = Stop::default();
+    let signals = stop.on_signals();
+    let summary = Run::new(p.clone(), Arc::new(s), Arc::new(catalog), settings)
+        .stop(stop)
+        .reporters(vec![
+            Box::new(reporter::progress::BuildLog::new(&artifacts)),
+            Box::new(reporter::junit::Junit::new(&artifacts)),
+        ])
+        .execute()
+        .await;
+    signals.abort();
+    let steps = &summary.jobs[0].steps;
+    let plan_steps = &p.jobs[0].steps;
+    let up: Duration = steps
+        .iter()
+        .zip(plan_steps)
+        .filter(|(_, ps)| UP.contains(&ps.action))
+        .map(|(st, _)| st.duration)
+        .sum();
+    let Some(conf) = steps
+        .iter()
+        .zip(plan_steps)
+        .find(|(_, ps)| ps.action == ActionKind::Conformance)
+        .map(|(st, _)| st)
+        .filter(|st| !matches!(st.outcome, StepOutcome::Skipped { .. }))
+    else {
+        eprintln!(
+            "the cluster did not come up ({:?}); see {}",
+            summary.exit,
+            artifacts.display()
+        );
+        return Ok(summary.exit);
+    };
+    let n = |k: &str| -> u64 {
+        conf.property(k)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default()
+    };
+    let (passed, failed, not_run) = (
+        n("conformance.passed"),
+        n("conformance.failed"),
+        n("conformance.not-run"),
+    );
+    let wall = conf.duration;
+    let done = passed + failed;
+    println!(
+        "bring-up {:.0}s; conformance: {} selected, {} unsupported here, {} run {} at a time ({} of them timed by earlier runs): passed {passed}, failed {failed}, not run {not_run}",
+        up.as_secs_f64(),
+        n("conformance.selected"),
+        n("conformance.unsupported"),
+        done + not_run,
+        conf.property("conformance.parallel").unwrap_or("?"),
+        timed,
+    );
+    println!(
+        "conformance wall time {:.1} min: {:.1} specs/min; deadline {} min, ratio {:.2}; target {} min, ratio {:.2} ({})",
+        wall.as_secs_f64() / 60.0,
+        done as f64 / (wall.as_secs_f64() / 60.0).max(f64::EPSILON),
+        deadline.as_secs() / 60,
+        wall.as_secs_f64() / deadline.as_secs_f64(),
+        CONFORMANCE_TARGET.as_secs() / 60,
+        wall.as_secs_f64() / CONFORMANCE_TARGET.as_secs_f64(),
+        if wall <= CONFORMANCE_TARGET && not_run == 0 {
+            "within target"
+        } else {
+            "over target"
+        }
+    );
+    println!("artifacts: {}", artifacts.display());
+    Ok(summary.exit)
 }

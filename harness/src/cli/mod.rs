@@ -194,6 +194,27 @@ pub enum BenchCommand {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "20m")]
         deadline: Duration,
     },
+    /// Run the scenario's conformance tier once on a fresh 1 control plane + 1 worker
+    /// bridge cluster: specs per minute, wall time against the step's deadline and the
+    /// 20-minute target. Specs start in the order a scenario run would use.
+    Conformance {
+        #[arg(long, default_value = "release-1.20")]
+        scenario: String,
+        /// Specs at once: a number or `auto` (default: the scenario's).
+        #[arg(long, value_parser = parse_parallel)]
+        parallel: Option<crate::scenario::Parallel>,
+        /// Run history whose spec durations order the specs (default: history.sqlite
+        /// beside $ARTIFACTS, else artifacts/history.sqlite).
+        #[arg(long, env = "SHAKEDOWN_HISTORY")]
+        history: Option<PathBuf>,
+    },
+}
+
+/// `--parallel`: a number of specs at once, or `auto`.
+fn parse_parallel(s: &str) -> Result<crate::scenario::Parallel, String> {
+    use serde::de::IntoDeserializer;
+    let d: serde::de::value::StrDeserializer<'_, serde::de::value::Error> = s.into_deserializer();
+    serde::Deserialize::deserialize(d).map_err(|e: serde::de::value::Error| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -611,6 +632,16 @@ pub async fn run(cli: Cli) -> ExitKind {
                     deadline,
                 },
         } => crate::bench::bring_up(&root, &scenario, runs, deadline)
+            .await
+            .map_err(CliError::from),
+        Command::Bench {
+            command:
+                BenchCommand::Conformance {
+                    scenario,
+                    parallel,
+                    history,
+                },
+        } => crate::bench::conformance(&root, &scenario, parallel, &history_path(history))
             .await
             .map_err(CliError::from),
         Command::Cni {

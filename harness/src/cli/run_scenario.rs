@@ -79,26 +79,14 @@ pub(super) async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKin
         recorder = recorder.with_notifier(n, artifacts.clone());
     }
 
-    // Each spec's duration orders this run's specs, longest first: the scenario's table
-    // (validated when it loaded), then what earlier runs recorded, which wins.
-    let mut spec_durations = match &s.scenario.conformance.durations {
-        Some(d) => {
-            let file = s.path.parent().unwrap_or(Path::new(".")).join(d);
-            scenario::durations::read_duration_table(&file).map_err(|e| CliError::Infra {
-                what: "read the scenario's spec durations".into(),
-                source: Box::new(e),
-            })?
-        }
-        None => Default::default(),
-    };
-    if history_file.is_file() {
-        match History::open_existing(&history_file).and_then(|h| h.spec_durations()) {
-            Ok(d) => spec_durations.extend(d),
-            Err(e) => eprintln!(
-                "warning: spec durations of earlier runs not read: {}",
-                crate::error::chain(&e)
-            ),
-        }
+    // Each spec's duration orders this run's specs, longest first.
+    let (spec_durations, warning) =
+        history::expected_spec_durations(&s, &history_file).map_err(|e| CliError::Infra {
+            what: "read the scenario's spec durations".into(),
+            source: Box::new(e),
+        })?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
     }
 
     let stop = Stop::default();

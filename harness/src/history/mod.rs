@@ -216,6 +216,38 @@ pub fn default_path(artifacts: Option<&Path>) -> PathBuf {
     }
 }
 
+/// Each conformance spec's expected duration for a run of `s`: the scenario's table
+/// (`conformance.durations`, checked when the scenario loaded), then what the history at
+/// `history` recorded, which wins. A history that cannot be read is a warning, returned
+/// beside the figures: ordering is an optimisation, never a reason to stop a run.
+pub fn expected_spec_durations(
+    s: &crate::scenario::LoadedScenario,
+    history: &Path,
+) -> Result<
+    (BTreeMap<String, Duration>, Option<String>),
+    crate::scenario::durations::DurationTableError,
+> {
+    let mut d = match &s.scenario.conformance.durations {
+        Some(t) => crate::scenario::durations::read_duration_table(
+            &s.path.parent().unwrap_or(Path::new(".")).join(t),
+        )?,
+        None => BTreeMap::new(),
+    };
+    let mut warning = None;
+    if history.is_file() {
+        match History::open_existing(history).and_then(|h| h.spec_durations()) {
+            Ok(recorded) => d.extend(recorded),
+            Err(e) => {
+                warning = Some(format!(
+                    "spec durations of earlier runs not read: {}",
+                    crate::error::chain(&e)
+                ))
+            }
+        }
+    }
+    Ok((d, warning))
+}
+
 impl History {
     /// Opens the history, creating the file and its folder when needed.
     pub fn open(path: &Path) -> Result<History, HistoryError> {
