@@ -77,27 +77,8 @@ pub async fn bring_up(
     let mut totals: Vec<Duration> = Vec::new();
     let mut nodes_totals: Vec<Duration> = Vec::new();
     for i in 1..=runs.max(1) {
-        let run_id = paths::new_run_id();
-        let artifacts = std::env::temp_dir().join(format!("shakedown-bench-{run_id}"));
-        let settings = RunSettings {
-            run_id,
-            root: root.to_path_buf(),
-            artifacts: artifacts.clone(),
-            cache_dir: paths::cache_dir(),
-            ..Default::default()
-        };
-        // Ctrl-C stops the run the way it stops a scenario: the cluster-down step still
-        // removes this run's nodes.
-        let stop = Stop::default();
-        let signals = stop.on_signals();
-        let summary = Run::new(p.clone(), s.clone(), catalog.clone(), settings)
-            .stop(stop)
-            .reporters(vec![Box::new(reporter::progress::BuildLog::new(
-                &artifacts,
-            ))])
-            .execute()
-            .await;
-        signals.abort();
+        let (summary, artifacts) =
+            run_once(root, &p, s.clone(), catalog.clone(), Default::default()).await;
         if summary.exit == ExitKind::Interrupted {
             eprintln!(
                 "run {i}: interrupted; its nodes were removed (artifacts in {})",
@@ -118,12 +99,7 @@ pub async fn bring_up(
             return Ok(summary.exit);
         }
         let plan_steps = &p.jobs[0].steps;
-        let up: Duration = steps
-            .iter()
-            .zip(plan_steps)
-            .filter(|(_, ps)| UP.contains(&ps.action))
-            .map(|(st, _)| st.duration)
-            .sum();
+        let up = up_time(steps, plan_steps);
         let parts: Vec<String> = steps
             .iter()
             .zip(plan_steps)
@@ -175,6 +151,50 @@ pub async fn bring_up(
     Ok(ExitKind::Passed)
 }
 
+/// One run of the benchmark's plan into a fresh temporary artifacts folder (build log and
+/// JUnit). Ctrl-C stops it the way it stops a scenario: the cluster-down step still removes
+/// the run's nodes.
+async fn run_once(
+    root: &Path,
+    p: &plan::Plan,
+    s: Arc<crate::scenario::LoadedScenario>,
+    catalog: Arc<crate::cni::Catalog>,
+    spec_durations: std::collections::BTreeMap<String, Duration>,
+) -> (crate::engine::RunSummary, std::path::PathBuf) {
+    let run_id = paths::new_run_id();
+    let artifacts = std::env::temp_dir().join(format!("shakedown-bench-{run_id}"));
+    let settings = RunSettings {
+        run_id,
+        root: root.to_path_buf(),
+        artifacts: artifacts.clone(),
+        cache_dir: paths::cache_dir(),
+        spec_durations,
+        ..Default::default()
+    };
+    let stop = Stop::default();
+    let signals = stop.on_signals();
+    let summary = Run::new(p.clone(), s, catalog, settings)
+        .stop(stop)
+        .reporters(vec![
+            Box::new(reporter::progress::BuildLog::new(&artifacts)),
+            Box::new(reporter::junit::Junit::new(&artifacts)),
+        ])
+        .execute()
+        .await;
+    signals.abort();
+    (summary, artifacts)
+}
+
+/// How long the steps that make a cluster up took.
+fn up_time(steps: &[crate::engine::event::StepResult], plan_steps: &[plan::StepPlan]) -> Duration {
+    steps
+        .iter()
+        .zip(plan_steps)
+        .filter(|(_, ps)| UP.contains(&ps.action))
+        .map(|(st, _)| st.duration)
+        .sum()
+}
+
 /// What `bench conformance` aims at: lite conformance within 20 minutes here.
 pub const CONFORMANCE_TARGET: Duration = Duration::from_secs(20 * 60);
 
@@ -219,35 +239,11 @@ pub async fn conformance(
         eprintln!("warning: {w}");
     }
     let timed = spec_durations.len();
-    let run_id = paths::new_run_id();
-    let artifacts = std::env::temp_dir().join(format!("shakedown-bench-{run_id}"));
-    let settings = RunSettings {
-        run_id,
-        root: root.to_path_buf(),
-        artifacts: artifacts.clone(),
-        cache_dir: paths::cache_dir(),
-        spec_durations,
-        ..Default::default()
-    };
-    let stop = Stop::default();
-    let signals = stop.on_signals();
-    let summary = Run::new(p.clone(), Arc::new(s), Arc::new(catalog), settings)
-        .stop(stop)
-        .reporters(vec![
-            Box::new(reporter::progress::BuildLog::new(&artifacts)),
-            Box::new(reporter::junit::Junit::new(&artifacts)),
-        ])
-        .execute()
-        .await;
-    signals.abort();
+    let (summary, artifacts) =
+        run_once(root, &p, Arc::new(s), Arc::new(catalog), spec_durations).await;
     let steps = &summary.jobs[0].steps;
     let plan_steps = &p.jobs[0].steps;
-    let up: Duration = steps
-        .iter()
-        .zip(plan_steps)
-        .filter(|(_, ps)| UP.contains(&ps.action))
-        .map(|(st, _)| st.duration)
-        .sum();
+    let up = up_time(steps, plan_steps);
     let Some(conf) = steps
         .iter()
         .zip(plan_steps)
