@@ -157,12 +157,22 @@ pub fn pod_ready(pod: &Pod) -> Result<(), String> {
     }
 }
 
-/// Every scheduled pod of the DaemonSet is updated and ready.
+/// Every scheduled pod of the DaemonSet is updated and ready, and the controller has seen
+/// the DaemonSet's latest spec: until then its counts describe the previous one (right
+/// after `kubeadm upgrade apply` changes kube-proxy's image, the old pods still count as
+/// updated and ready).
 pub fn daemonset_rolled_out(ds: &DaemonSet) -> Result<(), String> {
     let name = name_of(&ds.metadata);
     let Some(s) = &ds.status else {
         return Err(format!("daemonset {name} has no status yet"));
     };
+    let generation = ds.metadata.generation.unwrap_or(0);
+    let observed = s.observed_generation.unwrap_or(0);
+    if observed < generation {
+        return Err(format!(
+            "daemonset {name}: the controller has not seen generation {generation} yet (it saw {observed})"
+        ));
+    }
     let want = s.desired_number_scheduled;
     let ready = s.number_ready;
     let updated = s.updated_number_scheduled.unwrap_or(0);
@@ -415,6 +425,20 @@ status:
         );
         let ds: DaemonSet = serde_yaml::from_str(
             "metadata: {name: calico-node}\nstatus: {desiredNumberScheduled: 2, numberReady: 2, updatedNumberScheduled: 2, currentNumberScheduled: 2, numberMisscheduled: 0}",
+        )
+        .unwrap();
+        assert!(daemonset_rolled_out(&ds).is_ok());
+        // A new spec the controller has not processed: the counts are the old pods'.
+        let ds: DaemonSet = serde_yaml::from_str(
+            "metadata: {name: kube-proxy, generation: 2}\nstatus: {observedGeneration: 1, desiredNumberScheduled: 2, numberReady: 2, updatedNumberScheduled: 2, currentNumberScheduled: 2, numberMisscheduled: 0}",
+        )
+        .unwrap();
+        assert_eq!(
+            daemonset_rolled_out(&ds).unwrap_err(),
+            "daemonset kube-proxy: the controller has not seen generation 2 yet (it saw 1)"
+        );
+        let ds: DaemonSet = serde_yaml::from_str(
+            "metadata: {name: kube-proxy, generation: 2}\nstatus: {observedGeneration: 2, desiredNumberScheduled: 2, numberReady: 2, updatedNumberScheduled: 2, currentNumberScheduled: 2, numberMisscheduled: 0}",
         )
         .unwrap();
         assert!(daemonset_rolled_out(&ds).is_ok());

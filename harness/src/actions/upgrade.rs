@@ -217,6 +217,21 @@ pub fn nodes_at(nodes: &[Node], want: &[String], version: &str) -> Result<(), St
 }
 
 /// Every kube-system pod Running and Ready (or finished).
+/// Every DaemonSet rolled out to its latest spec (see [`crate::readiness::daemonset_rolled_out`]).
+pub fn daemonsets_rolled_out(
+    daemonsets: &[k8s_openapi::api::apps::v1::DaemonSet],
+) -> Result<(), String> {
+    let bad: Vec<String> = daemonsets
+        .iter()
+        .filter_map(|d| crate::readiness::daemonset_rolled_out(d).err())
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad.join("; "))
+    }
+}
+
 pub fn system_pods_ready(pods: &[Pod]) -> Result<usize, String> {
     let bad: Vec<String> = pods
         .iter()
@@ -260,13 +275,17 @@ spec:
       tolerations:
       - {{key: node-role.kubernetes.io/master, operator: Exists, effect: NoSchedule}}
       - {{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}}
-      terminationGracePeriodSeconds: 5
+      # A well-behaved backend: it keeps serving for 5 s after it is told to stop, while
+      # the endpoints controller and every kube-proxy drop it. Without that, each drain
+      # measures how fast a deleted pod leaves iptables, not what the upgrade did.
+      terminationGracePeriodSeconds: 10
       containers:
       - name: netexec
         image: {image}
         imagePullPolicy: {pull}
         args: [netexec, --http-port=8080]
         readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
+        lifecycle: {{preStop: {{exec: {{command: [sleep, "5"]}}}}}}
 ---
 apiVersion: v1
 kind: Service
@@ -764,12 +783,21 @@ async fn walk(
     let t = Instant::now();
     // An image no node has and none can pull does not come: give up on it after 20 s.
     let stuck_since = std::sync::Mutex::new(None::<Instant>);
+    let daemonsets: kube::Api<k8s_openapi::api::apps::v1::DaemonSet> =
+        kube::Api::namespaced(kube.clone(), "kube-system");
     let res = gate_poll(cx, || async {
         let list = pods
             .list(&Default::default())
             .await
             .map_err(|e| e.to_string())?;
-        let ready = system_pods_ready(&list.items).map(drop);
+        // The DaemonSets first: right after `upgrade apply` the old kube-proxy pods are
+        // still there and Ready, until the controller acts on the new spec.
+        let ds = daemonsets
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready = daemonsets_rolled_out(&ds.items)
+            .and_then(|()| system_pods_ready(&list.items).map(drop));
         let mut since = stuck_since.lock().unwrap_or_else(|e| e.into_inner());
         match (&ready, image_pull_stuck(&list.items)) {
             (Err(e), Some(stuck)) => {
