@@ -24,6 +24,7 @@ const UP: &[ActionKind] = &[
     ActionKind::KubeadmJoin,
     ActionKind::Cni,
 ];
+/// The steps a benchmark keeps of the job: the host, the build, the cluster and teardown.
 const KEEP: &[ActionKind] = &[
     ActionKind::HostSetup,
     ActionKind::ImageBuild,
@@ -198,17 +199,6 @@ fn up_time(steps: &[crate::engine::event::StepResult], plan_steps: &[plan::StepP
 /// What `bench conformance` aims at: lite conformance within 20 minutes here.
 pub const CONFORMANCE_TARGET: Duration = Duration::from_secs(20 * 60);
 
-const KEEP_CONFORMANCE: &[ActionKind] = &[
-    ActionKind::HostSetup,
-    ActionKind::ImageBuild,
-    ActionKind::ClusterUp,
-    ActionKind::KubeadmInit,
-    ActionKind::KubeadmJoin,
-    ActionKind::Cni,
-    ActionKind::Conformance,
-    ActionKind::ClusterDown,
-];
-
 /// One run of the scenario's conformance tier on a fresh 1+1 bridge cluster, specs in the
 /// order the scenario's table and the history at `history` give (the same as `scenario`
 /// would), `parallel` overriding the scenario's. Prints specs per minute and the wall time
@@ -226,7 +216,9 @@ pub async fn conformance(
     let job = one_bridge_job(&s, scenario_name)?;
     let mut p = plan::build(&s, vec![job]);
     for j in &mut p.jobs {
-        j.steps.retain(|st| KEEP_CONFORMANCE.contains(&st.action));
+        // The bring-up bench's steps, and the conformance step.
+        j.steps
+            .retain(|st| KEEP.contains(&st.action) || st.action == ActionKind::Conformance);
     }
     let deadline = p.jobs[0]
         .steps
