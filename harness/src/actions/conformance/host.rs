@@ -210,14 +210,10 @@ impl SpecRunner for Host {
             .into_iter()
             .map(|i| (i, runnable[i].clone()))
             .partition(|(_, n)| n.contains("[Serial]"));
-        let width = spec
-            .parallel
-            .unwrap_or(Parallel::Fixed(1))
-            .width(self.schedulable) as usize;
+        let setting = spec.parallel.unwrap_or(Parallel::Fixed(1));
+        let width = setting.width(self.schedulable) as usize;
         cx.note(format!(
-            "{} spec(s) at once (parallel: {}, {} node(s) take pods); {timed} of {} timed by earlier runs, started longest first",
-            width,
-            spec.parallel.unwrap_or(Parallel::Fixed(1)),
+            "{width} spec(s) at once (parallel: {setting}, {} node(s) take pods); {timed} of {} timed by earlier runs, started longest first",
             self.schedulable,
             runnable.len()
         ));
