@@ -671,6 +671,15 @@ fn dry_run(file: PathBuf, job_name: String) -> Result<(), Failed> {
     let one = dir.path().join(file.file_name().unwrap());
     let text = std::fs::read_to_string(&file)?;
     std::fs::write(&one, text)?;
+    // A spec duration table the scenario names sits beside it, at the same relative path.
+    if let Some(d) = &s.scenario.conformance.durations {
+        let to = dir.path().join(d);
+        std::fs::create_dir_all(to.parent().unwrap_or(dir.path()))?;
+        std::fs::copy(
+            file.parent().unwrap_or(std::path::Path::new(".")).join(d),
+            to,
+        )?;
+    }
     let summary = rt.block_on(async {
         let s = scenario::load(&one, &catalog, scenario::today()).unwrap();
         let p = shakedown::plan::build(&s, vec![job.clone()]);
