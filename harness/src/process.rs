@@ -410,13 +410,24 @@ impl CommandError {
     }
 }
 
-/// The parent of `pid`, from `/proc/PID/stat` (the field after the command's closing paren).
+/// The fields of a `/proc/<pid>/stat` file after the command: state, ppid, pgrp, ... (the
+/// command may hold spaces and parens, so the split is after the last `)`).
+fn stat_fields(stat_file: &Path) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(stat_file).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// Whether a process is alive: not gone, not a zombie waiting to be reaped.
+fn alive(pid: i32) -> bool {
+    stat_fields(Path::new(&format!("/proc/{pid}/stat")))
+        .is_some_and(|f| f.first().is_some_and(|st| st != "Z" && st != "X"))
+}
+
+/// The parent of `pid`.
 fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
+    stat_fields(Path::new(&format!("/proc/{pid}/stat")))?
+        .get(1)?
         .parse()
         .ok()
 }
@@ -464,23 +475,14 @@ pub fn run_processes(run_id: Option<&str>) -> Vec<i32> {
 pub async fn stop_run_processes(run_id: Option<&str>, grace: Duration) -> Vec<i32> {
     use nix::sys::signal::kill;
     let pids = run_processes(run_id);
-    let alive = |pid: &i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .map(|(_, r)| r.trim_start().starts_with(['Z', 'X']))
-            })
-            .is_some_and(|dead| !dead)
-    };
     for &p in &pids {
         let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
     }
     let t = std::time::Instant::now();
-    while t.elapsed() < grace && pids.iter().any(alive) {
+    while t.elapsed() < grace && pids.iter().any(|&p| alive(p)) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for p in pids.iter().filter(|p| alive(p)) {
+    for p in pids.iter().filter(|&&p| alive(p)) {
         let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
     }
     pids
@@ -519,15 +521,9 @@ fn group_has_live_member(pgid: Pid) -> bool {
         return false;
     };
     dir.flatten().any(|e| {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            return false;
-        };
-        // pid (comm) state ppid pgrp ...; comm may hold spaces, so split after ')'.
-        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
-            return false;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        f.len() > 2 && f[0] != "Z" && f[0] != "X" && f[2] == pgid.as_raw().to_string()
+        stat_fields(&e.path().join("stat")).is_some_and(|f| {
+            f.len() > 2 && f[0] != "Z" && f[0] != "X" && f[2] == pgid.as_raw().to_string()
+        })
     })
 }
 
