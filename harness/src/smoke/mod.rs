@@ -7,7 +7,6 @@ use crate::images::{AGNHOST_TAG, IMAGE_REPO};
 use crate::readiness::{self, endpoints_serving, pod_finished, wait_for};
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
-use kube::runtime::wait::conditions;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -75,6 +74,16 @@ pub fn pod(
         },
     });
     serde_json::from_value(v).expect("static pod shape")
+}
+
+/// A TCP readiness probe on the server's port, checked every second.
+fn listening_probe() -> k8s_openapi::api::core::v1::Probe {
+    serde_json::from_value(serde_json::json!({
+        "tcpSocket": { "port": SERVER_PORT },
+        "periodSeconds": 1,
+        "failureThreshold": 1,
+    }))
+    .expect("static probe shape")
 }
 
 impl Smoke {
@@ -162,20 +171,20 @@ impl Smoke {
         for (i, node) in nodes.iter().enumerate() {
             let name = format!("server-{i}");
             let args = vec!["netexec".to_string(), format!("--http-port={SERVER_PORT}")];
-            match pods
-                .create(
-                    &PostParams::default(),
-                    &pod(
-                        &self.template(),
-                        &name,
-                        node,
-                        "smoke-server",
-                        &args,
-                        "Always",
-                    ),
-                )
-                .await
-            {
+            let mut server = pod(
+                &self.template(),
+                &name,
+                node,
+                "smoke-server",
+                &args,
+                "Always",
+            );
+            // Ready only once it listens: on a slow node (an emulated VM) netexec starts
+            // seconds after its container.
+            if let Some(c) = server.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+                c.readiness_probe = Some(listening_probe());
+            }
+            match pods.create(&PostParams::default(), &server).await {
                 Ok(_) => servers.push((name, node.clone())),
                 Err(e) => problems.push(format!("failed to create {name} on {node}: {e}")),
             }
@@ -185,7 +194,7 @@ impl Smoke {
             match wait_for(
                 pods.clone(),
                 name,
-                conditions::is_pod_running(),
+                |p: Option<&Pod>| p.is_some_and(|p| readiness::pod_ready(p).is_ok()),
                 POD_WAIT,
                 &self.cancel,
             )
