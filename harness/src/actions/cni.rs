@@ -113,6 +113,17 @@ async fn apply_bridge(cx: &StepContext<'_>, c: &Cluster, api: &Api<Node>) -> Res
         for route in bridge::routes_for(&n.name, &routes) {
             r.run(c.exec(&n.name, &route)).await?;
         }
+        // The same again at every boot of the node.
+        r.run(c.write_file(
+            &n.name,
+            bridge::BOOT_SCRIPT_PATH,
+            &bridge::boot_script(&n.name, &routes, pod_subnet),
+        ))
+        .await?;
+        r.run(c.write_file(&n.name, bridge::BOOT_UNIT_PATH, &bridge::boot_unit()))
+            .await?;
+        r.run(c.exec(&n.name, &["systemctl", "enable", bridge::BOOT_UNIT]))
+            .await?;
         cx.note(format!("bridge CNI on {}: pod CIDR {}", n.name, n.pod_cidr));
     }
     Ok(())

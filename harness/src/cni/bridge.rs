@@ -57,6 +57,46 @@ pub fn masquerade(action: &str, pod_subnet: &str) -> Vec<String> {
     .collect()
 }
 
+/// Where each node keeps its routes and masquerade rule, and the unit that puts them back
+/// when the node boots again (a route and an iptables rule do not survive a reboot).
+pub const BOOT_SCRIPT_PATH: &str = "/etc/shakedown/bridge-routes.sh";
+pub const BOOT_UNIT: &str = "shakedown-bridge-routes.service";
+pub const BOOT_UNIT_PATH: &str = "/etc/systemd/system/shakedown-bridge-routes.service";
+
+/// The unit that runs [`BOOT_SCRIPT_PATH`] at boot.
+pub fn boot_unit() -> String {
+    format!(
+        "# The bridge CNI's routes to other nodes' pod CIDRs and its masquerade rule, again
+# after a reboot (written by shakedown's cni step).
+[Unit]
+Description=shakedown bridge CNI routes
+After=network.target
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh {BOOT_SCRIPT_PATH}
+
+[Install]
+WantedBy=multi-user.target
+"
+    )
+}
+
+/// What [`BOOT_SCRIPT_PATH`] holds for `node`: the same commands the cni step ran.
+pub fn boot_script(node: &str, all: &[NodeRoute], pod_subnet: &str) -> String {
+    let mut s = String::from("#!/bin/sh\n# Written by shakedown's cni step.\n");
+    s.push_str(&format!(
+        "{} 2>/dev/null || {}\n",
+        shell_words::join(masquerade("-C", pod_subnet)),
+        shell_words::join(masquerade("-A", pod_subnet))
+    ));
+    for r in routes_for(node, all) {
+        s.push_str(&shell_words::join(r));
+        s.push('\n');
+    }
+    s
+}
+
 /// A node of the cluster as the bridge variant sees it.
 #[derive(Debug, Clone)]
 pub struct NodeRoute {
@@ -105,6 +145,34 @@ mod tests {
             "{a}"
         );
         assert!(a.ends_with("-j MASQUERADE"));
+    }
+
+    #[test]
+    fn a_rebooted_node_gets_its_routes_and_rule_back() {
+        let nodes = vec![
+            NodeRoute {
+                name: "cp1".into(),
+                ip: "172.18.0.2".into(),
+                pod_cidr: "10.244.0.0/24".into(),
+            },
+            NodeRoute {
+                name: "w1".into(),
+                ip: "172.18.255.254".into(),
+                pod_cidr: "10.244.1.0/24".into(),
+            },
+        ];
+        let s = boot_script("w1", &nodes, "10.244.0.0/16");
+        assert!(
+            s.contains("ip route replace 10.244.0.0/24 via 172.18.0.2\n"),
+            "{s}"
+        );
+        assert!(!s.contains("via 172.18.255.254"), "no route to itself: {s}");
+        assert!(
+            s.contains("iptables -t nat -C POSTROUTING -s 10.244.0.0/16"),
+            "{s}"
+        );
+        assert!(s.contains("|| iptables -t nat -A POSTROUTING"), "{s}");
+        assert!(boot_unit().contains(&format!("ExecStart=/bin/sh {BOOT_SCRIPT_PATH}")));
     }
 
     #[test]
