@@ -37,6 +37,9 @@ packages=(
   etcd-client          # etcdctl in the etcd image: HA gates ask etcd for its members and health
   haproxy              # the load balancer in front of several control planes
   docker-registry      # the local registry mirror (distribution 2.8) of the registry trials
+  qemu-system-x86      # VM nodes (provider vm)
+  qemu-utils           # qemu-img: each VM node's copy-on-write overlay disk
+  openssh-client       # ssh and ssh-keygen: how commands reach VM nodes
   rsync
   golang-github-modern-go-reflect2-dev  # replaces the vendored reflect2 that panics on Go >= 1.18
   golang-github-json-iterator-go-dev

@@ -67,7 +67,7 @@ pub async fn bring_up(
 ) -> Result<ExitKind, BenchError> {
     let (s, catalog) = crate::scenario::load_named(root, scenario_name)?;
     let jobs = vec![one_bridge_job(&s, scenario_name)?];
-    let mut p = plan::build(&s, jobs);
+    let mut p = plan::build(&s, jobs, None);
     // Each run stops at the deadline like a scenario's run deadline: cleanup still runs.
     p.run_deadline = Some(deadline);
     for j in &mut p.jobs {
@@ -214,7 +214,7 @@ pub async fn conformance(
         s.scenario.conformance.parallel = Some(p);
     }
     let job = one_bridge_job(&s, scenario_name)?;
-    let mut p = plan::build(&s, vec![job]);
+    let mut p = plan::build(&s, vec![job], None);
     for j in &mut p.jobs {
         // The bring-up bench's steps, and the conformance step.
         j.steps

@@ -4,7 +4,7 @@
 //! never on the version or the run: `release-1.20/docker/bridge`, plus `/<topology>` when
 //! the topology is named.
 
-use crate::scenario::{LoadedScenario, ProviderKind};
+use crate::scenario::{Accelerator, LoadedScenario, ProviderKind};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -15,6 +15,16 @@ pub struct Topology {
     /// The workers' Kubernetes version when it is not the control plane's (version skew).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_version: Option<String>,
+    /// Under provider `vm`: how many control planes and workers are VMs (the last ones of
+    /// each role); the rest are containers on the same network. Zero for other providers.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub vm_control_planes: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub vm_workers: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -25,6 +35,9 @@ pub struct Job {
     pub provider: ProviderKind,
     pub cni: String,
     pub topology: Topology,
+    /// How qemu runs the job's VM nodes (provider vm): set by the plan from a probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accelerator: Option<Accelerator>,
 }
 
 impl Job {
@@ -54,6 +67,16 @@ pub fn expand(s: &LoadedScenario) -> Vec<Job> {
     for provider in &sc.providers {
         for cni in &sc.cni {
             for t in &sc.topologies {
+                let control_planes = t.control_planes.max(0) as u32;
+                let workers = t.workers.count().max(0) as u32;
+                // Validation guarantees `vms` only comes with provider vm, within range.
+                let (vm_control_planes, vm_workers) = match (provider, t.vms) {
+                    (ProviderKind::Vm, Some(v)) => {
+                        (v.control_planes.max(0) as u32, v.workers.max(0) as u32)
+                    }
+                    (ProviderKind::Vm, None) => (control_planes, workers),
+                    _ => (0, 0),
+                };
                 let mut name = format!("{}/{}/{}", sc.branch, provider, cni);
                 if let Some(n) = &t.name {
                     name.push('/');
@@ -67,10 +90,13 @@ pub fn expand(s: &LoadedScenario) -> Vec<Job> {
                     topology: Topology {
                         name: t.name.clone(),
                         // Validation guarantees these are in range.
-                        control_planes: t.control_planes.max(0) as u32,
-                        workers: t.workers.count().max(0) as u32,
+                        control_planes,
+                        workers,
                         worker_version: t.workers.version().map(String::from),
+                        vm_control_planes,
+                        vm_workers,
                     },
+                    accelerator: None,
                 });
             }
         }

@@ -113,6 +113,43 @@ pub struct CacheLock {
 }
 
 impl CacheLock {
+    /// Waits for the lock without a runtime (plan time), saying once what it waits for.
+    pub fn acquire_blocking(cache: &Path, note: &dyn Fn(String)) -> std::io::Result<CacheLock> {
+        use nix::fcntl::{Flock, FlockArg};
+        std::fs::create_dir_all(cache)?;
+        let path = cache.join(".lock");
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .read(true)
+                .open(&path)
+        };
+        let lock = match Flock::lock(open()?, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                note(format!(
+                    "waiting for the build cache lock {} (held by pid {})",
+                    path.display(),
+                    holder.trim()
+                ));
+                Flock::lock(file, FlockArg::LockExclusive)
+                    .map_err(|(_, e)| std::io::Error::from(e))?
+            }
+            Err((_, e)) => return Err(std::io::Error::from(e)),
+        };
+        {
+            use std::io::{Seek, Write};
+            let mut f = &*lock;
+            let _ = f.set_len(0);
+            let _ = f.seek(std::io::SeekFrom::Start(0));
+            let _ = writeln!(f, "{}", std::process::id());
+        }
+        Ok(CacheLock { _lock: lock })
+    }
+
     /// Waits for the lock, saying once what it waits for; gives up when `cancel` fires.
     pub async fn acquire(
         cache: &Path,

@@ -1,8 +1,8 @@
 //! Matrix → plan: every job with its ordered steps, deadlines and coverage stage.
 
 use crate::matrix::Job;
+use crate::scenario::{Accelerator, LoadedScenario, ProviderKind, Tier};
 pub use crate::scenario::{ActionKind, Stage, StepKind};
-use crate::scenario::{LoadedScenario, Tier};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -41,6 +41,8 @@ pub struct StepPlan {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct JobPlan {
+    /// With `job.accelerator` set for VM jobs: under TCG every deadline is the scenario's
+    /// times `vm.tcg_deadline_factor`.
     pub job: Job,
     pub steps: Vec<StepPlan>,
 }
@@ -57,8 +59,9 @@ pub struct Plan {
     pub conformance_disabled: Option<String>,
 }
 
-/// Builds the plan for the given jobs of a scenario.
-pub fn build(s: &LoadedScenario, jobs: Vec<Job>) -> Plan {
+/// Builds the plan for the given jobs of a scenario. `accel` is what a probe found for VM
+/// nodes on this machine (None when no job has VM nodes).
+pub fn build(s: &LoadedScenario, jobs: Vec<Job>, accel: Option<Accelerator>) -> Plan {
     let sc = &s.scenario;
     let conformance_disabled = sc.conformance.disabled.as_ref().map(|d| {
         format!(
@@ -69,7 +72,14 @@ pub fn build(s: &LoadedScenario, jobs: Vec<Job>) -> Plan {
     });
     let jobs = jobs
         .into_iter()
-        .map(|job| {
+        .map(|mut job| {
+            job.accelerator = (job.provider == ProviderKind::Vm)
+                .then_some(accel)
+                .flatten();
+            let factor = match job.accelerator {
+                Some(Accelerator::Tcg) => sc.vm.tcg_deadline_factor,
+                _ => 1.0,
+            };
             let mut steps: Vec<StepPlan> = Vec::new();
             for st in &sc.steps {
                 let disabled = match st.action.stage() {
@@ -102,9 +112,9 @@ pub fn build(s: &LoadedScenario, jobs: Vec<Job>) -> Plan {
                         kind: st.action.kind(),
                         stage: st.action.stage(),
                         timeout: Timeout {
-                            deadline: st.deadline,
+                            deadline: scaled(st.deadline, factor, st.action),
                             grace: st.grace.unwrap_or(DEFAULT_GRACE),
-                            slow_after: st.slow_after,
+                            slow_after: st.slow_after.map(|d| scaled(d, factor, st.action)),
                         },
                         always: st.always,
                         non_blocking: st.non_blocking,
@@ -124,5 +134,14 @@ pub fn build(s: &LoadedScenario, jobs: Vec<Job>) -> Plan {
         run_deadline: sc.run_deadline,
         jobs,
         conformance_disabled,
+    }
+}
+
+/// A step's deadline on a job whose VM nodes run under TCG: longer by `factor`, except for
+/// the steps that run on this machine alone (host setup and image builds).
+fn scaled(d: Duration, factor: f64, action: ActionKind) -> Duration {
+    match action {
+        ActionKind::HostSetup | ActionKind::ImageBuild => d,
+        _ => d.mul_f64(factor),
     }
 }

@@ -276,6 +276,58 @@ impl Drop for Deadline {
     }
 }
 
+/// Runs `cmd` synchronously, without a runtime (a cleanup on drop, a probe at plan time):
+/// logged as `+ cmd  # why`, its stdin and stderr closed, killed after `limit`. Returns what
+/// it printed when `capture` is set (else empty), or None when it could not start or was
+/// killed.
+pub fn run_blocking(
+    cmd: &Cmd,
+    log: Option<&StepLog>,
+    why: &str,
+    limit: Duration,
+    capture: bool,
+) -> Option<String> {
+    let say = |line: String| match log {
+        Some(l) => l.line(&line),
+        None => eprintln!("{line}"),
+    };
+    say(format!("+ {cmd}  # {why}"));
+    let child = std::process::Command::new(&cmd.program)
+        .args(&cmd.args)
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(if capture {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else { return None };
+    let t = std::time::Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => {
+                let mut out = String::new();
+                if let Some(mut p) = child.stdout.take() {
+                    let _ = std::io::Read::read_to_string(&mut p, &mut out);
+                }
+                return Some(out);
+            }
+            Err(_) => return None,
+            Ok(None) if t.elapsed() >= limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                say(format!(
+                    "[shakedown: `{cmd}` did not finish within {limit:?}; killed]"
+                ));
+                return None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Cmd {
@@ -419,7 +471,7 @@ fn stat_fields(stat_file: &Path) -> Option<Vec<String>> {
 }
 
 /// Whether a process is alive: not gone, not a zombie waiting to be reaped.
-fn alive(pid: i32) -> bool {
+pub fn alive(pid: i32) -> bool {
     stat_fields(Path::new(&format!("/proc/{pid}/stat")))
         .is_some_and(|f| f.first().is_some_and(|st| st != "Z" && st != "X"))
 }
@@ -486,6 +538,20 @@ pub async fn stop_run_processes(run_id: Option<&str>, grace: Duration) -> Vec<i3
         let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
     }
     pids
+}
+
+/// Stops one process without a runtime (a cleanup on drop): SIGTERM, then SIGKILL when it
+/// is still alive after `grace`.
+pub fn terminate(pid: i32, grace: Duration) {
+    use nix::sys::signal::kill;
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    let t = std::time::Instant::now();
+    while t.elapsed() < grace && alive(pid) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if alive(pid) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
 }
 
 /// Kills the whole process group when dropped, unless disarmed after a clean exit and

@@ -118,7 +118,7 @@ fn main() {
         }
     }
     // Trials that need docker but no particular scenario job.
-    let docker_trials: [(&str, TrialFn); 15] = [
+    let docker_trials: [(&str, TrialFn); 17] = [
         ("cluster::release-1.20-dockershim/docker/bridge", dockershim),
         ("ha::release-1.20/docker/bridge", ha),
         ("external-etcd::release-1.20/docker/bridge", external_etcd),
@@ -138,9 +138,18 @@ fn main() {
         ("regression::kubeadm-1.6.0-no-cni", no_cni_regression),
         ("interrupt::bench-bring-up", bench_interrupted),
         ("fake-kind::bring-up", fake_kind::bring_up),
+        // Adjacent: both judge the one run of the mixed VM cluster.
+        ("vm::release-1.20/mixed/bridge", vm_mixed),
+        ("vm::node-reboot", vm_node_reboot),
     ];
     for (name, f) in docker_trials {
-        let why = docker.clone().err();
+        let why = docker.clone().err().or_else(|| {
+            name.starts_with("vm::")
+                .then(|| {
+                    shakedown::provider::unavailable_here(shakedown::scenario::ProviderKind::Vm)
+                })
+                .flatten()
+        });
         if let Some(w) = &why {
             skipped.push(format!("{name}: {w}"));
         }
@@ -682,7 +691,7 @@ fn dry_run(file: PathBuf, job_name: String) -> Result<(), Failed> {
     }
     let summary = rt.block_on(async {
         let s = scenario::load(&one, &catalog, scenario::today()).unwrap();
-        let p = shakedown::plan::build(&s, vec![job.clone()]);
+        let p = shakedown::plan::build(&s, vec![job.clone()], None);
         let settings = shakedown::actions::RunSettings {
             run_id: "dry".into(),
             root: common::root(),
@@ -858,7 +867,17 @@ fn real_run_with(
         .into_iter()
         .filter(|j| j.name == job_name)
         .collect();
-    let p = shakedown::plan::build(&s, jobs);
+    // As the CLI plans: a VM job gets the accelerator a probe boot found.
+    let accel = shakedown::images::vm::plan_accelerator(
+        &common::root(),
+        &cache_dir
+            .clone()
+            .unwrap_or_else(shakedown::paths::cache_dir),
+        &s,
+        &jobs,
+    )
+    .map_err(|e| shakedown::error::chain(&e))?;
+    let p = shakedown::plan::build(&s, jobs, accel);
     let settings = shakedown::actions::RunSettings {
         run_id: shakedown::paths::new_run_id(),
         root: common::root(),
@@ -1156,6 +1175,113 @@ fn remove_kept() {
             .args(["gc", "--run", &id])
             .output();
     }
+}
+
+/// The one run of `fixtures/scenarios/cluster/vm-mixed.yaml` (release-1.20: a container
+/// control plane, a VM worker): `vm::release-1.20/mixed/bridge` judges the bring-up and
+/// smoke, `vm::node-reboot` the reboot and the smoke after it.
+fn vm_run() -> Result<&'static (shakedown::engine::RunSummary, PathBuf), Failed> {
+    static RUN: std::sync::OnceLock<Result<(shakedown::engine::RunSummary, PathBuf), String>> =
+        std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = trial_dir("vm-mixed");
+        let file = common::root().join("fixtures/scenarios/cluster/vm-mixed.yaml");
+        real_run(&file, "vm-mixed/vm/bridge/mixed", &dir, None, None)
+            .map(|s| (s, dir))
+            .map_err(|e| format!("the shared VM run failed: {e:?}"))
+    })
+    .as_ref()
+    .map_err(|e| e.clone().into())
+}
+
+/// The seconds each named step of a job took, as `name Ns` pairs, for the trial's output.
+fn step_times(job: &shakedown::engine::JobSummary, names: &[&str]) -> String {
+    names
+        .iter()
+        .filter_map(|n| job.steps.iter().find(|s| s.step == *n))
+        .map(|s| format!("{} {:.1}s", s.step, s.duration.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `vm::release-1.20/mixed/bridge`: the worker is a qemu VM (Debian's cloud kernel, the node
+/// image's root filesystem) on the container control plane's bridge. It joins, the bridge
+/// CNI routes between them, and smoke passes, pod-to-pod between the VM and the container
+/// included. The JUnit properties say which accelerator ran it.
+fn vm_mixed() -> Result<(), Failed> {
+    let (summary, dir) = vm_run()?;
+    let job = &summary.jobs[0];
+    eprintln!(
+        "  vm mixed: {}",
+        step_times(
+            job,
+            &["build", "up", "init", "join", "nodes", "cni", "smoke"]
+        )
+    );
+    let suite = &common::read_junit(&dir.join(format!("junit_{}.xml", job.context)))[0];
+    cases_are(
+        suite,
+        "passed",
+        [
+            "up",
+            "init",
+            "join",
+            "nodes",
+            "cni",
+            "smoke/nodes-ready",
+            "smoke/pod-on-every-node",
+            "smoke/pod-to-pod-across-nodes",
+            "smoke/service-clusterip",
+        ]
+        .map(String::from),
+    )?;
+    let accel = suite.property("vm-accelerator").unwrap_or_default();
+    check(accel == "tcg" || accel == "kvm", || {
+        format!("vm-accelerator property {accel:?}")
+    })?;
+    let topology = suite.property("topology").unwrap_or_default();
+    check(topology.contains("0cp+1w as VMs"), || {
+        format!("topology property {topology:?}")
+    })?;
+    // The worker really is a VM: its kernel is the cloud kernel, not this machine's.
+    let up = std::fs::read_to_string(dir.join(format!("jobs/{}/03-up.log", job.context)))?;
+    check(up.contains("answered ssh"), || {
+        "no VM answered ssh in the up log".into()
+    })?;
+    Ok(())
+}
+
+/// `vm::node-reboot`: the VM worker reboots for real (a new kernel boot id), is Ready again
+/// by a status its new kubelet posted, runs its pinned pod in a new container, and smoke
+/// passes again across the VM and the container.
+fn vm_node_reboot() -> Result<(), Failed> {
+    let (summary, dir) = vm_run()?;
+    let job = &summary.jobs[0];
+    let suite = &common::read_junit(&dir.join(format!("junit_{}.xml", job.context)))[0];
+    cases_are(
+        suite,
+        "passed",
+        [
+            "reboot",
+            "smoke-after-reboot/nodes-ready",
+            "smoke-after-reboot/pod-to-pod-across-nodes",
+            "smoke-after-reboot/service-clusterip",
+        ]
+        .map(String::from),
+    )?;
+    let reboot = step_named(&job.steps, "reboot")?;
+    let prop = |k: &str| reboot.property(k).unwrap_or_default();
+    eprintln!(
+        "  vm reboot of {}: booted again after {}s, Ready after {}s, pod running after {}s",
+        prop("reboot.node"),
+        prop("reboot.boot_seconds"),
+        prop("reboot.ready_seconds"),
+        prop("reboot.pod_seconds"),
+    );
+    check(prop("reboot.node").ends_with("-vw1"), || {
+        format!("rebooted {:?}, not the VM worker", prop("reboot.node"))
+    })?;
+    Ok(())
 }
 
 /// The one run of `fixtures/scenarios/cluster/release-1.20-in-cluster.yaml`, its cluster

@@ -224,6 +224,35 @@ impl Action for ImageBuild {
             ));
             others.push((wanted, built));
         }
+        if cx.job.provider == crate::scenario::ProviderKind::Vm {
+            let vm = &cx.run.scenario.scenario.vm;
+            let kernel = images::vm::kernel(&req.root, &req.cache, &vm.kernel_package)
+                .map_err(|e| StepError::infra(crate::error::chain(&e)))?;
+            // containerd's store can be filled on this machine; dockerd's is loaded after boot.
+            let preload = match art.runtime {
+                crate::release::era::Runtime::Containerd => art.image_set.preload.clone(),
+                crate::release::era::Runtime::Docker => None,
+            };
+            let disk = images::vm::disk(
+                &req.root,
+                &req.cache,
+                &kernel,
+                &node_image,
+                preload.as_deref(),
+                &r,
+                &note,
+            )
+            .await
+            .map_err(|e| StepError::infra(crate::error::chain(&e)))?;
+            cx.note(format!(
+                "vm: kernel {} ({}), disk {}",
+                kernel.version,
+                kernel.dir.display(),
+                disk.image.display()
+            ));
+            cx.property("vm.kernel", &kernel.version);
+            cx.job_mut().vm_disk = Some(disk);
+        }
         cx.job_mut().artifacts = Some(art);
         cx.job_mut().other_builds.extend(others);
         Ok(())

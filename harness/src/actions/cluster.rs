@@ -260,6 +260,7 @@ impl Action for ClusterUp {
             loopback_hosts: vec![crate::images::IMAGE_REPO.to_string()],
             pod_subnet: cx.run.scenario.scenario.cluster.pod_subnet.clone(),
             service_subnet: cx.run.scenario.scenario.cluster.service_subnet.clone(),
+            vm: vm_cluster(cx)?,
             etcd_nodes: if provider.runs_commands() && !provider.bootstraps() {
                 cx.run.scenario.scenario.cluster.etcd.nodes()
             } else {
@@ -306,6 +307,35 @@ impl Action for ClusterUp {
 
 /// The node image of a provider that brings its own (kind): `--node-image`, else kind's
 /// published image of the scenario's version.
+/// The VM part of a job's cluster (provider vm): the disk image-build made, the machine the
+/// scenario sizes, the accelerator the plan probed.
+fn vm_cluster(cx: &StepContext<'_>) -> Result<Option<provider::vm::VmCluster>, StepError> {
+    if cx.job.provider != crate::scenario::ProviderKind::Vm {
+        return Ok(None);
+    }
+    let disk = cx.job().vm_disk.clone().ok_or_else(|| {
+        StepError::new(
+            "failed to find the VM disk: the job has no image-build step before cluster-up",
+        )
+    })?;
+    let vm = &cx.run.scenario.scenario.vm;
+    let accelerator = cx
+        .job
+        .accelerator
+        .unwrap_or(crate::scenario::Accelerator::Tcg);
+    cx.property("vm.accelerator", accelerator.as_str());
+    Ok(Some(provider::vm::VmCluster {
+        disk,
+        machine: provider::vm::qemu::Machine {
+            accelerator,
+            cpus: vm.cpus,
+            memory_mb: vm.memory_mb,
+        },
+        control_planes: cx.job.topology.vm_control_planes,
+        workers: cx.job.topology.vm_workers,
+    }))
+}
+
 fn provider_node_image(cx: &StepContext<'_>) -> Result<String, StepError> {
     if let Some(i) = &cx.run.settings.node_image {
         return Ok(i.clone());

@@ -85,6 +85,16 @@ impl Action for ExportLogs {
         let mut captures = Vec::new();
         for n in nodes {
             let dir = out.join("nodes").join(&n.name);
+            // A VM's serial console: kernel, initramfs and boot messages, every boot.
+            if let Some(console) = c.provider.console_log(&n.name) {
+                let _ = std::fs::create_dir_all(&dir);
+                match std::fs::copy(&console, dir.join("console.log")) {
+                    Ok(_) => done += 1,
+                    Err(e) => {
+                        problems.push(format!("{}: console {}: {e}", n.name, console.display()))
+                    }
+                }
+            }
             for unit in ["kubelet", "containerd"] {
                 let cmd = c.exec(
                     &n.name,

@@ -14,6 +14,7 @@ mod host;
 mod kubeadm;
 mod logs;
 mod nodechecks;
+mod reboot;
 mod smoke;
 mod upgrade;
 
@@ -44,6 +45,7 @@ pub fn lookup(kind: ActionKind) -> Box<dyn Action> {
         ActionKind::EtcdMemberLoss => Box::new(ha::EtcdMemberLoss),
         ActionKind::EtcdBackup => Box::new(etcd::EtcdBackup),
         ActionKind::Upgrade => Box::new(upgrade::Upgrade),
+        ActionKind::NodeReboot => Box::new(reboot::NodeReboot),
         ActionKind::Conformance => Box::new(conformance::Conformance),
         ActionKind::ExportLogs => Box::new(logs::ExportLogs),
         ActionKind::ClusterDown => Box::new(cluster::ClusterDown),
@@ -69,6 +71,8 @@ pub struct JobState {
     pub other_builds: std::collections::BTreeMap<String, KubeArtifacts>,
     /// From the first `upgrade` hop: the workload whose Service is probed across hops.
     pub upgrade_workload: Option<upgrade::Workload>,
+    /// From `image-build`, for jobs with VM nodes.
+    pub vm_disk: Option<crate::images::vm::VmDisk>,
     /// From `cluster-up`; removed by `cluster-down`.
     pub cluster: Option<Cluster>,
     /// From `kubeadm-init`, for the joins.

@@ -673,8 +673,11 @@ fn shown(root: &Path, p: &Path) -> String {
     p.strip_prefix(root).unwrap_or(p).display().to_string()
 }
 
-/// The plan of the scenario's jobs that match `--provider` and `--cni`.
+/// The plan of the scenario's jobs that match `--provider` and `--cni`. When a job has VM
+/// nodes, the VM kernel is built (cached) and a probe boot decides between KVM and TCG, so
+/// the plan's deadlines are the ones the run keeps.
 fn plan_jobs(
+    root: &Path,
     s: &LoadedScenario,
     provider: Option<&str>,
     cni: Option<&str>,
@@ -701,7 +704,14 @@ fn plan_jobs(
             cni.unwrap_or("*")
         )));
     }
-    Ok(plan::build(s, jobs))
+    let accel =
+        crate::images::vm::plan_accelerator(root, &paths::cache_dir(), s, &jobs).map_err(|e| {
+            CliError::Infra {
+                what: "build the kernel VM nodes boot".into(),
+                source: Box::new(e),
+            }
+        })?;
+    Ok(plan::build(s, jobs, accel))
 }
 
 fn history_error(e: HistoryError) -> CliError {

@@ -42,7 +42,13 @@ pub(super) async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKin
         eprintln!("the scenario with the command line's overrides does not validate:");
         CliError::Config(e)
     })?;
-    let mut p = plan_jobs(&s, a.provider.as_deref(), a.cni.as_deref(), &a.skip_jobs)?;
+    let mut p = plan_jobs(
+        root,
+        &s,
+        a.provider.as_deref(),
+        a.cni.as_deref(),
+        &a.skip_jobs,
+    )?;
     if let Some(d) = a.deadline {
         p.run_deadline = Some(d);
     }

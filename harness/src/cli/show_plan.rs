@@ -9,7 +9,7 @@ pub(super) fn planned(
     cni: Option<&str>,
 ) -> Result<(LoadedScenario, Catalog, plan::Plan), CliError> {
     let (s, catalog) = load_scenario(root, name)?;
-    let p = plan_jobs(&s, provider, cni, &[])?;
+    let p = plan_jobs(root, &s, provider, cni, &[])?;
     Ok((s, catalog, p))
 }
 
@@ -32,6 +32,24 @@ pub(super) fn show_plan(
     );
     for j in &p.jobs {
         println!("{}", j.job.name);
+        let t = &j.job.topology;
+        if let Some(a) = j.job.accelerator {
+            println!(
+                "  VM nodes: {} of {} control plane(s), {} of {} worker(s); accelerator {}{}",
+                t.vm_control_planes,
+                t.control_planes,
+                t.vm_workers,
+                t.workers,
+                a.as_str(),
+                match a {
+                    crate::scenario::Accelerator::Tcg => format!(
+                        " (deadlines of node steps x{})",
+                        s.scenario.vm.tcg_deadline_factor
+                    ),
+                    crate::scenario::Accelerator::Kvm => String::new(),
+                }
+            );
+        }
         for st in &j.steps {
             let mut flags = Vec::new();
             if st.always {

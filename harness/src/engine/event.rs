@@ -26,6 +26,8 @@ pub struct JobInfo {
     pub topology: String,
     pub version: String,
     pub steps: Vec<StepPlan>,
+    /// How qemu ran the job's VM nodes (`kvm`, `tcg`), for VM jobs.
+    pub accelerator: Option<String>,
 }
 
 /// Why a step failed; decides the run's exit code.

@@ -323,9 +323,13 @@ fn job_info(j: &JobPlan, version: &str) -> JobInfo {
         provider: j.job.provider,
         cni: j.job.cni.clone(),
         topology: format!(
-            "{}cp+{}w{}",
+            "{}cp+{}w{}{}",
             j.job.topology.control_planes,
             j.job.topology.workers,
+            match (j.job.topology.vm_control_planes, j.job.topology.vm_workers) {
+                (0, 0) => String::new(),
+                (c, w) => format!(" ({c}cp+{w}w as VMs)"),
+            },
             j.job
                 .topology
                 .name
@@ -335,6 +339,7 @@ fn job_info(j: &JobPlan, version: &str) -> JobInfo {
         ),
         version: version.to_string(),
         steps: j.steps.clone(),
+        accelerator: j.job.accelerator.map(|a| a.as_str().to_string()),
     }
 }
 

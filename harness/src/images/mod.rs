@@ -7,6 +7,7 @@ pub mod load_balancer;
 pub mod registry;
 pub mod release;
 pub mod set;
+pub mod vm;
 
 use crate::download::Downloader;
 use crate::process::{Cmd, CommandError, Runner};

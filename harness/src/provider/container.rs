@@ -293,49 +293,16 @@ fn run_bounded_to(
     capture: bool,
 ) -> Option<String> {
     let cmd = Cmd::new(program).args(args.iter().cloned());
-    let say = |line: String| match log {
-        Some(l) => l.line(&line),
-        None => eprintln!("{line}"),
-    };
-    say(format!("+ {cmd}  # cleanup on drop"));
-    let child = std::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(if capture {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    let Ok(mut child) = child else { return None };
-    let t = std::time::Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => {
-                let mut out = String::new();
-                if let Some(mut p) = child.stdout.take() {
-                    let _ = std::io::Read::read_to_string(&mut p, &mut out);
-                }
-                return Some(out);
-            }
-            Err(_) => return None,
-            Ok(None) if t.elapsed() >= limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                say(format!(
-                    "[shakedown: `{cmd}` did not finish within {limit:?}; killed]"
-                ));
-                return None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
+    crate::process::run_blocking(&cmd, log, "cleanup on drop", limit, capture)
 }
 
 /// systemd is up when `is-system-running` says running or degraded (a masked unit may
 /// degrade it); containerd must answer too.
-async fn wait_for_systemd(r: &Runner, c: &Cluster, node: &str) -> Result<(), CommandError> {
+pub(super) async fn wait_for_systemd(
+    r: &Runner,
+    c: &Cluster,
+    node: &str,
+) -> Result<(), CommandError> {
     loop {
         let state = match r
             .output(c.exec(node, &["systemctl", "is-system-running"]))
@@ -421,6 +388,7 @@ impl Provider for ContainerProvider {
                 name: name.clone(),
                 role,
                 ip: String::new(),
+                vm: false,
             };
             if role == Role::Etcd {
                 cluster.etcd.push(info);
@@ -496,6 +464,7 @@ impl Provider for ContainerProvider {
                 name: name.clone(),
                 role: Role::LoadBalancer,
                 ip: String::new(),
+                vm: false,
             });
             let mut create = vec![
                 "create".to_string(),
@@ -643,13 +612,9 @@ impl Provider for ContainerProvider {
             );
             keep(
                 r.run(
-                    self.cmd().args(["volume", "rm", "-f"]).args(
-                        cluster
-                            .node_names()
-                            .iter()
-                            .chain(cluster.etcd.iter().map(|n| &n.name))
-                            .map(|n| var_volume(n)),
-                    ),
+                    self.cmd()
+                        .args(["volume", "rm", "-f"])
+                        .args(cluster.container_nodes().map(|n| var_volume(&n.name))),
                 )
                 .await
                 .map(drop),
@@ -719,13 +684,7 @@ impl Provider for ContainerProvider {
             args.extend(names.iter().cloned());
             run_bounded(self.program(), &args, log, limit);
             let mut args = vec!["volume".to_string(), "rm".into(), "-f".into()];
-            args.extend(
-                cluster
-                    .node_names()
-                    .iter()
-                    .chain(cluster.etcd.iter().map(|n| &n.name))
-                    .map(|n| var_volume(n)),
-            );
+            args.extend(cluster.container_nodes().map(|n| var_volume(&n.name)));
             run_bounded(self.program(), &args, log, limit);
         }
         // Late arrivals of a `run` stopped halfway, by the cluster's label (see `remove`).
@@ -855,6 +814,17 @@ impl Provider for ContainerProvider {
         Some(self.cmd().args(["stop", "--time", "10", node]))
     }
 
+    fn reboot_node(&self, node: &str) -> Option<Cmd> {
+        Some(self.cmd().args(["restart", "--time", "30", node]))
+    }
+
+    fn boot_id(&self, node: &str) -> Option<Cmd> {
+        Some(
+            self.cmd()
+                .args(["inspect", "--format", "{{.State.StartedAt}}", node]),
+        )
+    }
+
     fn shell_hint(&self, node: &str) -> String {
         format!("{} exec -it {node} bash", self.program())
     }
@@ -879,6 +849,7 @@ mod tests {
             etcd_nodes: 0,
             pod_subnet: "10.244.0.0/16".into(),
             service_subnet: "10.96.0.0/12".into(),
+            vm: None,
         }
     }
 

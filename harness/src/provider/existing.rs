@@ -115,6 +115,7 @@ impl Provider for Existing {
                 name: n.metadata.name.clone().unwrap_or_default(),
                 role: role_of(n),
                 ip: internal_ip(n),
+                vm: false,
             });
         }
         if cluster.control_planes().next().is_none() {

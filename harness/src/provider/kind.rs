@@ -236,6 +236,7 @@ impl Provider for Kind {
                 name: name.to_string(),
                 role,
                 ip,
+                vm: false,
             };
             if role == Role::LoadBalancer {
                 cluster.load_balancer = Some(info);
@@ -328,6 +329,14 @@ impl Provider for Kind {
         self.nodes.stop_node(node)
     }
 
+    fn reboot_node(&self, node: &str) -> Option<Cmd> {
+        self.nodes.reboot_node(node)
+    }
+
+    fn boot_id(&self, node: &str) -> Option<Cmd> {
+        self.nodes.boot_id(node)
+    }
+
     fn export_logs(&self, cluster: &Cluster, dir: &Path) -> Option<Cmd> {
         Some(
             self.kind()
@@ -357,6 +366,7 @@ mod tests {
             etcd_nodes: 0,
             pod_subnet: "10.244.0.0/16".into(),
             service_subnet: "10.96.0.0/12".into(),
+            vm: None,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod container;
 pub mod existing;
 pub mod kind;
 pub mod load_balancer;
+pub mod vm;
 
 use crate::process::{Cmd, CommandError, Runner, StepLog};
 use crate::scenario::ProviderKind;
@@ -50,6 +51,8 @@ pub struct NodeInfo {
     pub name: String,
     pub role: Role,
     pub ip: String,
+    /// A VM (provider vm), not a container: container commands never name it.
+    pub vm: bool,
 }
 
 /// What a job asks of its provider: the one description of a cluster to make.
@@ -77,6 +80,8 @@ pub struct ClusterSpec {
     /// The scenario's subnets, for providers that bootstrap the cluster themselves (kind).
     pub pod_subnet: String,
     pub service_subnet: String,
+    /// VM nodes (provider vm): the disk, the machine, and how many nodes are VMs.
+    pub vm: Option<vm::VmCluster>,
 }
 
 /// What a provider that runs kubeadm itself (kind) reported of the bootstrap: the `init`
@@ -207,6 +212,23 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     fn stop_node(&self, _node: &str) -> Option<Cmd> {
         None
     }
+
+    /// Restarts a node: a real reboot of a VM, a restart of a container (None: this
+    /// provider cannot). The command may fail as the node goes away under it.
+    fn reboot_node(&self, _node: &str) -> Option<Cmd> {
+        None
+    }
+
+    /// The node's serial console, as this machine keeps it (a VM's), for log export.
+    fn console_log(&self, _node: &str) -> Option<PathBuf> {
+        None
+    }
+
+    /// Prints what changes when the node boots again: the kernel's boot id of a VM, the
+    /// start time of a container.
+    fn boot_id(&self, _node: &str) -> Option<Cmd> {
+        None
+    }
 }
 
 /// A cluster a provider made. Removed when dropped unless `keep` is set or it was already
@@ -277,13 +299,17 @@ impl Cluster {
             .next()
             .expect("a cluster has a control plane")
     }
+    /// The Kubernetes nodes and etcd nodes that are containers (not VMs).
+    pub fn container_nodes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.iter().chain(self.etcd.iter()).filter(|n| !n.vm)
+    }
     pub fn node_names(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.name.clone()).collect()
     }
-    /// Every container of the cluster: the nodes, the etcd nodes and the load balancer.
+    /// Every container of the cluster: the nodes that are not VMs, the etcd nodes and the
+    /// load balancer.
     pub fn container_names(&self) -> Vec<String> {
-        let mut v = self.node_names();
-        v.extend(self.etcd.iter().map(|n| n.name.clone()));
+        let mut v: Vec<String> = self.container_nodes().map(|n| n.name.clone()).collect();
         v.extend(self.load_balancer.iter().map(|l| l.name.clone()));
         v
     }
@@ -441,6 +467,7 @@ pub fn for_kind(
                 })
             }
         }
+        ProviderKind::Vm if vm::VmProvider::installed() => Ok(Arc::new(vm::VmProvider::new())),
         ProviderKind::Vm => Err(ProviderError::Unsupported {
             provider: kind.as_str(),
             message: unavailable_here(kind).unwrap_or_default(),
@@ -454,7 +481,8 @@ pub fn unavailable_here(provider: ProviderKind) -> Option<String> {
         ProviderKind::Docker | ProviderKind::Podman | ProviderKind::Existing => None,
         ProviderKind::Kind if kind::Kind::from_env().installed() => None,
         ProviderKind::Kind => Some(format!("provider kind needs the kind binary on PATH (or named by {}) and its node image; neither can be obtained offline", kind::KIND_ENV)),
-        ProviderKind::Vm => Some("provider vm needs a bootable node disk image; none can be built here yet (qemu runs only under TCG)".into()),
+        ProviderKind::Vm if vm::VmProvider::installed() => None,
+        ProviderKind::Vm => Some("provider vm needs qemu-system-x86_64 (run: shakedown host setup)".into()),
     }
 }
 

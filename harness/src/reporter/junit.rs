@@ -74,6 +74,9 @@ impl Junit {
             ("run-id".to_string(), self.run_id.clone()),
             ("dry-run".to_string(), self.dry_run.to_string()),
         ];
+        if let Some(a) = &job.accelerator {
+            props.push(("vm-accelerator".to_string(), a.clone()));
+        }
         for r in &results {
             props.extend(r.properties.iter().cloned());
         }

@@ -67,12 +67,13 @@ pub enum ActionKind {
     EtcdMemberLoss,
     EtcdBackup,
     Upgrade,
+    NodeReboot,
     ExportLogs,
     ClusterDown,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 17] = [
+    pub const ALL: [ActionKind; 18] = [
         ActionKind::Exec,
         ActionKind::HostSetup,
         ActionKind::ImageBuild,
@@ -88,6 +89,7 @@ impl ActionKind {
         ActionKind::EtcdMemberLoss,
         ActionKind::EtcdBackup,
         ActionKind::Upgrade,
+        ActionKind::NodeReboot,
         ActionKind::ExportLogs,
         ActionKind::ClusterDown,
     ];
@@ -110,6 +112,7 @@ impl ActionKind {
             ActionKind::EtcdMemberLoss => "etcd-member-loss",
             ActionKind::EtcdBackup => "etcd-backup",
             ActionKind::Upgrade => "upgrade",
+            ActionKind::NodeReboot => "node-reboot",
             ActionKind::ExportLogs => "export-logs",
             ActionKind::ClusterDown => "cluster-down",
         }
@@ -120,7 +123,9 @@ impl ActionKind {
         match self {
             HostSetup | ImageBuild | ClusterUp => StepKind::Setup,
             Exec | EtcdUp | KubeadmInit | KubeadmJoin | Cni | NodeChecks | Smoke | Conformance
-            | ControlPlaneLoss | EtcdMemberLoss | EtcdBackup | Upgrade => StepKind::Test,
+            | ControlPlaneLoss | EtcdMemberLoss | EtcdBackup | Upgrade | NodeReboot => {
+                StepKind::Test
+            }
             ExportLogs | ClusterDown => StepKind::Teardown,
         }
     }
@@ -131,7 +136,9 @@ impl ActionKind {
             KubeadmInit => Some(Stage::Init),
             KubeadmJoin => Some(Stage::Join),
             Cni => Some(Stage::Cni),
-            NodeChecks | Smoke | ControlPlaneLoss | EtcdMemberLoss => Some(Stage::Smoke),
+            NodeChecks | Smoke | ControlPlaneLoss | EtcdMemberLoss | NodeReboot => {
+                Some(Stage::Smoke)
+            }
             Conformance => Some(Stage::Conformance),
             Exec | HostSetup | ImageBuild | ClusterUp | EtcdUp | ExportLogs | ClusterDown
             | EtcdBackup | Upgrade => None,
@@ -156,6 +163,7 @@ impl ActionKind {
             EtcdBackup => "save an etcd snapshot (never exported) and restore it into a throwaway etcd, comparing key counts with the live cluster",
             Upgrade => "one hop of the upgrade chain (upgrade.through): etcd backup, kubeadm upgrade plan/apply/node, drain, swap kubelet, uncordon node by node, then the gates, with API and Service disruption measured",
             EtcdMemberLoss => "stop the last external etcd member and measure the API's unavailability against disruption.api_max; the others must keep a quorum",
+            NodeReboot => "reboot the last worker (a VM for real, a container by restart) and check it boots again, turns Ready by a fresh kubelet status, and runs its pinned pod again",
             ControlPlaneLoss => "stop the last control plane and measure the API's unavailability through the load balancer against disruption.api_max",
             ExportLogs => "export node journals, pod logs, manifests and cluster objects (best effort, bounded)",
             ClusterDown => "remove every resource the job created (unless --keep-cluster)",
@@ -174,6 +182,7 @@ impl ActionKind {
             ControlPlaneLoss => &[KubeadmJoin],
             EtcdMemberLoss => &[EtcdUp, KubeadmInit],
             Upgrade => &[KubeadmJoin, Cni],
+            NodeReboot => &[KubeadmJoin, Cni],
             EtcdBackup => &[KubeadmInit],
         }
     }

@@ -282,6 +282,40 @@ fn validate(
                 format!("must not be negative, got {}", t.workers.count()),
             );
         }
+        if let Some(vms) = t.vms {
+            let f = format!("topologies[{i}].vms");
+            if !s.providers.iter().all(|p| *p == ProviderKind::Vm) {
+                err(
+                    &f,
+                    "says which nodes are VMs, so it needs `providers: [vm]` (other providers would make every node a container)".into(),
+                );
+            }
+            if vms.control_planes < 0 || vms.control_planes > t.control_planes {
+                err(
+                    &format!("{f}.control_planes"),
+                    format!(
+                        "must be between 0 and the topology's {} control planes, got {}",
+                        t.control_planes, vms.control_planes
+                    ),
+                );
+            }
+            if vms.workers < 0 || vms.workers > t.workers.count() {
+                err(
+                    &format!("{f}.workers"),
+                    format!(
+                        "must be between 0 and the topology's {} workers, got {}",
+                        t.workers.count(),
+                        vms.workers
+                    ),
+                );
+            }
+            if vms.control_planes + vms.workers == 0 {
+                err(
+                    &f,
+                    "names no VM node; drop it, or use another provider".into(),
+                );
+            }
+        }
         match &t.name {
             Some(n) if !names.insert(n.clone()) => err(
                 &format!("topologies[{i}].name"),
@@ -299,6 +333,27 @@ fn validate(
             ),
             _ => {}
         }
+    }
+    if s.vm.memory_mb < 512 {
+        err(
+            "vm.memory_mb",
+            format!(
+                "must be at least 512 (kubelet and containerd need it), got {}",
+                s.vm.memory_mb
+            ),
+        );
+    }
+    if s.vm.cpus < 1 {
+        err("vm.cpus", "must be at least 1".into());
+    }
+    if !(s.vm.tcg_deadline_factor >= 1.0 && s.vm.tcg_deadline_factor <= 100.0) {
+        err(
+            "vm.tcg_deadline_factor",
+            format!(
+                "must be between 1 and 100, got {}",
+                s.vm.tcg_deadline_factor
+            ),
+        );
     }
     if s.cni.is_empty() {
         err("cni", "at least one CNI variant is required".into());

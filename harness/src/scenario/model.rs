@@ -45,6 +45,74 @@ pub struct Scenario {
     /// The upgrade chain the `upgrade` steps walk, one hop per version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeSpec>,
+    /// How VM nodes are made (provider `vm`).
+    #[serde(default, skip_serializing_if = "VmSpec::is_default")]
+    pub vm: VmSpec,
+}
+
+/// VM nodes (provider `vm`): their size, and how much longer steps may take when qemu has
+/// no KVM and emulates the CPU (TCG).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    #[serde(default = "default_vm_memory_mb")]
+    pub memory_mb: u32,
+    #[serde(default = "default_vm_cpus")]
+    pub cpus: u32,
+    /// Every deadline of a VM job is multiplied by this under TCG (not under KVM).
+    #[serde(default = "default_tcg_deadline_factor")]
+    pub tcg_deadline_factor: f64,
+    /// The Debian package whose kernel VM nodes boot.
+    #[serde(default = "default_kernel_package")]
+    pub kernel_package: String,
+}
+
+fn default_vm_memory_mb() -> u32 {
+    2048
+}
+fn default_vm_cpus() -> u32 {
+    2
+}
+fn default_tcg_deadline_factor() -> f64 {
+    3.0
+}
+fn default_kernel_package() -> String {
+    "linux-image-cloud-amd64".into()
+}
+
+impl Default for VmSpec {
+    fn default() -> Self {
+        VmSpec {
+            memory_mb: default_vm_memory_mb(),
+            cpus: default_vm_cpus(),
+            tcg_deadline_factor: default_tcg_deadline_factor(),
+            kernel_package: default_kernel_package(),
+        }
+    }
+}
+
+impl VmSpec {
+    fn is_default(&self) -> bool {
+        *self == VmSpec::default()
+    }
+}
+
+/// How qemu runs a VM node's CPU: KVM when `/dev/kvm` really works (probed with a tiny
+/// boot), else TCG, software emulation, many times slower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accelerator {
+    Kvm,
+    Tcg,
+}
+
+impl Accelerator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accelerator::Kvm => "kvm",
+            Accelerator::Tcg => "tcg",
+        }
+    }
 }
 
 /// An upgrade chain: the cluster starts at `kubernetes` (the `from`), then each `upgrade`
@@ -183,6 +251,21 @@ pub struct TopologySpec {
     /// A count (`workers: 2`), or a group pinned to another Kubernetes version than the
     /// control plane's (`workers: {count: 1, version: v1.19.16}`) to test version skew.
     pub workers: WorkersSpec,
+    /// Which nodes are VMs under provider `vm` (the rest are containers on the same
+    /// network): e.g. `{workers: 1}` for a container control plane and one VM worker.
+    /// Unset: every node is a VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vms: Option<VmNodes>,
+}
+
+/// How many of a topology's nodes are VMs: the last ones of each role.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmNodes {
+    #[serde(default)]
+    pub control_planes: i64,
+    #[serde(default)]
+    pub workers: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -53,7 +53,7 @@ pub async fn run_scenario_with(
 ) -> RunSummary {
     let catalog = catalog();
     let s = scenario::load(path, &catalog, scenario::today()).expect("fixture scenario is valid");
-    let p = plan::build(&s, matrix::expand(&s));
+    let p = plan::build(&s, matrix::expand(&s), None);
     let settings = RunSettings {
         run_id: "test-run".into(),
         root: root(),
