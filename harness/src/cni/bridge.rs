@@ -147,20 +147,22 @@ mod tests {
         assert!(a.ends_with("-j MASQUERADE"));
     }
 
+    /// Nodes with these names and addresses, the nth with pod CIDR 10.244.n.0/24.
+    fn nodes(named: &[(&str, &str)]) -> Vec<NodeRoute> {
+        named
+            .iter()
+            .enumerate()
+            .map(|(i, (name, ip))| NodeRoute {
+                name: name.to_string(),
+                ip: ip.to_string(),
+                pod_cidr: format!("10.244.{i}.0/24"),
+            })
+            .collect()
+    }
+
     #[test]
     fn a_rebooted_node_gets_its_routes_and_rule_back() {
-        let nodes = vec![
-            NodeRoute {
-                name: "cp1".into(),
-                ip: "172.18.0.2".into(),
-                pod_cidr: "10.244.0.0/24".into(),
-            },
-            NodeRoute {
-                name: "w1".into(),
-                ip: "172.18.255.254".into(),
-                pod_cidr: "10.244.1.0/24".into(),
-            },
-        ];
+        let nodes = nodes(&[("cp1", "172.18.0.2"), ("w1", "172.18.255.254")]);
         let s = boot_script("w1", &nodes, "10.244.0.0/16");
         assert!(
             s.contains("ip route replace 10.244.0.0/24 via 172.18.0.2\n"),
@@ -177,23 +179,11 @@ mod tests {
 
     #[test]
     fn every_node_routes_to_every_other_node() {
-        let nodes = vec![
-            NodeRoute {
-                name: "cp1".into(),
-                ip: "172.18.0.2".into(),
-                pod_cidr: "10.244.0.0/24".into(),
-            },
-            NodeRoute {
-                name: "w1".into(),
-                ip: "172.18.0.3".into(),
-                pod_cidr: "10.244.1.0/24".into(),
-            },
-            NodeRoute {
-                name: "w2".into(),
-                ip: "172.18.0.4".into(),
-                pod_cidr: "10.244.2.0/24".into(),
-            },
-        ];
+        let nodes = nodes(&[
+            ("cp1", "172.18.0.2"),
+            ("w1", "172.18.0.3"),
+            ("w2", "172.18.0.4"),
+        ]);
         let r = routes_for("w1", &nodes);
         assert_eq!(r.len(), 2);
         assert_eq!(

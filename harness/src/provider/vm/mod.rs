@@ -68,6 +68,8 @@ struct State {
     vms: BTreeMap<String, VmNode>,
     /// The cluster's ssh key (private half; never logged, never in artifacts).
     key: Option<PathBuf>,
+    /// The cluster's folder in the run's work folder: the key, and each VM's folder.
+    dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +181,24 @@ impl VmProvider {
             false,
         );
         let _ = std::fs::remove_dir_all(&vm.dir);
+    }
+
+    /// Stops every VM, then forgets the key and the cluster's folder (the `vm` folder and
+    /// the run's work folder too, once empty).
+    fn stop_all(&self, log: Option<&StepLog>, limit: Duration) {
+        for vm in self.vms() {
+            self.stop_vm(&vm, log, limit);
+        }
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.vms.clear();
+        st.key = None;
+        if let Some(dir) = st.dir.take() {
+            let _ = std::fs::remove_dir_all(&dir);
+            // `<work>/vm`, then the run's work folder, each only once empty.
+            for up in dir.ancestors().skip(1).take(2) {
+                let _ = std::fs::remove_dir(up);
+            }
+        }
     }
 
     fn vms(&self) -> Vec<VmNode> {
@@ -323,7 +343,11 @@ impl Provider for VmProvider {
             }
         })?;
         let public = public.split_whitespace().nth(1).unwrap_or("").to_string();
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).key = Some(key.clone());
+        {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.key = Some(key.clone());
+            st.dir = Some(work.clone());
+        }
 
         let mut names = Vec::new();
         for i in 1..=vmc.control_planes {
@@ -568,26 +592,12 @@ impl Provider for VmProvider {
     }
 
     async fn remove(&self, r: &Runner, cluster: &Cluster) -> Result<(), CommandError> {
-        for vm in self.vms() {
-            self.stop_vm(&vm, Some(&r.log), Duration::from_secs(30));
-        }
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .vms
-            .clear();
+        self.stop_all(Some(&r.log), Duration::from_secs(30));
         self.containers.remove(r, cluster).await
     }
 
     fn remove_on_drop(&self, cluster: &Cluster, log: Option<&StepLog>, limit: Duration) {
-        for vm in self.vms() {
-            self.stop_vm(&vm, log, limit);
-        }
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .vms
-            .clear();
+        self.stop_all(log, limit);
         self.containers.remove_on_drop(cluster, log, limit);
     }
 
