@@ -74,6 +74,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt_wait install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# qemu-img must match qemu-system-x86: installing Debian's qemu-system-x86 removes a newer
+# qemu-utils that came from elsewhere (measured: a preinstalled 10.0 backport went), so put
+# back the one of the same version, a downgrade if need be.
+if ! command -v qemu-img >/dev/null; then
+  qv=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
+  [ -n "$qv" ] || die "failed to find qemu-system-x86's version after installing it"
+  log apt-get install -y --allow-downgrades "qemu-utils=$qv"
+  DEBIAN_FRONTEND=noninteractive apt_wait install -y -qq --no-install-recommends --allow-downgrades "qemu-utils=$qv"
+fi
+
 # dockerd: start it when no daemon answers, and only then. Never a second daemon beside a
 # running one, never for a DOCKER_HOST that points elsewhere, never truncating a log.
 default_host=unix:///var/run/docker.sock
