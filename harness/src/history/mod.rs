@@ -217,22 +217,14 @@ pub fn default_path(artifacts: Option<&Path>) -> PathBuf {
 }
 
 /// Each conformance spec's expected duration for a run of `s`: the scenario's table
-/// (`conformance.durations`, checked when the scenario loaded), then what the history at
+/// (`conformance.durations`, read when the scenario loaded), then what the history at
 /// `history` recorded, which wins. A history that cannot be read is a warning, returned
 /// beside the figures: ordering is an optimisation, never a reason to stop a run.
 pub fn expected_spec_durations(
     s: &crate::scenario::LoadedScenario,
     history: &Path,
-) -> Result<
-    (BTreeMap<String, Duration>, Option<String>),
-    crate::scenario::durations::DurationTableError,
-> {
-    let mut d = match &s.scenario.conformance.durations {
-        Some(t) => crate::scenario::durations::read_duration_table(
-            &s.path.parent().unwrap_or(Path::new(".")).join(t),
-        )?,
-        None => BTreeMap::new(),
-    };
+) -> (BTreeMap<String, Duration>, Option<String>) {
+    let mut d = s.spec_durations.clone();
     let mut warning = None;
     if history.is_file() {
         match History::open_existing(history).and_then(|h| h.spec_durations()) {
@@ -245,7 +237,7 @@ pub fn expected_spec_durations(
             }
         }
     }
-    Ok((d, warning))
+    (d, warning)
 }
 
 impl History {

@@ -25,6 +25,9 @@ pub struct LoadedScenario {
     /// `None` for `latest` (newest, resolved at run time).
     pub version: Option<KubeVersion>,
     pub located: Located,
+    /// The spec duration table `conformance.durations` names, read once when the scenario
+    /// loaded (empty without one).
+    pub spec_durations: std::collections::BTreeMap<String, std::time::Duration>,
 }
 
 impl LoadedScenario {
@@ -136,12 +139,22 @@ fn finish(
     today: Date,
 ) -> Result<LoadedScenario, ConfigErrors> {
     let (version, errors) = validate(path, &scenario, &located, catalog, today);
+    let mut errors = errors;
+    let mut spec_durations = Default::default();
+    if let Some(d) = &scenario.conformance.durations {
+        let file = path.parent().unwrap_or(Path::new(".")).join(d);
+        match durations::read_duration_table(&file) {
+            Ok(t) => spec_durations = t,
+            Err(e) => errors.push(located.error("conformance.durations", crate::error::chain(&e))),
+        }
+    }
     if errors.is_empty() {
         Ok(LoadedScenario {
             path: path.to_path_buf(),
             scenario,
             version,
             located,
+            spec_durations,
         })
     } else {
         Err(ConfigErrors(errors))
@@ -562,12 +575,6 @@ fn validate(
         }
     }
 
-    if let Some(d) = &s.conformance.durations {
-        let file = path.parent().unwrap_or(Path::new(".")).join(d);
-        if let Err(e) = durations::read_duration_table(&file) {
-            err("conformance.durations", crate::error::chain(&e));
-        }
-    }
     validate_etcd(s, version, &mut err);
     validate_versions(s, &mut err);
     validate_ci(s, &mut err);
