@@ -368,17 +368,26 @@ fn external_etcd() -> Result<(), Failed> {
 /// trials both read: an HA cluster, upgraded one hop, then losing a control plane. Made by
 /// whichever trial comes first.
 fn ha_run() -> Result<&'static (shakedown::engine::RunSummary, PathBuf), Failed> {
-    static RUN: std::sync::OnceLock<Result<(shakedown::engine::RunSummary, PathBuf), String>> =
-        std::sync::OnceLock::new();
-    RUN.get_or_init(|| {
+    static RUN: SharedRun = std::sync::OnceLock::new();
+    shared_run(&RUN, "HA", || {
         let dir = trial_dir("ha-release-1.20");
         let file = common::root().join("fixtures/scenarios/cluster/ha.yaml");
-        real_run(&file, "ha/docker/bridge", &dir, None, None)
-            .map(|s| (s, dir))
-            .map_err(|e| format!("the shared HA run failed: {e:?}"))
+        real_run(&file, "ha/docker/bridge", &dir, None, None).map(|s| (s, dir))
     })
-    .as_ref()
-    .map_err(|e| e.clone().into())
+}
+
+/// One run several trials judge, made by whichever trial comes first.
+type SharedRun = std::sync::OnceLock<Result<(shakedown::engine::RunSummary, PathBuf), String>>;
+
+/// The run in `cell`, made by `run` the first time.
+fn shared_run(
+    cell: &'static SharedRun,
+    what: &str,
+    run: impl FnOnce() -> Result<(shakedown::engine::RunSummary, PathBuf), Failed>,
+) -> Result<&'static (shakedown::engine::RunSummary, PathBuf), Failed> {
+    cell.get_or_init(|| run().map_err(|e| format!("the shared {what} run failed: {e:?}")))
+        .as_ref()
+        .map_err(|e| e.clone().into())
 }
 
 /// The `N probe(s), F failed, longest unavailability X.Ys` figures of a disruption line.
@@ -1181,17 +1190,12 @@ fn remove_kept() {
 /// control plane, a VM worker): `vm::release-1.20/mixed/bridge` judges the bring-up and
 /// smoke, `vm::node-reboot` the reboot and the smoke after it.
 fn vm_run() -> Result<&'static (shakedown::engine::RunSummary, PathBuf), Failed> {
-    static RUN: std::sync::OnceLock<Result<(shakedown::engine::RunSummary, PathBuf), String>> =
-        std::sync::OnceLock::new();
-    RUN.get_or_init(|| {
+    static RUN: SharedRun = std::sync::OnceLock::new();
+    shared_run(&RUN, "VM", || {
         let dir = trial_dir("vm-mixed");
         let file = common::root().join("fixtures/scenarios/cluster/vm-mixed.yaml");
-        real_run(&file, "vm-mixed/vm/bridge/mixed", &dir, None, None)
-            .map(|s| (s, dir))
-            .map_err(|e| format!("the shared VM run failed: {e:?}"))
+        real_run(&file, "vm-mixed/vm/bridge/mixed", &dir, None, None).map(|s| (s, dir))
     })
-    .as_ref()
-    .map_err(|e| e.clone().into())
 }
 
 /// The seconds each named step of a job took, as `name Ns` pairs, for the trial's output.
@@ -1288,9 +1292,8 @@ fn vm_node_reboot() -> Result<(), Failed> {
 /// kept: `in-cluster::` judges the run, then `existing::` tests the same cluster as someone
 /// else's (one bring-up for both). Run once, by whichever trial comes first.
 fn in_cluster_run() -> Result<&'static (shakedown::engine::RunSummary, PathBuf), Failed> {
-    static RUN: std::sync::OnceLock<Result<(shakedown::engine::RunSummary, PathBuf), String>> =
-        std::sync::OnceLock::new();
-    RUN.get_or_init(|| {
+    static RUN: SharedRun = std::sync::OnceLock::new();
+    shared_run(&RUN, "in-cluster", || {
         let run = || -> Result<(shakedown::engine::RunSummary, PathBuf), Failed> {
             let file =
                 common::root().join("fixtures/scenarios/cluster/release-1.20-in-cluster.yaml");
@@ -1318,10 +1321,8 @@ fn in_cluster_run() -> Result<&'static (shakedown::engine::RunSummary, PathBuf),
                 .push(summary.run_id.clone());
             Ok((summary, dir))
         };
-        run().map_err(|e| format!("the shared in-cluster run failed: {e:?}"))
+        run()
     })
-    .as_ref()
-    .map_err(|e| e.clone().into())
 }
 
 fn in_cluster() -> Result<(), Failed> {
