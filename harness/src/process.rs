@@ -328,6 +328,13 @@ pub fn run_blocking(
     }
 }
 
+/// Where `program` is on PATH, if it is.
+pub fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Cmd {

@@ -200,7 +200,7 @@ pub async fn preflight(req: &BuildRequest, r: &Runner) -> Result<(), BuildError>
             });
         }
     }
-    if matches!(req.binaries, BinarySource::DebianSource { .. }) && which("apt-get").is_none() {
+    if matches!(req.binaries, BinarySource::DebianSource { .. }) && crate::process::on_path("apt-get").is_none() {
         return Err(BuildError::NoApt);
     }
     Ok(())
@@ -241,14 +241,6 @@ pub async fn docker_answers(r: &Runner, within: Duration) -> Result<(), BuildErr
         }),
         Err(e) => Err(BuildError::NoDocker(e)),
     }
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_string_lossy()
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
 }
 
 /// Runs every stage that is not cached yet; `note` hears what each stage is doing.

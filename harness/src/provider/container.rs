@@ -51,9 +51,7 @@ impl ContainerProvider {
 
     /// Whether the engine's client is on PATH.
     pub fn installed(&self) -> bool {
-        std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|d| d.join(self.program()).is_file())
-        })
+        crate::process::on_path(self.program()).is_some()
     }
 
     fn cmd(&self) -> Cmd {

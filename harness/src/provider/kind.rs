@@ -57,9 +57,7 @@ impl Kind {
         if p.components().count() > 1 {
             return p.is_file();
         }
-        std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|d| d.join(&self.program).is_file())
-        })
+        crate::process::on_path(&self.program).is_some()
     }
 
     fn kind(&self) -> Cmd {

@@ -94,9 +94,7 @@ impl VmProvider {
 
     /// Whether qemu is installed.
     pub fn installed() -> bool {
-        std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|d| d.join("qemu-system-x86_64").is_file())
-        })
+        crate::process::on_path("qemu-system-x86_64").is_some()
     }
 
     fn vm(&self, node: &str) -> Option<(VmNode, PathBuf)> {
