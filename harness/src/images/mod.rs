@@ -200,7 +200,9 @@ pub async fn preflight(req: &BuildRequest, r: &Runner) -> Result<(), BuildError>
             });
         }
     }
-    if matches!(req.binaries, BinarySource::DebianSource { .. }) && crate::process::on_path("apt-get").is_none() {
+    if matches!(req.binaries, BinarySource::DebianSource { .. })
+        && crate::process::on_path("apt-get").is_none()
+    {
         return Err(BuildError::NoApt);
     }
     Ok(())

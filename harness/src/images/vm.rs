@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 const SCRIPT: &str = "harness/scripts/build-vm-disk.sh";
 
+/// How long the kernel stage may take (measured: 11 s, most of it the download).
+const KERNEL_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 fn script_cmd(root: &Path, cache: &Path, stage: &str, kernel_out: &Path) -> Cmd {
     Cmd::new("bash")
         .arg(root.join(SCRIPT).display().to_string())
@@ -56,7 +59,13 @@ pub fn kernel(root: &Path, cache: &Path, package: &str) -> Result<VmKernel, Buil
     if let Some(k) = cached_kernel(&dir) {
         return Ok(k);
     }
-    let cmd = script_cmd(root, cache, "kernel", &dir).env("KERNEL_PACKAGE", package);
+    // No runtime here to bound it: coreutils' timeout does (TERM, then KILL 10 s later).
+    let script = script_cmd(root, cache, "kernel", &dir).env("KERNEL_PACKAGE", package);
+    let mut cmd = Cmd::new("timeout")
+        .args(["--kill-after=10", &KERNEL_LIMIT.as_secs().to_string()])
+        .arg(script.program)
+        .args(script.args);
+    cmd.env = script.env;
     eprintln!("+ {cmd}");
     let status = std::process::Command::new(&cmd.program)
         .args(&cmd.args)

@@ -110,11 +110,9 @@ impl VmProvider {
     /// `sh -c` running the ssh command with a redirection on this side.
     fn ssh_shell(&self, vm: &VmNode, key: &Path, remote: &[String], redirect: &str) -> Cmd {
         let ssh = self.ssh(vm, key, remote, true);
-        let mut argv = vec![ssh.program.clone()];
-        argv.extend(ssh.args);
         Cmd::new("sh")
             .arg("-c")
-            .arg(format!("{} {redirect}", shell_words::join(argv)))
+            .arg(format!("{} {redirect}", shell_line(&ssh)))
     }
 
     /// Waits until the VM answers ssh, saying every 30 s what it waits for; fails at once
@@ -203,6 +201,11 @@ impl VmProvider {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.vms.values().cloned().collect()
     }
+}
+
+/// `cmd` as one line for `sh -c`, every word quoted (the program and arguments only).
+fn shell_line(cmd: &Cmd) -> String {
+    shell_words::join(std::iter::once(&cmd.program).chain(&cmd.args))
 }
 
 fn boot_failed(vm: &VmNode, why: &str) -> ProviderError {
@@ -535,12 +538,10 @@ impl Provider for VmProvider {
                     ],
                     false,
                 );
-                let mut argv = vec![ssh.program.clone()];
-                argv.extend(ssh.args);
                 let to = shell_words::quote(&to.display().to_string()).to_string();
                 Cmd::new("sh").arg("-c").arg(format!(
                     "set -e; t=$(mktemp -d); trap 'rm -rf \"$t\"' EXIT; {} | tar -x -C \"$t\"; rm -rf {to}; mv \"$t\"/{} {to}",
-                    shell_words::join(argv),
+                    shell_line(&ssh),
                     shell_words::quote(&base)
                 ))
             }
