@@ -147,6 +147,34 @@ impl ContainerProvider {
     }
 }
 
+/// The image store a node's kubelet uses with `runtime`.
+pub(super) fn image_store(runtime: Runtime) -> &'static str {
+    match runtime {
+        Runtime::Containerd => "containerd",
+        Runtime::Docker => "dockerd (dockershim)",
+    }
+}
+
+/// The command, run on a node, that loads the `docker save` tarball at `path` (a file or a
+/// disk holding one) into the store `runtime` uses.
+pub(super) fn import_images(runtime: Runtime, path: &str) -> Vec<String> {
+    match runtime {
+        Runtime::Containerd => ["ctr", "-n", "k8s.io", "images", "import", path]
+            .map(String::from)
+            .to_vec(),
+        // dockershim: kubelet asks dockerd, which keeps its own store; it starts after
+        // systemd reports running, so wait for its socket first.
+        Runtime::Docker => vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "for i in $(seq 100); do docker info >/dev/null 2>&1 && break; sleep 0.2; done; docker load -q -i {}",
+                shell_words::quote(path)
+            ),
+        ],
+    }
+}
+
 /// A tar stream holding one file, for `cp -` into a container that has no shell.
 fn tar_of_one(name: &str, content: &[u8]) -> Result<Vec<u8>, CommandError> {
     let mut b = tar::Builder::new(Vec::new());
@@ -416,26 +444,15 @@ impl Provider for ContainerProvider {
         if spec.images_tar.is_some() {
             note(format!(
                 "importing images into each node's {}",
-                match spec.runtime {
-                    Runtime::Containerd => "containerd",
-                    Runtime::Docker => "dockerd (dockershim)",
-                }
+                image_store(spec.runtime)
             ));
-            let docker_load = format!(
-                "for i in $(seq 100); do docker info >/dev/null 2>&1 && break; sleep 0.2; done; docker load -q -i {IMAGES_IN_NODE}"
-            );
-            let import: &[&str] = match spec.runtime {
-                Runtime::Containerd => &["ctr", "-n", "k8s.io", "images", "import", IMAGES_IN_NODE],
-                // dockershim: kubelet asks dockerd, which keeps its own store; it starts
-                // after systemd reports running, so wait for its socket first.
-                Runtime::Docker => &["sh", "-c", &docker_load],
-            };
+            let import = import_images(spec.runtime, IMAGES_IN_NODE);
             futures::future::try_join_all(
                 cluster
                     .nodes
                     .iter()
                     .chain(cluster.etcd.iter())
-                    .map(|n| r.run(cluster.exec(&n.name, import))),
+                    .map(|n| r.run(cluster.exec(&n.name, &import))),
             )
             .await?;
         } else {

@@ -15,7 +15,6 @@ pub mod qemu;
 use super::container::ContainerProvider;
 use super::{Cluster, ClusterSpec, Collected, NodeInfo, Provider, ProviderError, Role};
 use crate::process::{Cmd, CommandError, Runner, StepLog};
-use crate::release::era::Runtime;
 use qemu::{Machine, VmNode};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -456,26 +455,14 @@ impl Provider for VmProvider {
             note("images: preloaded in the VM disk's containerd".into());
         }
         if to_import.is_some() {
-            let import = match spec.runtime {
-                Runtime::Containerd => {
-                    format!("ctr -n k8s.io images import - < {}", qemu::IMAGES_DEVICE)
-                }
-                Runtime::Docker => format!(
-                    "for i in $(seq 100); do docker info >/dev/null 2>&1 && break; sleep 0.2; done; docker load -q < {}",
-                    qemu::IMAGES_DEVICE
-                ),
-            };
+            let import = super::container::import_images(spec.runtime, qemu::IMAGES_DEVICE);
             note(format!(
                 "importing images into each VM's {} from its images disk",
-                match spec.runtime {
-                    Runtime::Containerd => "containerd",
-                    Runtime::Docker => "dockerd (dockershim)",
-                }
+                super::container::image_store(spec.runtime)
             ));
             for vm in &started {
                 let t = Instant::now();
-                r.run(cluster.exec(&vm.name, &["sh", "-c", &import]))
-                    .await?;
+                r.run(cluster.exec(&vm.name, &import)).await?;
                 note(format!(
                     "{}: images imported in {:.1}s",
                     vm.name,
