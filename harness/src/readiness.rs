@@ -226,9 +226,127 @@ pub fn endpoints_serving(e: Option<&k8s_openapi::api::core::v1::Endpoints>) -> b
     })
 }
 
+/// Who holds a control-plane component's leader election, and when it last renewed: a
+/// `coordination.k8s.io` Lease (1.14 and later) or, before Leases, the
+/// `control-plane.alpha.kubernetes.io/leader` annotation on the component's Endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    pub holder: String,
+    pub renewed: k8s_openapi::chrono::DateTime<k8s_openapi::chrono::Utc>,
+}
+
+/// The leader a Lease names, if it names one with a renew time.
+pub fn lease_leader(lease: &k8s_openapi::api::coordination::v1::Lease) -> Option<Leader> {
+    let spec = lease.spec.as_ref()?;
+    Some(Leader {
+        holder: spec.holder_identity.clone().filter(|h| !h.is_empty())?,
+        renewed: spec.renew_time.as_ref()?.0,
+    })
+}
+
+/// The leader the pre-Lease annotation names (`{"holderIdentity": ..., "renewTime": ...}`).
+pub fn annotated_leader(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<Leader> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Record {
+        holder_identity: String,
+        renew_time: String,
+    }
+    let raw = meta
+        .annotations
+        .as_ref()?
+        .get("control-plane.alpha.kubernetes.io/leader")?;
+    let r: Record = serde_json::from_str(raw).ok()?;
+    Some(Leader {
+        holder: Some(r.holder_identity).filter(|h| !h.is_empty())?,
+        renewed: k8s_openapi::chrono::DateTime::parse_from_rfc3339(&r.renew_time)
+            .ok()?
+            .with_timezone(&k8s_openapi::chrono::Utc),
+    })
+}
+
+/// A component has a working leader when its record changed since it was `first` read: a
+/// leader renews every couple of seconds, while a stopped one leaves its record as it was
+/// until another takes over (1.20's controller-manager does not give the lease up when it
+/// stops: measured here, 17-20 s without a leader after `kubeadm upgrade node` restarted
+/// it). Comparing records, not clocks, keeps a node's clock out of it.
+pub fn leader_renewed_since(
+    component: &str,
+    now: Option<&Leader>,
+    first: Option<&Leader>,
+) -> Result<(), String> {
+    match (now, first) {
+        (None, _) => Err(format!("{component}: no leader recorded")),
+        (Some(_), None) => Ok(()),
+        (Some(n), Some(f)) if n != f => Ok(()),
+        (Some(n), Some(_)) => Err(format!(
+            "{component}: leader {} has not renewed since {}",
+            n.holder,
+            n.renewed.to_rfc3339()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leader_counts_only_once_its_record_changes() {
+        use k8s_openapi::api::coordination::v1::Lease;
+        let lease = |holder: &str, at: &str| -> Lease {
+            serde_yaml::from_str(&format!(
+                "metadata: {{name: kube-controller-manager, namespace: kube-system}}
+spec: {{holderIdentity: {holder}, leaseDurationSeconds: 15, renewTime: \"{at}\"}}"
+            ))
+            .unwrap()
+        };
+        let stopped = lease_leader(&lease("cp2_7b96", "2026-12-03T08:08:00.951469Z")).unwrap();
+        assert_eq!(stopped.holder, "cp2_7b96");
+        let e = leader_renewed_since("kcm", Some(&stopped), Some(&stopped)).unwrap_err();
+        assert!(
+            e.contains("leader cp2_7b96 has not renewed since 2026-12-03T08:08:00.951469+00:00"),
+            "{e}"
+        );
+        let renewed = lease_leader(&lease("cp2_7b96", "2026-12-03T08:08:02.95Z")).unwrap();
+        let taken_over = lease_leader(&lease("cp3_726c", "2026-12-03T08:08:17.906674Z")).unwrap();
+        assert_eq!(
+            leader_renewed_since("kcm", Some(&renewed), Some(&stopped)),
+            Ok(())
+        );
+        assert_eq!(
+            leader_renewed_since("kcm", Some(&taken_over), Some(&stopped)),
+            Ok(())
+        );
+        assert_eq!(leader_renewed_since("kcm", Some(&stopped), None), Ok(()));
+        assert!(leader_renewed_since("kcm", None, Some(&stopped))
+            .unwrap_err()
+            .contains("no leader"));
+        let empty: Lease =
+            serde_yaml::from_str("metadata: {name: x}\nspec: {holderIdentity: \"\"}").unwrap();
+        assert_eq!(lease_leader(&empty), None);
+    }
+
+    #[test]
+    fn the_pre_lease_annotation_names_a_leader_too() {
+        use k8s_openapi::api::core::v1::Endpoints;
+        let ep: Endpoints = serde_yaml::from_str(
+            r#"metadata:
+  name: kube-scheduler
+  namespace: kube-system
+  annotations:
+    control-plane.alpha.kubernetes.io/leader: '{"holderIdentity":"master-1","leaseDurationSeconds":15,"acquireTime":"2017-03-28T10:00:00Z","renewTime":"2017-03-28T10:05:02Z","leaderTransitions":0}'
+"#,
+        )
+        .unwrap();
+        let l = annotated_leader(&ep.metadata).unwrap();
+        assert_eq!(l.holder, "master-1");
+        assert_eq!(l.renewed.to_rfc3339(), "2017-03-28T10:05:02+00:00");
+        let bare: Endpoints = serde_yaml::from_str("metadata: {name: kube-scheduler}").unwrap();
+        assert_eq!(annotated_leader(&bare.metadata), None);
+    }
 
     #[test]
     fn a_long_wait_says_what_it_waits_on_once_a_period() {

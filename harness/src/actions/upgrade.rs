@@ -15,8 +15,10 @@ use crate::engine::event::{StepOutcome, SubTest};
 use crate::images::KubeArtifacts;
 use crate::process::{Cmd, Runner};
 use crate::provider::{Cluster, NodeInfo};
+use crate::readiness::{annotated_leader, leader_renewed_since, lease_leader, Leader};
 use crate::release::skew;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub struct Upgrade;
@@ -36,6 +38,12 @@ pub const STAGED: &str = "/opt/shakedown";
 const API_PROBE_EVERY: Duration = Duration::from_secs(1);
 /// How long a node may take to come back Ready at the target after its kubelet restarts.
 const NODE_BACK_WITHIN: Duration = Duration::from_secs(180);
+/// How long a drain waits for the controllers to have a leader again (a failover takes
+/// the lease duration, 15 s by default, plus the new leader's start).
+const LEADERS_BACK_WITHIN: Duration = Duration::from_secs(90);
+/// The components whose leaders a drain needs: the endpoints, ReplicaSet and disruption
+/// controllers (kube-controller-manager) and the scheduler that places the replacements.
+const LEADER_ELECTED: &[&str] = &["kube-controller-manager", "kube-scheduler"];
 const CONTROL_PLANE_COMPONENTS: [&str; 3] = [
     "kube-apiserver",
     "kube-controller-manager",
@@ -422,8 +430,77 @@ async fn wait_node_at(
     Err(format!("after {NODE_BACK_WITHIN:?}: {last}"))
 }
 
-/// One node: (kubeadm upgrade node,) drain, install kubelet and kubectl, restart kubelet,
-/// wait for it Ready at the target, uncordon.
+/// The leader of `component` as the API records it: its Lease, or before Leases the
+/// annotation on its Endpoints.
+async fn leader_of(kube: &kube::Client, component: &str) -> Result<Option<Leader>, String> {
+    let leases: kube::Api<Lease> = kube::Api::namespaced(kube.clone(), "kube-system");
+    match leases.get_opt(component).await {
+        Ok(Some(l)) => return Ok(lease_leader(&l)),
+        Ok(None) => {}
+        // A cluster without the Lease API answers 404 for the resource as a whole.
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(format!("failed to read the {component} lease: {e}")),
+    }
+    let eps: kube::Api<Endpoints> = kube::Api::namespaced(kube.clone(), "kube-system");
+    eps.get_opt(component)
+        .await
+        .map(|e| e.and_then(|e| annotated_leader(&e.metadata)))
+        .map_err(|e| format!("failed to read the {component} endpoints: {e}"))
+}
+
+/// Waits until the controller-manager and the scheduler each have a leader renewing its
+/// lease. The upgrade restarts them: a drain while the restarted leader's lease runs out
+/// evicts pods that nothing removes from the Service's endpoints or replaces, and
+/// measured here that cost the Service 9 s. Returns how long it waited.
+async fn wait_leaders(cx: &StepContext<'_>, kube: &kube::Client) -> Result<Duration, String> {
+    let t = Instant::now();
+    // The first look may show a stopped leader's record: each must change from it.
+    let mut first: Option<Vec<Option<Leader>>> = None;
+    let mut last = String::from("not checked yet");
+    while t.elapsed() < LEADERS_BACK_WITHIN {
+        let mut now = Vec::new();
+        for c in LEADER_ELECTED {
+            match leader_of(kube, c).await {
+                Ok(l) => now.push(l),
+                Err(e) => {
+                    last = e;
+                    break;
+                }
+            }
+        }
+        if now.len() == LEADER_ELECTED.len() {
+            match &first {
+                None => {
+                    last = "first look".into();
+                    first = Some(now);
+                }
+                Some(f) => {
+                    let wrong: Vec<String> = LEADER_ELECTED
+                        .iter()
+                        .zip(now.iter().zip(f))
+                        .filter_map(|(c, (n, f))| {
+                            leader_renewed_since(c, n.as_ref(), f.as_ref()).err()
+                        })
+                        .collect();
+                    if wrong.is_empty() {
+                        return Ok(t.elapsed());
+                    }
+                    last = wrong.join("; ");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = cx.cancel.cancelled() => return Err(format!("stopped: {last}")),
+        }
+    }
+    Err(format!(
+        "no working leader within {LEADERS_BACK_WITHIN:?}: {last}"
+    ))
+}
+
+/// One node: (kubeadm upgrade node,) drain once the controllers have leaders, install
+/// kubelet and kubectl, restart kubelet, wait for it Ready at the target, uncordon.
 async fn upgrade_node(
     cx: &StepContext<'_>,
     c: &Cluster,
@@ -451,6 +528,17 @@ async fn upgrade_node(
         r.run(c.exec(&n.name, &a))
             .await
             .map_err(|e| fail("run kubeadm upgrade node", e))?;
+    }
+    let waited = wait_leaders(cx, kube)
+        .await
+        .map_err(|e| format!("{}: not drained: {e}", n.name))?;
+    if waited > Duration::from_secs(3) {
+        cx.note(format!(
+            "{}: waited {:.1}s before the drain until {} renewed their leader leases",
+            n.name,
+            waited.as_secs_f64(),
+            LEADER_ELECTED.join(" and ")
+        ));
     }
     let minor = skew::parse(&h.from).map(|v| v.minor).unwrap_or(20);
     r.run(kubectl(c, &drain_args(&n.name, minor)))

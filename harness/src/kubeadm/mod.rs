@@ -164,6 +164,10 @@ apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: cgroupfs
 failSwapOn: false
+# kubelet 1.20 marks a container with a startupProbe and no readinessProbe (etcd,
+# kube-scheduler, kube-controller-manager) Ready only at the next full pod sync
+# (kubernetes#95140): up to a minute after it started. The gates wait for those pods.
+syncFrequency: 10s
 imageGCHighThresholdPercent: 100
 evictionHard:
   nodefs.available: \"0%\"
