@@ -197,16 +197,4 @@ import_tree "$trees/kube-proxy" "$tag" "$k" \
   --change 'ENTRYPOINT ["/usr/local/bin/kube-proxy"]'
 
 # --- outputs --------------------------------------------------------------------------
-printf '%s\n' "${built[@]}" >"$WORK/images.txt.partial"
-ids=$(for t in "${built[@]}"; do docker image inspect --format "{{.Id}} $t" "$t"; done)
-if [ "$changed" = 0 ] && [ -f "$WORK/images.tar" ] && [ -f "$WORK/images.ids" ] \
-  && [ "$(cat "$WORK/images.ids")" = "$ids" ]; then
-  echo "up to date: $WORK/images.tar" >&2
-else
-  run docker save -o "$WORK/images.tar.partial" "${built[@]}" || die "failed to docker save the images into $WORK/images.tar"
-  run chmod 0644 "$WORK/images.tar.partial"
-  run mv "$WORK/images.tar.partial" "$WORK/images.tar"
-  printf '%s\n' "$ids" >"$WORK/images.ids"
-fi
-mv "$WORK/images.txt.partial" "$WORK/images.txt"
-cat "$WORK/images.txt"
+save_images "$WORK" images

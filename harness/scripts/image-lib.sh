@@ -91,3 +91,22 @@ debian_rootfs() {
   fi
   printf '%s\n' "$rootfs"
 }
+
+# save_images DIR NAME: DIR/NAME.txt lists every tag in $built, and DIR/NAME.tar is their
+# `docker save`, rewritten only when an image changed (ids kept in DIR/NAME.ids).
+save_images() {
+  local dir=$1 name=$2 ids
+  printf '%s\n' "${built[@]}" >"$dir/$name.txt.partial"
+  ids=$(for t in "${built[@]}"; do docker image inspect --format "{{.Id}} $t" "$t"; done)
+  if [ "$changed" = 0 ] && [ -f "$dir/$name.tar" ] && [ -f "$dir/$name.ids" ] \
+    && [ "$(cat "$dir/$name.ids")" = "$ids" ]; then
+    echo "up to date: $dir/$name.tar" >&2
+  else
+    run docker save -o "$dir/$name.tar.partial" "${built[@]}" || die "failed to docker save the images into $dir/$name.tar"
+    run chmod 0644 "$dir/$name.tar.partial"
+    run mv "$dir/$name.tar.partial" "$dir/$name.tar"
+    printf '%s\n' "$ids" >"$dir/$name.ids"
+  fi
+  mv "$dir/$name.txt.partial" "$dir/$name.txt"
+  cat "$dir/$name.txt"
+}

@@ -5,7 +5,8 @@
 //!    is unsupported when its name mentions DNS or ExternalName (which resolves through
 //!    DNS), or when its body reaches a Service by name: it calls, directly or through
 //!    helpers of its own file, the e2e framework's `CheckServiceReachability` (which dials
-//!    `svc.Name`) or `testReachabilityOverServiceName`.
+//!    `svc.Name`), `testReachabilityOverServiceName` or `validateGuestbookApp` (whose pods
+//!    find each other by Service name).
 //! 2. **Images.** Kubernetes ships `test/conformance/testdata/conformance.yaml`, naming each
 //!    conformance spec's source file. A spec is unsupported when its file references an e2e
 //!    image (from `test/utils/image/manifest.go`) that was not built here, either directly
@@ -15,7 +16,7 @@
 //!    authenticated registries) do not count. The rule works per file, so it can
 //!    over-exclude; every exclusion names the images, and the counts are reported.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 pub const NEEDS_DNS: &str = "needs cluster DNS: no CoreDNS image can be built on this machine";
@@ -75,6 +76,32 @@ fn image_vars(dir: &Path) -> Vec<(regex::Regex, String)> {
     out
 }
 
+/// The tree's e2e image manifest (`test/utils/image/manifest.go`): constant →
+/// (registry key, `name:tag`), e.g. `Httpd` → (`dockerLibraryRegistry`, `httpd:2.4.38-alpine`).
+fn manifest_entries(tree: &Path) -> BTreeMap<String, (String, String)> {
+    let manifest =
+        std::fs::read_to_string(tree.join("test/utils/image/manifest.go")).unwrap_or_default();
+    let cfg =
+        regex::Regex::new(r#"configs\[(\w+)\]\s*=\s*Config\{(\w+),\s*"([^"]+)",\s*"([^"]+)"\}"#)
+            .expect("static regex");
+    cfg.captures_iter(&manifest)
+        .map(|m| {
+            (
+                m[1].to_string(),
+                (m[2].to_string(), format!("{}:{}", &m[3], &m[4])),
+            )
+        })
+        .collect()
+}
+
+/// The tree's e2e images by constant: `Httpd` → `httpd:2.4.38-alpine`.
+pub fn manifest_images(tree: &Path) -> BTreeMap<String, String> {
+    manifest_entries(tree)
+        .into_iter()
+        .map(|(k, (_, image))| (k, image))
+        .collect()
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Classifier {
     /// codename → source file (relative to the tree).
@@ -90,10 +117,14 @@ pub struct Classifier {
     pub dns_available: bool,
 }
 
-/// Functions of the e2e framework that dial a Service by its name.
+/// Functions of the e2e framework that dial a Service by its name, or start pods that do:
+/// the guestbook's frontend and replicas find `agnhost-primary` by its Service name
+/// (`validateGuestbookApp` waits 10 minutes for them; found when the httpd and nginx
+/// images built here made the rest of kubectl.go runnable).
 const REACH_BY_NAME: &[&str] = &[
     "CheckServiceReachability",
     "testReachabilityOverServiceName",
+    "validateGuestbookApp",
 ];
 
 /// The functions of a Go file that reach a Service by name, directly or through each other.
@@ -182,18 +213,11 @@ impl Classifier {
             return c;
         };
         let entries: Vec<Entry> = serde_yaml::from_str(&text).unwrap_or_default();
-        let manifest =
-            std::fs::read_to_string(tree.join("test/utils/image/manifest.go")).unwrap_or_default();
-        let cfg = regex::Regex::new(
-            r#"configs\[(\w+)\]\s*=\s*Config\{(\w+),\s*"([^"]+)",\s*"([^"]+)"\}"#,
-        )
-        .expect("static regex");
-        for m in cfg.captures_iter(&manifest) {
-            c.images
-                .insert(m[1].to_string(), format!("{}:{}", &m[3], &m[4]));
-            if EXPECTED_UNPULLABLE.contains(&&m[2]) {
-                c.ignore.insert(m[1].to_string());
+        for (k, (registry, image)) in manifest_entries(tree) {
+            if EXPECTED_UNPULLABLE.contains(&registry.as_str()) {
+                c.ignore.insert(k.clone());
             }
+            c.images.insert(k, image);
         }
         let uses = regex::Regex::new(r"imageutils\.(\w+)").expect("static regex");
         let mut package_vars: HashMap<PathBuf, Vec<(regex::Regex, String)>> = HashMap::new();
@@ -285,13 +309,15 @@ impl Classifier {
 mod tests {
     use super::*;
 
+    fn write(root: &Path, path: &str, text: &str) {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
     fn tree() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
-        let w = |p: &str, s: &str| {
-            let p = d.path().join(p);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, s).unwrap();
-        };
+        let w = |p: &str, s: &str| write(d.path(), p, s);
         w(
             "test/conformance/testdata/conformance.yaml",
             "- testname: a\n  codename: '[sig-apps] Deployment works [Conformance]'\n  file: test/e2e/apps/deployment.go\n\
@@ -421,11 +447,7 @@ mod tests {
     #[test]
     fn specs_that_reach_a_service_by_name_need_dns() {
         let d = tempfile::tempdir().unwrap();
-        let w = |p: &str, s: &str| {
-            let p = d.path().join(p);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, s).unwrap();
-        };
+        let w = |p: &str, s: &str| write(d.path(), p, s);
         w(
             "test/conformance/testdata/conformance.yaml",
             "- codename: '[sig-network] Services should serve a basic endpoint from pods [Conformance]'\n  file: test/e2e/network/service.go\n\
@@ -487,5 +509,38 @@ func notCheckServiceReachability() {}
         // With DNS running they are runnable.
         let c = Classifier::from_tree(Some(d.path()), true);
         assert_eq!(c.reason("[sig-network] Services should be able to create a functioning NodePort service [Conformance]", &none), None);
+    }
+
+    #[test]
+    fn the_guestbook_needs_dns() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |p: &str, s: &str| write(d.path(), p, s);
+        w(
+            "test/conformance/testdata/conformance.yaml",
+            "- codename: '[sig-cli] Kubectl client Guestbook application should create and stop a working application  [Conformance]'\n  file: test/e2e/kubectl/kubectl.go\n",
+        );
+        w(
+            "test/e2e/kubectl/kubectl.go",
+            r#"var _ = SIGDescribe("Kubectl client", func() {
+	ginkgo.Describe("Guestbook application", func() {
+		framework.ConformanceIt("should create and stop a working application ", func() {
+			validateGuestbookApp(c, ns)
+		})
+	})
+})
+
+func validateGuestbookApp(c clientset.Interface, ns string) {
+	waitForGuestbookResponse(c, "get", "", `{"data":""}`, guestbookStartupTimeout, ns)
+}
+"#,
+        );
+        let c = Classifier::from_tree(Some(d.path()), false);
+        let why = c
+            .reason("[sig-cli] Kubectl client Guestbook application should create and stop a working application  [Conformance]", &BTreeSet::new())
+            .unwrap();
+        assert!(
+            why.contains("through validateGuestbookApp in test/e2e/kubectl/kubectl.go"),
+            "{why}"
+        );
     }
 }

@@ -687,6 +687,129 @@ pub async fn conformance_image(
     Ok(ConformanceImage { tag, tar })
 }
 
+/// The tags of the e2e images `build-e2e-images.sh` builds, as the tree's
+/// `test/utils/image/manifest.go` names them (an empty field is not built).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct E2eTags {
+    pub httpd: Vec<String>,
+    pub nginx: Vec<String>,
+    pub kitten: Option<String>,
+    pub nautilus: Option<String>,
+    pub nonroot: Option<String>,
+    pub nonewprivs: Option<String>,
+}
+
+impl E2eTags {
+    /// From the manifest's constants (`Httpd` → `httpd:2.4.38-alpine`, ...).
+    pub fn from_manifest(images: &std::collections::BTreeMap<String, String>) -> E2eTags {
+        let tag = |k: &str, name: &str| {
+            images
+                .get(k)
+                .and_then(|v| v.strip_prefix(&format!("{name}:")))
+                .map(String::from)
+        };
+        let both = |a: &str, b: &str, name: &str| -> Vec<String> {
+            let mut v: Vec<String> = [tag(a, name), tag(b, name)].into_iter().flatten().collect();
+            v.dedup();
+            v
+        };
+        E2eTags {
+            httpd: both("Httpd", "HttpdNew", "httpd"),
+            nginx: both("Nginx", "NginxNew", "nginx"),
+            kitten: tag("Kitten", "kitten"),
+            nautilus: tag("Nautilus", "nautilus"),
+            nonroot: tag("NonRoot", "nonroot"),
+            nonewprivs: tag("Nonewprivs", "nonewprivs"),
+        }
+    }
+
+    /// `name:tag` of each image these tags make (the names `build-e2e-images.sh` tags).
+    pub fn names(&self) -> std::collections::BTreeSet<String> {
+        let each = |name: &'static str, tags: &[String]| {
+            tags.iter()
+                .map(move |t| format!("{name}:{t}"))
+                .collect::<Vec<_>>()
+        };
+        let one = |t: &Option<String>| t.iter().cloned().collect::<Vec<_>>();
+        [
+            each("httpd", &self.httpd),
+            each("nginx", &self.nginx),
+            each("kitten", &one(&self.kitten)),
+            each("nautilus", &one(&self.nautilus)),
+            each("nonroot", &one(&self.nonroot)),
+            each("nonewprivs", &one(&self.nonewprivs)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == E2eTags::default()
+    }
+}
+
+/// A `docker save` tarball of e2e images and the names in it.
+#[derive(Debug, Clone)]
+pub struct E2eImages {
+    pub tar: PathBuf,
+    pub names: Vec<String>,
+}
+
+/// Builds the e2e images of `tags` (`harness/scripts/build-e2e-images.sh`) on the agnhost
+/// and busybox images of this machine's build, from Debian packages and `source_tree`.
+/// The script is idempotent, so a second call only lists what is there.
+pub async fn e2e_images(
+    root: &Path,
+    cache: &Path,
+    source_tree: &Path,
+    tags: &E2eTags,
+    r: &Runner,
+) -> Result<E2eImages, BuildError> {
+    let out = cache.join("e2e-images");
+    let log = r.log.clone();
+    let _lock = crate::paths::CacheLock::acquire(cache, &r.cancel, &move |s| log.line(&s))
+        .await
+        .map_err(io(cache))?;
+    let opt = |t: &Option<String>| t.clone().unwrap_or_default();
+    r.run(
+        image_script(root, cache, "build-e2e-images.sh", "")
+            .env("OUT_DIR", out.display().to_string())
+            .env("TREE", source_tree.display().to_string())
+            .env("IMAGE_REPO", IMAGE_REPO)
+            .env(
+                "AGNHOST_IMAGE",
+                format!("{IMAGE_REPO}/agnhost:{AGNHOST_TAG}"),
+            )
+            .env(
+                "BUSYBOX_IMAGE",
+                format!("{IMAGE_REPO}/busybox:{BUSYBOX_TAG}"),
+            )
+            .env("HTTPD_TAGS", tags.httpd.join(" "))
+            .env("NGINX_TAGS", tags.nginx.join(" "))
+            .env("KITTEN_TAG", opt(&tags.kitten))
+            .env("NAUTILUS_TAG", opt(&tags.nautilus))
+            .env("NONROOT_TAG", opt(&tags.nonroot))
+            .env("NONEWPRIVS_TAG", opt(&tags.nonewprivs)),
+    )
+    .await
+    .map_err(|source| BuildError::Stage {
+        stage: "e2e images",
+        source,
+    })?;
+    let names = std::fs::read_to_string(out.join("e2e-images.txt"))
+        .map_err(io(&out))?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    Ok(E2eImages {
+        tar: out.join("e2e-images.tar"),
+        names,
+    })
+}
+
 /// `bash harness/scripts/<script>` building image `tag`, with the cache's work folder: how
 /// the image recipes are run (each is idempotent and caches by its inputs).
 pub(crate) fn image_script(root: &Path, cache: &Path, script: &str, tag: &str) -> Cmd {
@@ -713,6 +836,42 @@ mod tests {
         // Boundaries between parts count: ("ab","c") differs from ("a","bc").
         assert_ne!(key(&[b"ab", b"c"]), key(&[b"a", b"bc"]));
         assert_eq!(a.len(), 16);
+    }
+
+    #[test]
+    fn e2e_tags_come_from_the_manifest_constants() {
+        let m: std::collections::BTreeMap<String, String> = [
+            ("Httpd", "httpd:2.4.38-alpine"),
+            ("HttpdNew", "httpd:2.4.39-alpine"),
+            ("Nginx", "nginx:1.14-alpine"),
+            ("NginxNew", "nginx:1.15-alpine"),
+            ("Kitten", "kitten:1.0"),
+            ("NonRoot", "nonroot:1.0"),
+            ("Agnhost", "agnhost:2.21"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let t = E2eTags::from_manifest(&m);
+        assert_eq!(t.httpd, ["2.4.38-alpine", "2.4.39-alpine"]);
+        assert_eq!(t.nginx, ["1.14-alpine", "1.15-alpine"]);
+        assert_eq!(t.kitten.as_deref(), Some("1.0"));
+        assert_eq!(t.nonroot.as_deref(), Some("1.0"));
+        // Not in this manifest: not built.
+        assert_eq!(t.nautilus, None);
+        assert_eq!(t.nonewprivs, None);
+        assert_eq!(
+            t.names().into_iter().collect::<Vec<_>>(),
+            [
+                "httpd:2.4.38-alpine",
+                "httpd:2.4.39-alpine",
+                "kitten:1.0",
+                "nginx:1.14-alpine",
+                "nginx:1.15-alpine",
+                "nonroot:1.0"
+            ]
+        );
+        assert!(E2eTags::from_manifest(&Default::default()).is_empty());
     }
 
     #[test]
