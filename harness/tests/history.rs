@@ -854,6 +854,7 @@ fn with_specs(id: &str, at: i64, specs: &[(&str, bool, u64)]) -> RunSummary {
                 }
             },
             duration: Duration::from_secs(*secs),
+            flaky: None,
         })
         .chain(std::iter::once(shakedown::engine::event::SubTest {
             name: "[sig-x] unsupported here".into(),
@@ -861,6 +862,7 @@ fn with_specs(id: &str, at: i64, specs: &[(&str, bool, u64)]) -> RunSummary {
                 reason: "unsupported here".into(),
             },
             duration: Duration::ZERO,
+            flaky: None,
         }))
         .collect();
     r
@@ -896,5 +898,57 @@ fn spec_durations_are_the_newest_passed_ones() {
     assert_eq!(
         h.spec_durations().unwrap().get("quick"),
         Some(&Duration::from_secs(7))
+    );
+}
+
+#[test]
+fn flaky_specs_are_listed_from_retries_and_re_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = History::open(&dir.path().join("history.sqlite")).unwrap();
+    // r1: "slow" failed. r2, its re-run: "slow" passed, flaky; "retry" passed on attempt 2.
+    h.record(
+        &with_specs("r1", T0, &[("slow", false, 60), ("steady", true, 5)]),
+        Trigger::Manual,
+    )
+    .unwrap();
+    let mut r2 = with_specs("r2", T0 + 10, &[("slow", true, 30), ("retry", true, 9)]);
+    for t in &mut r2.jobs[0].steps.iter_mut().flat_map(|s| &mut s.subtests) {
+        t.flaky = match t.name.as_str() {
+            "slow" => Some("failed in run r1, passed on re-run".into()),
+            "retry" => Some("failed 1 attempt(s), passed on attempt 2".into()),
+            _ => None,
+        };
+    }
+    h.record(&r2, Trigger::Manual).unwrap();
+    let specs = h.spec_runs().unwrap();
+    let flaky: Vec<&str> = specs
+        .iter()
+        .filter(|s| s.outcome == "flaky")
+        .map(|s| s.step.as_str())
+        .collect();
+    assert_eq!(flaky, ["retry", "slow"]);
+    let fl = history::flakes(&specs);
+    let by: std::collections::BTreeMap<&str, (usize, usize, usize)> = fl
+        .iter()
+        .map(|f| (f.step.as_str(), (f.failures, f.passes, f.flips)))
+        .collect();
+    // One flip each: the re-run's pass after r1's failure is counted once, not twice.
+    assert_eq!(by.get("slow"), Some(&(1, 1, 1)));
+    assert_eq!(by.get("retry"), Some(&(0, 1, 1)));
+    assert!(!by.contains_key("steady"));
+    // A flaky pass still times the spec for ordering.
+    assert_eq!(
+        h.spec_durations().unwrap().get("slow"),
+        Some(&Duration::from_secs(30))
+    );
+    let text = history::report(&h, None).unwrap();
+    let table = &text[text.find("flaky specs").expect("a flaky specs table")..];
+    assert!(
+        table.contains(": slow: 1 failed run(s), 1 passed, flaky 1 time(s)"),
+        "{table}"
+    );
+    assert!(
+        table.contains(": retry: 0 failed run(s), 1 passed, flaky 1 time(s)"),
+        "{table}"
     );
 }

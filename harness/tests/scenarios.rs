@@ -32,6 +32,8 @@
 mod common;
 #[path = "scenarios/fake_kind.rs"]
 mod fake_kind;
+#[path = "scenarios/rerun.rs"]
+mod rerun;
 #[path = "scenarios/standins.rs"]
 mod standins;
 
@@ -118,7 +120,7 @@ fn main() {
         }
     }
     // Trials that need docker but no particular scenario job.
-    let docker_trials: [(&str, TrialFn); 17] = [
+    let docker_trials: [(&str, TrialFn); 19] = [
         ("cluster::release-1.20-dockershim/docker/bridge", dockershim),
         ("ha::release-1.20/docker/bridge", ha),
         ("external-etcd::release-1.20/docker/bridge", external_etcd),
@@ -138,12 +140,18 @@ fn main() {
         ("regression::kubeadm-1.6.0-no-cni", no_cni_regression),
         ("interrupt::bench-bring-up", bench_interrupted),
         ("fake-kind::bring-up", fake_kind::bring_up),
+        // Adjacent: the report test renders the re-run trial's two runs.
+        ("rerun::release-1.20/docker/bridge", rerun::rerun),
+        ("report::chromium", rerun::report),
         // Adjacent: both judge the one run of the mixed VM cluster.
         ("vm::release-1.20/mixed/bridge", vm_mixed),
         ("vm::node-reboot", vm_node_reboot),
     ];
     for (name, f) in docker_trials {
         let why = docker.clone().err().or_else(|| {
+            if name.starts_with("report::") {
+                return rerun::no_browser();
+            }
             name.starts_with("vm::")
                 .then(|| {
                     shakedown::provider::unavailable_here(shakedown::scenario::ProviderKind::Vm)
@@ -848,6 +856,8 @@ struct Tweaks {
     registry_mirrors: Vec<shakedown::release::mirror::Mirror>,
     /// Another cache folder than the user's.
     cache_dir: Option<PathBuf>,
+    /// Every topology without workers: for a trial whose checks need only the API server.
+    control_plane_only: bool,
 }
 
 fn real_run_with(
@@ -864,6 +874,7 @@ fn real_run_with(
         release_url,
         registry_mirrors,
         cache_dir,
+        control_plane_only,
     } = t;
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Runtime::new()?;
@@ -871,6 +882,11 @@ fn real_run_with(
     let mut s = scenario::load(file, &catalog, scenario::today()).map_err(|e| e.to_string())?;
     if e2e_binaries.is_some() {
         s.scenario.conformance.e2e_binaries = e2e_binaries;
+    }
+    if control_plane_only {
+        for t in &mut s.scenario.topologies {
+            t.workers = scenario::WorkersSpec::Count(0);
+        }
     }
     let jobs: Vec<_> = matrix::expand(&s)
         .into_iter()
@@ -1047,9 +1063,22 @@ fn cluster(file: PathBuf, job_name: String) -> Result<(), Failed> {
     })
 }
 
+/// `cluster-offline::`: a CNI variant whose images cannot be obtained here. Its manifest is
+/// dry-run by the real API server, and the cni step must fail fast naming the missing image
+/// and the preload command. None of that needs a worker, so the trial brings up the control
+/// plane alone (a join saved per trial; the bridge trials join workers on both providers).
 fn cluster_offline(file: PathBuf, job_name: String) -> Result<(), Failed> {
     let dir = trial_dir(&job_name);
-    let summary = real_run(&file, &job_name, &dir, Some((1, 1000)), None)?;
+    let summary = real_run_with(
+        &file,
+        &job_name,
+        &dir,
+        Tweaks {
+            shard: Some((1, 1000)),
+            control_plane_only: true,
+            ..Default::default()
+        },
+    )?;
     let cni = step_named(&summary.jobs[0].steps, "cni")?;
     // Before the image check stops it, the real API server dry-runs every manifest object.
     let prop = |k: &str| cni.property(k);

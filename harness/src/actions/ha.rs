@@ -283,6 +283,7 @@ fn subtest(name: &str, t: Instant, outcome: StepOutcome) -> SubTest {
         name: format!("ha/{name}"),
         outcome,
         duration: t.elapsed(),
+        flaky: None,
     }
 }
 

@@ -216,6 +216,25 @@ impl Action for KubeadmInit {
         if let Err(e) = r.run(c.exec(&cp.name, &args)).await {
             return Err(diagnosed(cx, c, e).await);
         }
+        // No workers: the control plane takes pods, as kind's single-node clusters do.
+        if cx.job.topology.workers == 0 {
+            let mut untaint: Vec<String> = [
+                "kubectl",
+                "--kubeconfig=/etc/kubernetes/admin.conf",
+                "taint",
+                "nodes",
+                &cp.name,
+            ]
+            .map(String::from)
+            .to_vec();
+            untaint.extend(
+                crate::release::control_plane_taints(&p.version)
+                    .into_iter()
+                    .map(|t| format!("{t}:NoSchedule-")),
+            );
+            r.run(c.exec(&cp.name, &untaint)).await?;
+            cx.note("no workers: the control plane's taint is removed, so it takes pods");
+        }
         // The admin kubeconfig already points at the control-plane endpoint (the first
         // control plane, or the load balancer) on the docker network, which the host
         // reaches directly. It holds the cluster-admin key: read without

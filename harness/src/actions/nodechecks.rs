@@ -33,6 +33,7 @@ impl Action for NodeChecks {
                         ),
                     },
                     duration: std::time::Duration::ZERO,
+                    flaky: None,
                 })
                 .collect();
             return Ok(());
@@ -123,6 +124,7 @@ impl Action for NodeChecks {
                     },
                 },
                 duration,
+                flaky: None,
             })
             .collect();
         if failed.is_empty() {

@@ -336,6 +336,7 @@ fn sub(name: &str, t: Instant, outcome: StepOutcome) -> SubTest {
         name: name.to_string(),
         outcome,
         duration: t.elapsed(),
+        flaky: None,
     }
 }
 
@@ -1296,6 +1297,7 @@ async fn run_hop(
         name: "disruption/api".into(),
         outcome: outcome(&api_verdict),
         duration: end.duration_since(started),
+        flaky: None,
     });
     // Err((true, why)): the figure could not be measured, an infrastructure failure.
     let svc_verdict: Result<(), (bool, String)> = match prober_log(&kube).await {
@@ -1357,6 +1359,7 @@ async fn run_hop(
             },
         },
         duration: end.duration_since(started),
+        flaky: None,
     });
     if h.last || result.is_err() {
         // Best effort: the chain is done with them (a failed hop ends it).

@@ -400,6 +400,12 @@ pub struct ScenarioArgs {
     /// sign-off; presubmit runs are recorded but do not.
     #[arg(long, value_enum, default_value_t = Trigger::Manual)]
     pub trigger: Trigger,
+    /// Run again, on a fresh cluster, exactly the conformance specs that failed or had no
+    /// result in the run whose artifacts folder this is, and only its jobs that need it. It
+    /// must have tested the same Kubernetes version. A spec that failed there and passes
+    /// now is reported flaky.
+    #[arg(long, value_name = "ARTIFACTS_DIR")]
+    pub rerun_failed: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -487,6 +493,8 @@ pub enum CliError {
     Interrupted { what: String, signal: &'static str },
     #[error(transparent)]
     Bench(#[from] crate::bench::BenchError),
+    #[error("failed to read the run given to --rerun-failed")]
+    Rerun(#[from] crate::conformance::rerun::RerunError),
 }
 
 impl CliError {
@@ -495,7 +503,7 @@ impl CliError {
             CliError::Config(_) | CliError::Usage(_) => ExitKind::Configuration,
             CliError::Infra { .. } => ExitKind::Infrastructure,
             CliError::Interrupted { .. } => ExitKind::Interrupted,
-            CliError::Bench(_) => ExitKind::Configuration,
+            CliError::Bench(_) | CliError::Rerun(_) => ExitKind::Configuration,
         }
     }
 }

@@ -42,13 +42,50 @@ pub(super) async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKin
         eprintln!("the scenario with the command line's overrides does not validate:");
         CliError::Config(e)
     })?;
+    let rerun = match &a.rerun_failed {
+        Some(dir) => Some(crate::conformance::rerun::from_artifacts(dir)?),
+        None => None,
+    };
+    // A re-run plans only the earlier run's jobs that left something to do.
+    let mut skip_jobs = a.skip_jobs.clone();
+    if let Some(r) = &rerun {
+        let all = matrix::expand(&s);
+        if let Some(unknown) = r.jobs.keys().find(|k| !all.iter().any(|j| &j.name == *k)) {
+            return Err(CliError::Usage(format!(
+                "--rerun-failed: run {} has job {unknown}, which scenario {} does not",
+                r.from_run,
+                s.name()
+            )));
+        }
+        if r.jobs.is_empty() {
+            println!(
+                "nothing to re-run: run {} has no failed job and no spec without a result",
+                r.from_run
+            );
+            return Ok(ExitKind::Passed);
+        }
+        for (job, j) in &r.jobs {
+            println!("re-run of run {}: {job}: {}", r.from_run, j.why);
+        }
+        skip_jobs.extend(
+            all.into_iter()
+                .map(|j| j.name)
+                .filter(|n| !r.jobs.contains_key(n)),
+        );
+    }
     let mut p = plan_jobs(
         root,
         &s,
         a.provider.as_deref(),
         a.cni.as_deref(),
-        &a.skip_jobs,
+        &skip_jobs,
     )?;
+    if let Some(r) = rerun.as_ref().filter(|r| r.version != p.version) {
+        return Err(CliError::Usage(format!(
+            "--rerun-failed: run {} tested Kubernetes {}, this scenario tests {}; a re-run must test the same version",
+            r.from_run, r.version, p.version
+        )));
+    }
     if let Some(d) = a.deadline {
         p.run_deadline = Some(d);
     }
@@ -118,6 +155,7 @@ pub(super) async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKin
         release_url: a.release_url.clone(),
         registry_mirrors: a.registry_mirrors.clone(),
         spec_durations,
+        rerun,
     };
     let summary = crate::run::Run::new(p, Arc::new(s), Arc::new(catalog), settings)
         .dry_run(a.dry_run)

@@ -3,6 +3,7 @@
 //! one process per spec so every spec has its own deadline and nothing can hang the run.
 
 pub mod incluster;
+pub mod rerun;
 pub mod source;
 pub mod unsupported;
 

@@ -125,6 +125,11 @@ pub struct SubTest {
     pub outcome: StepOutcome,
     #[serde(with = "humantime_serde")]
     pub duration: Duration,
+    /// Passed, after failing on an earlier attempt or in the run being re-run: why it is
+    /// flaky (`failed on attempt 1 of 2`, ...). A JUnit property, a summary line and a
+    /// row of `shakedown history`'s flaky specs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flaky: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

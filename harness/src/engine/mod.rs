@@ -208,6 +208,15 @@ impl RunSummary {
             if !counts.is_empty() {
                 out.push(format!("  conformance specs: {}", counts.join(", ")));
             }
+            for st in &j.steps {
+                for t in st.subtests.iter().filter(|t| t.flaky.is_some()) {
+                    out.push(format!(
+                        "  flaky: {} ({})",
+                        t.name,
+                        t.flaky.as_deref().unwrap_or_default()
+                    ));
+                }
+            }
         }
         out
     }
@@ -376,6 +385,19 @@ struct Ctx<'a> {
     artifact_errors: &'a Mutex<Vec<String>>,
 }
 
+/// A re-run's conformance step for a job whose specs all passed in the run it re-runs (the
+/// job failed elsewhere, and runs again for that).
+fn rerun_skip(run: &RunContext, job: &crate::matrix::Job, step: &StepPlan) -> Option<String> {
+    let r = run.settings.rerun.as_ref()?;
+    (step.stage == Some(Stage::Conformance) && r.specs_for(&job.name).is_some_and(|s| s.is_empty()))
+        .then(|| {
+            format!(
+                "skipped: re-run of run {}: every spec of this job passed there",
+                r.from_run
+            )
+        })
+}
+
 async fn run_job(jp: &JobPlan, x: Ctx<'_>) -> JobSummary {
     let (stop, events) = (x.stop, x.events);
     let job = &jp.job;
@@ -401,7 +423,7 @@ async fn run_job(jp: &JobPlan, x: Ctx<'_>) -> JobSummary {
                     .unwrap_or_else(|| "run stopped".into())
             ))
         } else {
-            None
+            rerun_skip(x.run, job, step)
         };
         let result = match skip {
             Some(reason) => StepResult {

@@ -108,6 +108,8 @@ pub struct RunSettings {
     /// How long each conformance spec took before (from the run history): the host runner
     /// starts the longest first.
     pub spec_durations: std::collections::BTreeMap<String, std::time::Duration>,
+    /// `--rerun-failed`: only the specs an earlier run left failed or without a result.
+    pub rerun: Option<crate::conformance::rerun::Rerun>,
 }
 
 /// Shared by all steps and jobs of a run.

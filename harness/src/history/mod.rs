@@ -396,6 +396,7 @@ impl History {
                 if st.stage == Some(Stage::Conformance) {
                     for t in &st.subtests {
                         let outcome = match &t.outcome {
+                            StepOutcome::Passed if t.flaky.is_some() => "flaky",
                             StepOutcome::Passed => "passed",
                             StepOutcome::Failed { .. } => "failed",
                             _ => continue,
@@ -426,7 +427,7 @@ impl History {
             .conn
             .prepare(
                 "SELECT s.spec, s.duration_ms FROM spec_runs s JOIN runs r ON r.run_id = s.run_id \
-                 WHERE s.outcome = 'passed' ORDER BY r.started, s.run_id",
+                 WHERE s.outcome IN ('passed', 'flaky') ORDER BY r.started, s.run_id",
             )
             .map_err(|e| self.err("read spec durations", e))?;
         let rows = st
@@ -511,18 +512,29 @@ impl History {
             )
             .map_err(|e| self.err(what, e))?;
         let rows = st
-            .query_map([], |r| {
-                Ok(StepRun {
-                    run_id: r.get(0)?,
-                    job: r.get(1)?,
-                    step: r.get(2)?,
-                    version: r.get(3)?,
-                    started: r.get(4)?,
-                    outcome: r.get(5)?,
-                    duration: Duration::from_millis(r.get::<_, i64>(6)?.max(0) as u64),
-                    diagnosis: r.get(7)?,
-                })
-            })
+            .query_map([], step_run_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(what, e));
+        rows
+    }
+
+    /// Conformance spec results as [`StepRun`]s (`step` is the spec), oldest first, from
+    /// the runs that count for streaks: what `flakes` finds flaky specs in. `outcome` is
+    /// `passed`, `failed` or `flaky` (passed after failing, in the same run or the one it
+    /// re-ran).
+    pub fn spec_runs(&self) -> Result<Vec<StepRun>, HistoryError> {
+        let what = "read spec results";
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT s.run_id, s.job, s.spec, r.version, r.started, s.outcome, s.duration_ms, \
+                 NULL FROM spec_runs s JOIN runs r ON r.run_id = s.run_id \
+                 WHERE r.dry_run = 0 AND r.trigger != 'presubmit' AND r.exit != 'interrupted' \
+                 ORDER BY r.started, r.run_id, s.job, s.spec",
+            )
+            .map_err(|e| self.err(what, e))?;
+        let rows = st
+            .query_map([], step_run_row)
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.err(what, e));
         rows
@@ -652,7 +664,9 @@ pub struct Flake {
     pub last_diagnosis: Option<String>,
 }
 
-/// Flaky steps from step results (oldest first), most flips first.
+/// Flaky steps (or specs, from [`History::spec_runs`]) from results oldest first, most
+/// flips first. A flip is a pass after a failure of the same job, step and version, or an
+/// outcome `flaky`: a spec that failed and passed within one run (or the run it re-ran).
 pub fn flakes(steps: &[StepRun]) -> Vec<Flake> {
     let mut by: BTreeMap<(String, String, String), Flake> = BTreeMap::new();
     let mut last_failed: BTreeMap<(String, String, String), bool> = BTreeMap::new();
@@ -673,7 +687,7 @@ pub fn flakes(steps: &[StepRun]) -> Vec<Flake> {
             f.last_diagnosis = s.diagnosis.clone().or(f.last_diagnosis.take());
         } else {
             f.passes += 1;
-            if last_failed.get(&key) == Some(&true) {
+            if s.outcome == "flaky" || last_failed.get(&key) == Some(&true) {
                 f.flips += 1;
             }
         }
@@ -845,5 +859,39 @@ pub fn report(h: &History, filter: Option<&str>) -> Result<String, HistoryError>
                 .unwrap_or_default()
         );
     }
+    let specs: Vec<StepRun> = h
+        .spec_runs()?
+        .into_iter()
+        .filter(|s| selects(filter, &s.job))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nflaky specs (failed, then passed: on a later attempt, on re-run or in a later run)"
+    );
+    let fl = flakes(&specs);
+    if fl.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for f in fl {
+        let _ = writeln!(
+            out,
+            "  {} on {}: {}: {} failed run(s), {} passed, flaky {} time(s)",
+            f.job, f.version, f.step, f.failures, f.passes, f.flips
+        );
+    }
     Ok(out)
+}
+
+/// A row of (run_id, job, step, version, started, outcome, duration_ms, diagnosis).
+fn step_run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRun> {
+    Ok(StepRun {
+        run_id: r.get(0)?,
+        job: r.get(1)?,
+        step: r.get(2)?,
+        version: r.get(3)?,
+        started: r.get(4)?,
+        outcome: r.get(5)?,
+        duration: Duration::from_millis(r.get::<_, i64>(6)?.max(0) as u64),
+        diagnosis: r.get(7)?,
+    })
 }

@@ -43,9 +43,17 @@ impl Junit {
         let results = self.results.get(&job.name).cloned().unwrap_or_default();
         let mut suite = TestSuiteBuilder::new(&job.name);
         suite.set_timestamp(self.started);
+        // Testcase properties, by testcase name: why a spec is flaky.
+        let mut case_props: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for r in &results {
             suite.add_testcase(testcase(r));
             for sub in &r.subtests {
+                if let Some(why) = &sub.flaky {
+                    case_props.insert(
+                        format!("{} {}/{}", r.job, r.step, sub.name),
+                        vec![("flaky".to_string(), why.clone())],
+                    );
+                }
                 let sr = StepResult {
                     step: format!("{}/{}", r.step, sub.name),
                     outcome: sub.outcome.clone(),
@@ -80,7 +88,7 @@ impl Junit {
         for r in &results {
             props.extend(r.properties.iter().cloned());
         }
-        let xml = with_properties(&xml, &props)?;
+        let xml = with_properties(&xml, &props, &case_props)?;
         write_file(&self.dir.join(Self::file_name(&job.context)), &xml)
     }
 }
@@ -159,11 +167,39 @@ fn testcase(r: &StepResult) -> TestCase {
     tc
 }
 
-/// junit-report writes no `<properties>`; add them as the first child of each testsuite.
-fn with_properties(xml: &[u8], props: &[(String, String)]) -> Result<Vec<u8>, ReportError> {
+/// junit-report writes no `<properties>`; add the suite's as the first child of each
+/// testsuite, and a testcase's (by name) as the first child of that testcase.
+fn with_properties(
+    xml: &[u8],
+    props: &[(String, String)],
+    case_props: &HashMap<String, Vec<(String, String)>>,
+) -> Result<Vec<u8>, ReportError> {
     let enc = |e: &dyn std::fmt::Display| ReportError::Encode {
         what: "JUnit properties",
         message: e.to_string(),
+    };
+    let write_props = |writer: &mut quick_xml::Writer<Vec<u8>>,
+                       props: &[(String, String)]|
+     -> Result<(), ReportError> {
+        writer
+            .write_event(XmlEvent::Start(BytesStart::new("properties")))
+            .map_err(|e| enc(&e))?;
+        for (k, v) in props {
+            let p = BytesStart::new("property")
+                .with_attributes([("name", k.as_str()), ("value", v.as_str())]);
+            writer
+                .write_event(XmlEvent::Empty(p))
+                .map_err(|e| enc(&e))?;
+        }
+        writer
+            .write_event(XmlEvent::End(quick_xml::events::BytesEnd::new(
+                "properties",
+            )))
+            .map_err(|e| enc(&e))
+    };
+    let case_name = |s: &BytesStart| -> Option<String> {
+        let a = s.try_get_attribute("name").ok().flatten()?;
+        a.unescape_value().ok().map(|v| v.into_owned())
     };
     let mut reader = quick_xml::Reader::from_reader(xml);
     let mut writer = quick_xml::Writer::new(Vec::new());
@@ -176,21 +212,32 @@ fn with_properties(xml: &[u8], props: &[(String, String)]) -> Result<Vec<u8>, Re
                 writer
                     .write_event(XmlEvent::Start(s))
                     .map_err(|e| enc(&e))?;
+                write_props(&mut writer, props)?;
+            }
+            XmlEvent::Start(s) if s.name().as_ref() == b"testcase" => {
+                let mine = case_name(&s).and_then(|n| case_props.get(&n));
                 writer
-                    .write_event(XmlEvent::Start(BytesStart::new("properties")))
+                    .write_event(XmlEvent::Start(s))
                     .map_err(|e| enc(&e))?;
-                for (k, v) in props {
-                    let p = BytesStart::new("property")
-                        .with_attributes([("name", k.as_str()), ("value", v.as_str())]);
-                    writer
-                        .write_event(XmlEvent::Empty(p))
-                        .map_err(|e| enc(&e))?;
+                if let Some(p) = mine {
+                    write_props(&mut writer, p)?;
                 }
-                writer
-                    .write_event(XmlEvent::End(quick_xml::events::BytesEnd::new(
-                        "properties",
-                    )))
-                    .map_err(|e| enc(&e))?;
+            }
+            XmlEvent::Empty(s) if s.name().as_ref() == b"testcase" => {
+                match case_name(&s).and_then(|n| case_props.get(&n)) {
+                    Some(p) => {
+                        writer
+                            .write_event(XmlEvent::Start(s.borrow()))
+                            .map_err(|e| enc(&e))?;
+                        write_props(&mut writer, p)?;
+                        writer
+                            .write_event(XmlEvent::End(s.to_end()))
+                            .map_err(|e| enc(&e))?;
+                    }
+                    None => writer
+                        .write_event(XmlEvent::Empty(s))
+                        .map_err(|e| enc(&e))?,
+                }
             }
             other => writer.write_event(other).map_err(|e| enc(&e))?,
         }
@@ -227,5 +274,35 @@ impl Reporter for Junit {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flaky_testcase_gets_its_own_property_empty_or_not() {
+        let xml = br#"<testsuites><testsuite name="j"><testcase name="j conformance/a" time="1"/><testcase name="j conformance/b" time="1"><skipped/></testcase><testcase name="j conformance/c" time="1"/></testsuite></testsuites>"#;
+        let mut cases = HashMap::new();
+        for c in ["j conformance/a", "j conformance/b"] {
+            cases.insert(
+                c.to_string(),
+                vec![("flaky".to_string(), "failed in run r1".to_string())],
+            );
+        }
+        let out = with_properties(xml, &[("job".into(), "j".into())], &cases).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let prop = r#"<properties><property name="flaky" value="failed in run r1"/></properties>"#;
+        assert!(out.contains(&format!(
+            r#"<testcase name="j conformance/a" time="1">{prop}</testcase>"#
+        )));
+        assert!(out.contains(&format!(
+            r#"<testcase name="j conformance/b" time="1">{prop}<skipped/>"#
+        )));
+        assert!(out.contains(r#"<testcase name="j conformance/c" time="1"/>"#));
+        assert!(out.contains(
+            r#"<testsuite name="j"><properties><property name="job" value="j"/></properties>"#
+        ));
     }
 }

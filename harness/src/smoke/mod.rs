@@ -102,6 +102,7 @@ impl Smoke {
             name: name.into(),
             outcome,
             duration: started.elapsed(),
+            flaky: None,
         });
         ok
     }
@@ -111,6 +112,7 @@ impl Smoke {
             name: name.into(),
             outcome: StepOutcome::Skipped { reason },
             duration: Duration::ZERO,
+            flaky: None,
         });
     }
 

@@ -89,6 +89,8 @@ pub struct Case {
     pub message: String,
     pub text: String,
     pub system_out: String,
+    /// The testcase's own `<properties>` (e.g. `flaky`).
+    pub properties: Vec<(String, String)>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -129,6 +131,7 @@ pub fn read_junit(path: &Path) -> Vec<Suite> {
     let mut r = quick_xml::Reader::from_str(&xml);
     let mut suites: Vec<Suite> = Vec::new();
     let mut in_elem: Option<String> = None;
+    let mut in_case = false;
     let attr = |e: &quick_xml::events::BytesStart, k: &str| -> String {
         e.attributes()
             .flatten()
@@ -136,9 +139,23 @@ pub fn read_junit(path: &Path) -> Vec<Suite> {
             .map(|a| a.unescape_value().unwrap().into_owned())
             .unwrap_or_default()
     };
+    let new_case = |e: &quick_xml::events::BytesStart| Case {
+        name: attr(e, "name"),
+        classname: attr(e, "classname"),
+        result: "passed".into(),
+        ..Default::default()
+    };
     loop {
         match r.read_event().expect("well-formed JUnit") {
             Event::Eof => break,
+            Event::Start(e) if e.name().as_ref() == b"testcase" => {
+                in_case = true;
+                suites.last_mut().unwrap().cases.push(new_case(&e));
+            }
+            Event::End(e) if e.name().as_ref() == b"testcase" => {
+                in_case = false;
+                in_elem = None;
+            }
             Event::Start(e) | Event::Empty(e) => {
                 let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
                 match name.as_str() {
@@ -148,19 +165,15 @@ pub fn read_junit(path: &Path) -> Vec<Suite> {
                         failures: attr(&e, "failures").parse().unwrap(),
                         ..Default::default()
                     }),
+                    "property" if in_case => {
+                        let c = suites.last_mut().unwrap().cases.last_mut().unwrap();
+                        c.properties.push((attr(&e, "name"), attr(&e, "value")));
+                    }
                     "property" => {
                         let s = suites.last_mut().unwrap();
                         s.properties.push((attr(&e, "name"), attr(&e, "value")));
                     }
-                    "testcase" => {
-                        let s = suites.last_mut().unwrap();
-                        s.cases.push(Case {
-                            name: attr(&e, "name"),
-                            classname: attr(&e, "classname"),
-                            result: "passed".into(),
-                            ..Default::default()
-                        });
-                    }
+                    "testcase" => suites.last_mut().unwrap().cases.push(new_case(&e)),
                     "failure" | "skipped" | "error" => {
                         let c = suites.last_mut().unwrap().cases.last_mut().unwrap();
                         c.result = name.clone();

@@ -30,6 +30,86 @@ pub struct Conformance;
 /// (the hostPort-conflict spec waits 5m for a pod to stay Pending) reports its own verdict.
 const DEFAULT_SPEC_DEADLINE: Duration = Duration::from_secs(600);
 
+/// The e2e images the specs use that no registry here has (httpd, nginx, kitten,
+/// nautilus, nonroot, nonewprivs): built from Debian packages and the cluster's source
+/// tree, for clusters made from this machine's own images, and only when a runnable spec
+/// needs one.
+pub(super) struct E2ePlan {
+    tree: PathBuf,
+    tags: crate::images::E2eTags,
+}
+
+/// None where they do not apply: no source tree, images pulled from a registry, or nodes
+/// shakedown does not run commands on.
+fn e2e_plan(c: &crate::provider::Cluster, art: &KubeArtifacts) -> Option<E2ePlan> {
+    let tree = art.source_tree.as_deref()?;
+    let local = art.image_set.agnhost_preloaded && art.image_set.agnhost.starts_with(IMAGE_REPO);
+    if !local || !c.provider.runs_commands() || !c.provider.needs_node_image() {
+        return None;
+    }
+    let tags = crate::images::E2eTags::from_manifest(&unsupported::manifest_images(tree));
+    (!tags.is_empty()).then(|| E2ePlan {
+        tree: tree.to_path_buf(),
+        tags,
+    })
+}
+
+/// `shakedown.local/httpd:2.4.38-alpine` → `httpd:2.4.38-alpine`: how the classifier
+/// names the images it looks for.
+fn short_name(image: &str) -> String {
+    image.rsplit('/').next().unwrap_or(image).to_string()
+}
+
+/// Builds the planned images and loads them into every node.
+async fn load_e2e_images(cx: &StepContext<'_>, plan: &E2ePlan) -> Result<(), StepError> {
+    let c = cluster(cx)?;
+    let r = cx.runner();
+    let t = std::time::Instant::now();
+    let built = crate::images::e2e_images(
+        &cx.run.settings.root,
+        &cx.run.settings.cache_dir,
+        &plan.tree,
+        &plan.tags,
+        &r,
+    )
+    .await
+    .map_err(|e| {
+        StepError::infra(format!(
+            "failed to build the e2e images: {}",
+            crate::error::chain(&e)
+        ))
+    })?;
+    let got: BTreeSet<String> = built.names.iter().map(|i| short_name(i)).collect();
+    let planned = plan.tags.names();
+    if got != planned {
+        return Err(StepError::infra(format!(
+            "failed to build the e2e images: built {got:?}, planned {planned:?}"
+        )));
+    }
+    let build_time = t.elapsed();
+    let t = std::time::Instant::now();
+    futures::future::try_join_all(
+        c.nodes
+            .iter()
+            .map(|n| r.run(c.load_image(&n.name, &built.tar))),
+    )
+    .await
+    .map_err(|e| {
+        StepError::infra(format!(
+            "failed to load the e2e images into the nodes: {}",
+            crate::error::chain(&e)
+        ))
+    })?;
+    cx.note(format!(
+        "e2e images built here ({:.1}s) and loaded into every node ({:.1}s): {}",
+        build_time.as_secs_f64(),
+        t.elapsed().as_secs_f64(),
+        built.names.join(", ")
+    ));
+    cx.property("conformance.e2e-images", built.names.join(" "));
+    Ok(())
+}
+
 /// What every runner starts from.
 pub(super) struct Setup {
     pub e2e: E2eBinaries,
@@ -180,12 +260,8 @@ impl Action for Conformance {
                 .is_some()
         };
         let classifier = Classifier::from_tree(setup.art.source_tree.as_deref(), dns);
-        let available: BTreeSet<String> = setup
-            .art
-            .images
-            .iter()
-            .map(|i| i.rsplit('/').next().unwrap_or(i).to_string())
-            .collect();
+        let available: BTreeSet<String> = setup.art.images.iter().map(|i| short_name(i)).collect();
+        let e2e = e2e_plan(c, &setup.art);
         let mut runner: Box<dyn SpecRunner> = match runner_of(&spec) {
             ConformanceRunner::Host => {
                 // kubeadm taints its control planes: the workers take the specs' pods, or
@@ -200,7 +276,16 @@ impl Action for Conformance {
                 Box::new(in_cluster::InCluster::prepare(cx, setup, started).await?)
             }
         };
-        let result = flow(cx, runner.as_mut(), &spec, &classifier, &available, dns).await;
+        let result = flow(
+            cx,
+            runner.as_mut(),
+            &spec,
+            &classifier,
+            &available,
+            e2e.as_ref(),
+            dns,
+        )
+        .await;
         runner.finish(cx).await;
         result
     }
@@ -272,13 +357,50 @@ async fn flow(
     spec: &ConformanceSpec,
     classifier: &Classifier,
     available: &BTreeSet<String>,
+    e2e: Option<&E2ePlan>,
     dns: bool,
 ) -> Result<(), StepError> {
+    // The images the e2e build would add count as there; they are built and loaded below
+    // only if a runnable spec needs one.
+    let with_e2e: BTreeSet<String> = available
+        .iter()
+        .cloned()
+        .chain(e2e.iter().flat_map(|p| p.tags.names()))
+        .collect();
     // 1. Dry run: what the selection contains.
     let sel = conformance::selection(spec);
     let mut selected = runner.list(cx, &sel).await?;
     selected.sort();
     cx.note(format!("{} spec(s) selected", selected.len()));
+    let rerun = cx.run.settings.rerun.clone();
+    if let Some((r, again)) = rerun
+        .as_ref()
+        .and_then(|r| Some((r, r.specs_for(&cx.job.name)?)))
+    {
+        let gone: Vec<&String> = again
+            .iter()
+            .filter(|s| selected.binary_search(s).is_err())
+            .collect();
+        selected.retain(|s| again.contains(s));
+        cx.note(format!(
+            "re-run of run {}: {} spec(s) that failed or had no result there{}",
+            r.from_run,
+            selected.len(),
+            if gone.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} of them are no longer selected: {}",
+                    gone.len(),
+                    gone.iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            }
+        ));
+        cx.property("conformance.rerun-of", &r.from_run);
+    }
 
     // 2. Which cannot pass here, which need a newer kubelet than version-skewed nodes
     // have, and which are outside this shard.
@@ -300,8 +422,9 @@ async fn flow(
                     reason: format!("version skew: {reason}"),
                 },
                 Duration::ZERO,
+                None,
             ));
-        } else if let Some(reason) = classifier.reason(name, available) {
+        } else if let Some(reason) = classifier.reason(name, &with_e2e) {
             unsupported += 1;
             subtests.push((
                 name.clone(),
@@ -309,6 +432,7 @@ async fn flow(
                     reason: format!("unsupported here: {reason}"),
                 },
                 Duration::ZERO,
+                None,
             ));
         } else if cx
             .run
@@ -336,6 +460,19 @@ async fn flow(
         }
     ));
 
+    if let Some(plan) = e2e {
+        let needing = runnable
+            .iter()
+            .filter(|n| classifier.reason(n, available).is_some())
+            .count();
+        if needing > 0 {
+            cx.note(format!(
+                "{needing} runnable spec(s) need e2e images that are built here"
+            ));
+            load_e2e_images(cx, plan).await?;
+        }
+    }
+
     // 3. Run.
     let Ran {
         mut results,
@@ -347,10 +484,21 @@ async fn flow(
         (0, 0, 0, 0, 0);
     results.sort_by_key(|r| r.0);
     for (i, outcome, took) in results {
+        let mut flaky_why = None;
         let o = match outcome {
             Outcome::Passed { attempts } => {
                 passed += 1;
-                if attempts > 1 {
+                flaky_why = if attempts > 1 {
+                    Some(format!(
+                        "failed {} attempt(s), passed on attempt {attempts}",
+                        attempts - 1
+                    ))
+                } else {
+                    rerun
+                        .as_ref()
+                        .and_then(|r| r.flaky_reason(&cx.job.name, &runnable[i]))
+                };
+                if flaky_why.is_some() {
                     flaky += 1;
                 }
                 StepOutcome::Passed
@@ -373,15 +521,16 @@ async fn flow(
                 StepOutcome::Skipped { reason }
             }
         };
-        subtests.push((runnable[i].clone(), o, took));
+        subtests.push((runnable[i].clone(), o, took, flaky_why));
     }
     subtests.sort_by(|a, b| a.0.cmp(&b.0));
     cx.subtests = subtests
         .into_iter()
-        .map(|(name, outcome, duration)| SubTest {
+        .map(|(name, outcome, duration, flaky)| SubTest {
             name,
             outcome,
             duration,
+            flaky,
         })
         .collect();
     let log_path = cx
