@@ -40,6 +40,7 @@ packages=(
   qemu-system-x86      # VM nodes (provider vm)
   qemu-utils           # qemu-img: each VM node's copy-on-write overlay disk
   openssh-client       # ssh and ssh-keygen: how commands reach VM nodes
+  chromium             # the report test renders report.html in a real browser, headless
   rsync
   golang-github-modern-go-reflect2-dev  # replaces the vendored reflect2 that panics on Go >= 1.18
   golang-github-json-iterator-go-dev
