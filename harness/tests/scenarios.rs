@@ -120,8 +120,9 @@ fn main() {
         }
     }
     // Trials that need docker but no particular scenario job.
-    let docker_trials: [(&str, TrialFn); 19] = [
+    let docker_trials: [(&str, TrialFn); 20] = [
         ("cluster::release-1.20-dockershim/docker/bridge", dockershim),
+        ("e2e-images::release-1.20/docker/bridge", e2e_images),
         ("ha::release-1.20/docker/bridge", ha),
         ("external-etcd::release-1.20/docker/bridge", external_etcd),
         ("upgrade::release-1.20/docker/bridge", upgrade),
@@ -190,6 +191,61 @@ fn dockershim() -> Result<(), Failed> {
         common::root().join("fixtures/scenarios/cluster/release-1.20-dockershim.yaml"),
         "release-1.20-dockershim/docker/bridge".into(),
     )
+}
+
+/// `e2e-images::release-1.20/docker/bridge`: one conformance spec for each e2e image built
+/// here that a v1.20 conformance spec runs (`fixtures/scenarios/cluster/e2e-images.yaml`).
+/// The images are built from Debian packages and the source tree, loaded into the node,
+/// and every selected spec passes; none is left unsupported for a missing image.
+fn e2e_images() -> Result<(), Failed> {
+    let job = "e2e-images/docker/bridge";
+    let dir = trial_dir("e2e-images");
+    let file = common::root().join("fixtures/scenarios/cluster/e2e-images.yaml");
+    let summary = real_run(&file, job, &dir, None, None)?;
+    let junit = dir.join(format!("junit_{}.xml", summary.jobs[0].context));
+    let suite = &common::read_junit(&junit)[0];
+    let built = suite.property("conformance.e2e-images").unwrap_or_default();
+    eprintln!("  e2e images loaded: {built}");
+    for image in [
+        "httpd:2.4.38-alpine",
+        "httpd:2.4.39-alpine",
+        "nginx:1.14-alpine",
+        "nautilus:1.0",
+        "nonroot:1.0",
+        "nonewprivs:1.0",
+    ] {
+        check(
+            built.split(' ').any(|b| b.ends_with(&format!("/{image}"))),
+            || format!("{image} not among the loaded e2e images: {built:?}"),
+        )?;
+    }
+    let count = |k: &str| suite.property(&format!("conformance.{k}")).unwrap_or("?");
+    eprintln!(
+        "  conformance: selected {}, unsupported {}, passed {}, failed {}",
+        count("selected"),
+        count("unsupported"),
+        count("passed"),
+        count("failed")
+    );
+    check(
+        (count("selected"), count("unsupported"), count("passed")) == ("5", "0", "5"),
+        || "want 5 selected, 0 unsupported, 5 passed".into(),
+    )?;
+    for spec in [
+        "RollingUpdateDeployment should delete old pods",
+        "canary updates and phased rolling updates",
+        "Pods should be updated",
+        "Update Demo should create and stop a replication controller",
+        "AllowPrivilegeEscalation should not allow privilege escalation when false",
+    ] {
+        let c = suite.cases.iter().find(|c| c.name.contains(spec));
+        check(c.is_some_and(|c| c.result == "passed"), || {
+            format!("spec {spec:?}: {:?}", c.map(|c| (&c.result, &c.text)))
+        })?;
+    }
+    check(summary.exit_code == 0, || {
+        format!("run failed with exit {}", summary.exit_code)
+    })
 }
 
 /// `ha::release-1.20/docker/bridge`: three control planes behind haproxy and a worker.
