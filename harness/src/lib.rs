@@ -30,3 +30,4 @@ pub mod reporter;
 pub mod run;
 pub mod scenario;
 pub mod smoke;
+pub mod storage;

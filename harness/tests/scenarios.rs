@@ -120,7 +120,9 @@ fn main() {
         }
     }
     // Trials that need docker but no particular scenario job.
-    let docker_trials: [(&str, TrialFn); 20] = [
+    let docker_trials: [(&str, TrialFn); 21] = [
+        // Judges the storage step of the main job's run, which cluster:: makes or reuses.
+        ("storage::release-1.20/docker/bridge", storage),
         ("cluster::release-1.20-dockershim/docker/bridge", dockershim),
         ("e2e-images::release-1.20/docker/bridge", e2e_images),
         ("ha::release-1.20/docker/bridge", ha),
@@ -1031,9 +1033,51 @@ fn ci_shard_for(job: &str) -> Option<(u32, u32)> {
     Some((k.parse().ok()?, n.parse().ok()?))
 }
 
+/// The main job's run: `cluster::` and `storage::` judge the same one.
+const MAIN_JOB: &str = "release-1.20/docker/bridge";
+
+fn main_run() -> Result<&'static (shakedown::engine::RunSummary, PathBuf), Failed> {
+    static RUN: SharedRun = std::sync::OnceLock::new();
+    shared_run(&RUN, MAIN_JOB, || {
+        let file = common::root().join("scenarios/release-1.20.yaml");
+        let dir = trial_dir(MAIN_JOB);
+        real_run(&file, MAIN_JOB, &dir, ci_shard_for(MAIN_JOB), None).map(|s| (s, dir))
+    })
+}
+
+/// `storage::release-1.20/docker/bridge`: the storage step of the main job's run passed
+/// each of its checks, each a testcase with its figures.
+fn storage() -> Result<(), Failed> {
+    let (summary, dir) = main_run()?;
+    let junit = dir.join(format!("junit_{}.xml", summary.jobs[0].context));
+    let suite = &common::read_junit(&junit)[0];
+    for c in shakedown::storage::CHECKS {
+        let case = suite.case(&format!("storage/{c}"));
+        eprintln!(
+            "  storage/{c}: {} {}",
+            case.result,
+            suite
+                .property(&format!("storage.{c}"))
+                .unwrap_or(&case.message)
+        );
+    }
+    cases_are(
+        suite,
+        "passed",
+        shakedown::storage::CHECKS.map(|c| format!("storage/{c}")),
+    )
+}
+
 fn cluster(file: PathBuf, job_name: String) -> Result<(), Failed> {
-    let dir = trial_dir(&job_name);
-    let summary = real_run(&file, &job_name, &dir, ci_shard_for(&job_name), None)?;
+    let owned;
+    let (summary, dir) = if job_name == MAIN_JOB {
+        let (s, d) = main_run()?;
+        (s, d.clone())
+    } else {
+        let dir = trial_dir(&job_name);
+        owned = real_run(&file, &job_name, &dir, ci_shard_for(&job_name), None)?;
+        (&owned, dir)
+    };
     let job = &summary.jobs[0];
     let junit = dir.join(format!("junit_{}.xml", job.context));
     let suite = &common::read_junit(&junit)[0];
@@ -1052,11 +1096,13 @@ fn cluster(file: PathBuf, job_name: String) -> Result<(), Failed> {
             format!("node check {node_check} passed on {n} of 2 nodes")
         })?;
     }
-    cases_are(
-        suite,
-        "passed",
-        ["init", "join", "nodes", "cni", "smoke"].map(String::from),
-    )?;
+    // The storage tier runs where the scenario has the step (release-1.20, not the
+    // dockershim fixture).
+    let steps = ["init", "join", "nodes", "cni", "smoke", "storage"]
+        .into_iter()
+        .filter(|n| *n != "storage" || job.steps.iter().any(|s| s.step == "storage"))
+        .map(String::from);
+    cases_are(suite, "passed", steps)?;
     cases_are(
         suite,
         "passed",

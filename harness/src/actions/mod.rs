@@ -16,6 +16,7 @@ mod logs;
 mod nodechecks;
 mod reboot;
 mod smoke;
+mod storage;
 mod upgrade;
 
 use crate::images::KubeArtifacts;
@@ -41,6 +42,7 @@ pub fn lookup(kind: ActionKind) -> Box<dyn Action> {
         ActionKind::Cni => Box::new(cni::Cni),
         ActionKind::NodeChecks => Box::new(nodechecks::NodeChecks),
         ActionKind::Smoke => Box::new(smoke::Smoke),
+        ActionKind::Storage => Box::new(storage::Storage),
         ActionKind::ControlPlaneLoss => Box::new(ha::ControlPlaneLoss),
         ActionKind::EtcdMemberLoss => Box::new(ha::EtcdMemberLoss),
         ActionKind::EtcdBackup => Box::new(etcd::EtcdBackup),

@@ -13,15 +13,17 @@ pub enum Stage {
     Join,
     Cni,
     Smoke,
+    Storage,
     Conformance,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Init,
         Stage::Join,
         Stage::Cni,
         Stage::Smoke,
+        Stage::Storage,
         Stage::Conformance,
     ];
 
@@ -31,6 +33,7 @@ impl Stage {
             Stage::Join => "join",
             Stage::Cni => "cni",
             Stage::Smoke => "smoke",
+            Stage::Storage => "storage",
             Stage::Conformance => "conformance",
         }
     }
@@ -62,6 +65,7 @@ pub enum ActionKind {
     Cni,
     NodeChecks,
     Smoke,
+    Storage,
     Conformance,
     ControlPlaneLoss,
     EtcdMemberLoss,
@@ -73,7 +77,7 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 18] = [
+    pub const ALL: [ActionKind; 19] = [
         ActionKind::Exec,
         ActionKind::HostSetup,
         ActionKind::ImageBuild,
@@ -84,6 +88,7 @@ impl ActionKind {
         ActionKind::Cni,
         ActionKind::NodeChecks,
         ActionKind::Smoke,
+        ActionKind::Storage,
         ActionKind::Conformance,
         ActionKind::ControlPlaneLoss,
         ActionKind::EtcdMemberLoss,
@@ -107,6 +112,7 @@ impl ActionKind {
             ActionKind::Cni => "cni",
             ActionKind::NodeChecks => "node-checks",
             ActionKind::Smoke => "smoke",
+            ActionKind::Storage => "storage",
             ActionKind::Conformance => "conformance",
             ActionKind::ControlPlaneLoss => "control-plane-loss",
             ActionKind::EtcdMemberLoss => "etcd-member-loss",
@@ -122,10 +128,9 @@ impl ActionKind {
         use ActionKind::*;
         match self {
             HostSetup | ImageBuild | ClusterUp => StepKind::Setup,
-            Exec | EtcdUp | KubeadmInit | KubeadmJoin | Cni | NodeChecks | Smoke | Conformance
-            | ControlPlaneLoss | EtcdMemberLoss | EtcdBackup | Upgrade | NodeReboot => {
-                StepKind::Test
-            }
+            Exec | EtcdUp | KubeadmInit | KubeadmJoin | Cni | NodeChecks | Smoke | Storage
+            | Conformance | ControlPlaneLoss | EtcdMemberLoss | EtcdBackup | Upgrade
+            | NodeReboot => StepKind::Test,
             ExportLogs | ClusterDown => StepKind::Teardown,
         }
     }
@@ -139,6 +144,7 @@ impl ActionKind {
             NodeChecks | Smoke | ControlPlaneLoss | EtcdMemberLoss | NodeReboot => {
                 Some(Stage::Smoke)
             }
+            Storage => Some(Stage::Storage),
             Conformance => Some(Stage::Conformance),
             Exec | HostSetup | ImageBuild | ClusterUp | EtcdUp | ExportLogs | ClusterDown
             | EtcdBackup | Upgrade => None,
@@ -158,6 +164,7 @@ impl ActionKind {
             KubeadmJoin => "join the other nodes, in parallel",
             Cni => "apply the CNI variant, then wait in order for: nodes registered, CNI applied, nodes and kube-system pods Ready",
             NodeChecks => "tier 1: kernel features, cgroups, container runtime and swap on every node",
+            Storage => "the storage tier: pods sharing one Secret volume at scale, clean teardown, a claim deleted before its pod, data kept through a force-delete mid-write",
             Smoke => "short cluster validation through the API: nodes, scheduling, pod and Service traffic, namespaces",
             Conformance => "run e2e.test conformance with the scenario's mode, focus and skip",
             EtcdBackup => "save an etcd snapshot (never exported) and restore it into a throwaway etcd, comparing key counts with the live cluster",
@@ -177,7 +184,7 @@ impl ActionKind {
         use ActionKind::*;
         match self {
             Exec | HostSetup | ImageBuild | ClusterUp | ExportLogs | ClusterDown => &[],
-            EtcdUp | KubeadmInit | NodeChecks | Cni | Smoke | Conformance => &[ClusterUp],
+            EtcdUp | KubeadmInit | NodeChecks | Cni | Smoke | Storage | Conformance => &[ClusterUp],
             KubeadmJoin => &[KubeadmInit],
             ControlPlaneLoss => &[KubeadmJoin],
             EtcdMemberLoss => &[EtcdUp, KubeadmInit],

@@ -48,6 +48,43 @@ pub struct Scenario {
     /// How VM nodes are made (provider `vm`).
     #[serde(default, skip_serializing_if = "VmSpec::is_default")]
     pub vm: VmSpec,
+    /// The `storage` step's checks.
+    #[serde(default, skip_serializing_if = "StorageSpec::is_default")]
+    pub storage: StorageSpec,
+}
+
+/// The storage tier (`storage` steps): how many pods share one Secret volume, and how long
+/// they may take to all run.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSpec {
+    #[serde(default = "default_shared_secret_pods")]
+    pub shared_secret_pods: u32,
+    #[serde(with = "humantime_serde", default = "default_running_within")]
+    pub running_within: Duration,
+}
+
+fn default_shared_secret_pods() -> u32 {
+    30
+}
+
+fn default_running_within() -> Duration {
+    Duration::from_secs(180)
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        StorageSpec {
+            shared_secret_pods: default_shared_secret_pods(),
+            running_within: default_running_within(),
+        }
+    }
+}
+
+impl StorageSpec {
+    fn is_default(&self) -> bool {
+        *self == StorageSpec::default()
+    }
 }
 
 /// VM nodes (provider `vm`): their size, and how much longer steps may take when qemu has
