@@ -745,7 +745,7 @@ async fn walk(
             async move {
                 stage_binaries(&r, c, &n.name, &h.art.bin_dir, &h.to).await?;
                 if let Some(tar) = &h.art.image_set.preload {
-                    r.run(c.load_image(&n.name, tar))
+                    r.run(c.load_image(&n.name, tar, h.art.runtime))
                         .await
                         .map_err(|e| chain(&e))?;
                 }

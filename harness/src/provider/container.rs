@@ -175,6 +175,15 @@ pub(super) fn import_images(runtime: Runtime, path: &str) -> Vec<String> {
     }
 }
 
+/// The command, run on a node, that loads a `docker save` tarball from its stdin into the
+/// store `runtime` uses.
+pub(super) fn import_stdin(runtime: Runtime) -> Vec<&'static str> {
+    match runtime {
+        Runtime::Containerd => vec!["ctr", "-n", "k8s.io", "images", "import", "-"],
+        Runtime::Docker => vec!["docker", "load", "-q"],
+    }
+}
+
 /// A tar stream holding one file, for `cp -` into a container that has no shell.
 fn tar_of_one(name: &str, content: &[u8]) -> Result<Vec<u8>, CommandError> {
     let mut b = tar::Builder::new(Vec::new());
@@ -531,11 +540,12 @@ impl Provider for ContainerProvider {
         c.arg(node).args(args.iter().cloned())
     }
 
-    fn load_image(&self, node: &str, tar: &Path) -> Cmd {
+    fn load_image(&self, node: &str, tar: &Path, runtime: Runtime) -> Cmd {
         Cmd::new("sh").arg("-c").arg(format!(
-            "{} exec -i {} ctr -n k8s.io images import - < {}",
+            "{} exec -i {} {} < {}",
             self.program(),
             shell_words::quote(node),
+            shell_words::join(import_stdin(runtime)),
             shell_words::quote(&tar.display().to_string())
         ))
     }
@@ -944,9 +954,20 @@ mod tests {
         let p = ContainerProvider::podman();
         let c = p.exec("n1", &["ctr".into(), "version".into()], false);
         assert_eq!(c.to_string(), "podman exec n1 ctr version");
-        let c = p.load_image("n1", Path::new("/tmp/a b.tar"));
-        assert!(c.to_string().contains("podman exec -i n1"), "{c}");
+        let c = p.load_image("n1", Path::new("/tmp/a b.tar"), Runtime::Containerd);
+        assert!(
+            c.to_string()
+                .contains("podman exec -i n1 ctr -n k8s.io images import -"),
+            "{c}"
+        );
         assert!(c.to_string().contains("'/tmp/a b.tar'"), "{c}");
+        // dockershim: kubelet asks dockerd, which keeps its own store.
+        let c = p.load_image("n1", Path::new("/tmp/a.tar"), Runtime::Docker);
+        assert!(
+            c.to_string()
+                .contains("exec -i n1 docker load -q < /tmp/a.tar"),
+            "{c}"
+        );
         assert!(!ContainerProvider::docker()
             .copy_from("n1", "/var/log/pods", Path::new("/x"))
             .to_string()

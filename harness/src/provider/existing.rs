@@ -139,7 +139,7 @@ impl Provider for Existing {
         refused(&format!("{node}: {}", args.join(" ")))
     }
 
-    fn load_image(&self, node: &str, tar: &Path) -> Cmd {
+    fn load_image(&self, node: &str, tar: &Path, _: crate::release::era::Runtime) -> Cmd {
         refused(&format!("{node}: load {}", tar.display()))
     }
 

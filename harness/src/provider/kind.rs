@@ -260,8 +260,8 @@ impl Provider for Kind {
         self.nodes.exec(node, args, stdin)
     }
 
-    fn load_image(&self, node: &str, tar: &Path) -> Cmd {
-        self.nodes.load_image(node, tar)
+    fn load_image(&self, node: &str, tar: &Path, runtime: crate::release::era::Runtime) -> Cmd {
+        self.nodes.load_image(node, tar, runtime)
     }
 
     fn copy_from(&self, node: &str, from: &str, to: &Path) -> Cmd {

@@ -174,8 +174,9 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// `args` run on `node`; with `stdin`, the command reads standard input.
     fn exec(&self, node: &str, args: &[String], stdin: bool) -> Cmd;
 
-    /// Streams a `docker save` tarball on this machine into the node's containerd.
-    fn load_image(&self, node: &str, tar: &Path) -> Cmd;
+    /// Streams a `docker save` tarball on this machine into the image store the node's
+    /// kubelet uses with `runtime` (containerd's, or dockerd's for dockershim).
+    fn load_image(&self, node: &str, tar: &Path, runtime: crate::release::era::Runtime) -> Cmd;
 
     /// Copies `from` on the node to `to` on this machine (following symlinks).
     fn copy_from(&self, node: &str, from: &str, to: &Path) -> Cmd;
@@ -376,9 +377,10 @@ impl Cluster {
             .stdin(content.as_bytes().to_vec())
     }
 
-    /// Loads a `docker save` tarball on this machine into the node's containerd.
-    pub fn load_image(&self, node: &str, tar: &Path) -> Cmd {
-        self.provider.load_image(node, tar)
+    /// Loads a `docker save` tarball on this machine into the image store the node's
+    /// kubelet uses with `runtime`.
+    pub fn load_image(&self, node: &str, tar: &Path, runtime: crate::release::era::Runtime) -> Cmd {
+        self.provider.load_image(node, tar, runtime)
     }
 
     /// Copies a file of this machine into the node.
@@ -555,7 +557,7 @@ mod tests {
                 .arg(stdin.to_string())
                 .args(args.iter().cloned())
         }
-        fn load_image(&self, node: &str, _: &Path) -> Cmd {
+        fn load_image(&self, node: &str, _: &Path, _: crate::release::era::Runtime) -> Cmd {
             Cmd::new("load").arg(node)
         }
         fn copy_from(&self, node: &str, _: &str, _: &Path) -> Cmd {

@@ -86,7 +86,7 @@ impl InCluster {
                 let loads = c
                     .node_names()
                     .into_iter()
-                    .map(|n| cx.cmd(c.load_image(&n, &built.tar)));
+                    .map(|n| cx.cmd(c.load_image(&n, &built.tar, setup.art.runtime)));
                 futures::future::try_join_all(loads).await?;
                 built.tag
             }

@@ -37,6 +37,8 @@ const DEFAULT_SPEC_DEADLINE: Duration = Duration::from_secs(600);
 pub(super) struct E2ePlan {
     tree: PathBuf,
     tags: crate::images::E2eTags,
+    /// Which store the nodes' kubelet reads images from.
+    runtime: crate::release::era::Runtime,
 }
 
 /// None where they do not apply: no source tree, images pulled from a registry, or nodes
@@ -51,6 +53,7 @@ fn e2e_plan(c: &crate::provider::Cluster, art: &KubeArtifacts) -> Option<E2ePlan
     (!tags.is_empty()).then(|| E2ePlan {
         tree: tree.to_path_buf(),
         tags,
+        runtime: art.runtime,
     })
 }
 
@@ -91,7 +94,7 @@ async fn load_e2e_images(cx: &StepContext<'_>, plan: &E2ePlan) -> Result<(), Ste
     futures::future::try_join_all(
         c.nodes
             .iter()
-            .map(|n| r.run(c.load_image(&n.name, &built.tar))),
+            .map(|n| r.run(c.load_image(&n.name, &built.tar, plan.runtime))),
     )
     .await
     .map_err(|e| {

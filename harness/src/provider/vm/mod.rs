@@ -480,22 +480,18 @@ impl Provider for VmProvider {
         }
     }
 
-    fn load_image(&self, node: &str, tar: &Path) -> Cmd {
+    fn load_image(&self, node: &str, tar: &Path, runtime: crate::release::era::Runtime) -> Cmd {
         match self.vm(node) {
             Some((vm, key)) => self.ssh_shell(
                 &vm,
                 &key,
-                &[
-                    "ctr".into(),
-                    "-n".into(),
-                    "k8s.io".into(),
-                    "images".into(),
-                    "import".into(),
-                    "-".into(),
-                ],
+                &super::container::import_stdin(runtime)
+                    .into_iter()
+                    .map(String::from)
+                    .collect::<Vec<_>>(),
                 &format!("< {}", shell_words::quote(&tar.display().to_string())),
             ),
-            None => self.containers.load_image(node, tar),
+            None => self.containers.load_image(node, tar, runtime),
         }
     }
 
@@ -689,7 +685,11 @@ mod tests {
         let vm = p.exec("vw1", &["true".into()], false);
         assert_eq!(vm.program, "ssh");
         assert!(vm.args.contains(&"root@172.18.255.254".to_string()));
-        let load = p.load_image("vw1", Path::new("/c/images.tar"));
+        let load = p.load_image(
+            "vw1",
+            Path::new("/c/images.tar"),
+            crate::release::era::Runtime::Containerd,
+        );
         assert!(
             load.args[1].contains("ctr -n k8s.io images import -"),
             "{:?}",
