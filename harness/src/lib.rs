@@ -30,4 +30,5 @@ pub mod reporter;
 pub mod run;
 pub mod scenario;
 pub mod smoke;
+pub mod soak;
 pub mod storage;

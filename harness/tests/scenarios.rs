@@ -34,6 +34,8 @@ mod common;
 mod fake_kind;
 #[path = "scenarios/rerun.rs"]
 mod rerun;
+#[path = "scenarios/soak.rs"]
+mod soak;
 #[path = "scenarios/standins.rs"]
 mod standins;
 
@@ -120,7 +122,9 @@ fn main() {
         }
     }
     // Trials that need docker but no particular scenario job.
-    let docker_trials: [(&str, TrialFn); 21] = [
+    let docker_trials: [(&str, TrialFn); 23] = [
+        ("soak::release-1.20/docker/bridge", soak::short_soak),
+        ("soak::leak-is-named", soak::leak_is_named),
         // Judges the storage step of the main job's run, which cluster:: makes or reuses.
         ("storage::release-1.20/docker/bridge", storage),
         ("cluster::release-1.20-dockershim/docker/bridge", dockershim),
@@ -916,6 +920,8 @@ struct Tweaks {
     cache_dir: Option<PathBuf>,
     /// Every topology without workers: for a trial whose checks need only the API server.
     control_plane_only: bool,
+    /// Another `soak.duration` than the file's.
+    soak_duration: Option<std::time::Duration>,
 }
 
 fn real_run_with(
@@ -933,6 +939,7 @@ fn real_run_with(
         registry_mirrors,
         cache_dir,
         control_plane_only,
+        soak_duration,
     } = t;
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Runtime::new()?;
@@ -940,6 +947,9 @@ fn real_run_with(
     let mut s = scenario::load(file, &catalog, scenario::today()).map_err(|e| e.to_string())?;
     if e2e_binaries.is_some() {
         s.scenario.conformance.e2e_binaries = e2e_binaries;
+    }
+    if let Some(d) = soak_duration {
+        s.scenario.soak.duration = d;
     }
     if control_plane_only {
         for t in &mut s.scenario.topologies {

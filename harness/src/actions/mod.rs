@@ -16,6 +16,7 @@ mod logs;
 mod nodechecks;
 mod reboot;
 mod smoke;
+mod soak;
 mod storage;
 mod upgrade;
 
@@ -43,6 +44,7 @@ pub fn lookup(kind: ActionKind) -> Box<dyn Action> {
         ActionKind::NodeChecks => Box::new(nodechecks::NodeChecks),
         ActionKind::Smoke => Box::new(smoke::Smoke),
         ActionKind::Storage => Box::new(storage::Storage),
+        ActionKind::Soak => Box::new(soak::Soak),
         ActionKind::ControlPlaneLoss => Box::new(ha::ControlPlaneLoss),
         ActionKind::EtcdMemberLoss => Box::new(ha::EtcdMemberLoss),
         ActionKind::EtcdBackup => Box::new(etcd::EtcdBackup),
@@ -97,6 +99,16 @@ impl Steps for Actions {
 pub trait JobStateExt {
     fn job(&self) -> &JobState;
     fn job_mut(&mut self) -> &mut JobState;
+
+    /// The agnhost image workloads run, and its pull policy (`Never` when preloaded).
+    fn agnhost(&self) -> (String, &'static str) {
+        let art = self.job().artifacts.as_ref();
+        (
+            art.map(|a| a.image_set.agnhost.clone())
+                .unwrap_or_else(crate::smoke::local_agnhost),
+            art.map_or("Never", |a| a.image_set.pull_policy()),
+        )
+    }
 }
 
 impl JobStateExt for StepContext<'_> {

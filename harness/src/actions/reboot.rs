@@ -114,12 +114,7 @@ impl Action for NodeReboot {
             )));
         };
         let kube = client(c).await?;
-        let art = cx.job().artifacts.clone();
-        let image = art
-            .as_ref()
-            .map(|a| a.image_set.agnhost.clone())
-            .unwrap_or_else(crate::smoke::local_agnhost);
-        let pull = art.as_ref().map_or("Never", |a| a.image_set.pull_policy());
+        let (image, pull) = cx.agnhost();
         let pods: Api<Pod> = Api::namespaced(kube.clone(), "default");
         let nodes: Api<Node> = Api::all(kube);
         let pod_name = format!("shakedown-reboot-{}", cx.run.settings.run_id).to_ascii_lowercase();

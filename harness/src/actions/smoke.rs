@@ -48,7 +48,7 @@ pub async fn run_checks(
     c: &crate::provider::Cluster,
 ) -> Result<Vec<crate::engine::event::SubTest>, StepError> {
     let nodes = c.node_names();
-    let art = cx.job().artifacts.clone();
+    let (agnhost, pull_policy) = cx.agnhost();
     let mut checks = Checks {
         client: client(c).await?,
         namespace: format!("shakedown-smoke-{}", cx.run.settings.run_id).to_ascii_lowercase(),
@@ -56,11 +56,8 @@ pub async fn run_checks(
         cancel: cx.cancel.clone(),
         results: Vec::new(),
         token_secrets: cx.run.scenario.version.is_none_or(|v| v.minor < 24),
-        agnhost: art
-            .as_ref()
-            .map(|a| a.image_set.agnhost.clone())
-            .unwrap_or_else(crate::smoke::local_agnhost),
-        pull_policy: art.as_ref().map_or("Never", |a| a.image_set.pull_policy()),
+        agnhost,
+        pull_policy,
     };
     checks.run(&nodes).await;
     checks.cleanup().await;

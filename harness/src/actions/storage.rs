@@ -45,7 +45,7 @@ impl Action for Storage {
 
     async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
         let c = cluster(cx)?;
-        let art = cx.job().artifacts.clone();
+        let (image, pull_policy) = cx.agnhost();
         let spec = &cx.run.scenario.scenario.storage;
         let nodes = ProviderNodes {
             cluster: c,
@@ -65,11 +65,8 @@ impl Action for Storage {
             namespace: format!("shakedown-storage-{}", cx.run.settings.run_id).to_ascii_lowercase(),
             run_id: cx.run.settings.run_id.clone(),
             cancel: cx.cancel.clone(),
-            image: art
-                .as_ref()
-                .map(|a| a.image_set.agnhost.clone())
-                .unwrap_or_else(crate::smoke::local_agnhost),
-            pull_policy: art.as_ref().map_or("Never", |a| a.image_set.pull_policy()),
+            image,
+            pull_policy,
             settings: crate::storage::Settings {
                 shared_secret_pods: spec.shared_secret_pods,
                 running_within: spec.running_within,

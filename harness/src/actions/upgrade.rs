@@ -60,7 +60,7 @@ struct Hop {
     last: bool,
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -593,7 +593,7 @@ async fn apply_and_wait(
 }
 
 /// Makes the probed workload and its prober, and waits for both.
-async fn make_workload(cx: &StepContext<'_>, c: &Cluster) -> Result<Workload, String> {
+pub(super) async fn make_workload(cx: &StepContext<'_>, c: &Cluster) -> Result<Workload, String> {
     let art = cx
         .job()
         .artifacts
@@ -654,8 +654,27 @@ async fn make_workload(cx: &StepContext<'_>, c: &Cluster) -> Result<Workload, St
     Ok(Workload { prober_node })
 }
 
+/// Removes the probed workload and its prober (best effort).
+pub(super) async fn remove_workload(cx: &StepContext<'_>, c: &Cluster) {
+    let _ = cx
+        .runner()
+        .run(kubectl(
+            c,
+            &[
+                "delete",
+                "deployment,service,poddisruptionbudget,daemonset",
+                "-n",
+                "default",
+                APP,
+                PROBER,
+                "--ignore-not-found",
+            ],
+        ))
+        .await;
+}
+
 /// The prober's log so far (bounded: 10 s).
-async fn prober_log(kube: &kube::Client) -> Result<String, String> {
+pub(super) async fn prober_log(kube: &kube::Client) -> Result<String, String> {
     let pods: kube::Api<Pod> = kube::Api::namespaced(kube.clone(), "default");
     let work = async {
         let list = pods
@@ -1362,22 +1381,8 @@ async fn run_hop(
         flaky: None,
     });
     if h.last || result.is_err() {
-        // Best effort: the chain is done with them (a failed hop ends it).
-        let _ = cx
-            .runner()
-            .run(kubectl(
-                c,
-                &[
-                    "delete",
-                    "deployment,service,poddisruptionbudget,daemonset",
-                    "-n",
-                    "default",
-                    APP,
-                    PROBER,
-                    "--ignore-not-found",
-                ],
-            ))
-            .await;
+        // The chain is done with them (a failed hop ends it).
+        remove_workload(cx, c).await;
     }
     let result = result.and_then(|()| {
         api_verdict.map_err(|e| StepError::new(format!("failed the disruption threshold: {e}")))?;

@@ -66,6 +66,7 @@ pub enum ActionKind {
     NodeChecks,
     Smoke,
     Storage,
+    Soak,
     Conformance,
     ControlPlaneLoss,
     EtcdMemberLoss,
@@ -77,7 +78,7 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 19] = [
+    pub const ALL: [ActionKind; 20] = [
         ActionKind::Exec,
         ActionKind::HostSetup,
         ActionKind::ImageBuild,
@@ -89,6 +90,7 @@ impl ActionKind {
         ActionKind::NodeChecks,
         ActionKind::Smoke,
         ActionKind::Storage,
+        ActionKind::Soak,
         ActionKind::Conformance,
         ActionKind::ControlPlaneLoss,
         ActionKind::EtcdMemberLoss,
@@ -113,6 +115,7 @@ impl ActionKind {
             ActionKind::NodeChecks => "node-checks",
             ActionKind::Smoke => "smoke",
             ActionKind::Storage => "storage",
+            ActionKind::Soak => "soak",
             ActionKind::Conformance => "conformance",
             ActionKind::ControlPlaneLoss => "control-plane-loss",
             ActionKind::EtcdMemberLoss => "etcd-member-loss",
@@ -129,7 +132,7 @@ impl ActionKind {
         match self {
             HostSetup | ImageBuild | ClusterUp => StepKind::Setup,
             Exec | EtcdUp | KubeadmInit | KubeadmJoin | Cni | NodeChecks | Smoke | Storage
-            | Conformance | ControlPlaneLoss | EtcdMemberLoss | EtcdBackup | Upgrade
+            | Soak | Conformance | ControlPlaneLoss | EtcdMemberLoss | EtcdBackup | Upgrade
             | NodeReboot => StepKind::Test,
             ExportLogs | ClusterDown => StepKind::Teardown,
         }
@@ -144,7 +147,7 @@ impl ActionKind {
             NodeChecks | Smoke | ControlPlaneLoss | EtcdMemberLoss | NodeReboot => {
                 Some(Stage::Smoke)
             }
-            Storage => Some(Stage::Storage),
+            Storage | Soak => Some(Stage::Storage),
             Conformance => Some(Stage::Conformance),
             Exec | HostSetup | ImageBuild | ClusterUp | EtcdUp | ExportLogs | ClusterDown
             | EtcdBackup | Upgrade => None,
@@ -165,6 +168,7 @@ impl ActionKind {
             Cni => "apply the CNI variant, then wait in order for: nodes registered, CNI applied, nodes and kube-system pods Ready",
             NodeChecks => "tier 1: kernel features, cgroups, container runtime and swap on every node",
             Storage => "the storage tier: pods sharing one Secret volume at scale, clean teardown, a claim deleted before its pod, data kept through a force-delete mid-write",
+            Soak => "the soak tier: churn namespaces, Deployments, Services, ConfigMaps and Secret volumes for soak.duration with the API and a Service probed, then diff the cluster's state against before (objects, namespaces, endpoints, iptables rules, mounts, RSS and fds) and fail on leaks beyond soak.max_growth",
             Smoke => "short cluster validation through the API: nodes, scheduling, pod and Service traffic, namespaces",
             Conformance => "run e2e.test conformance with the scenario's mode, focus and skip",
             EtcdBackup => "save an etcd snapshot (never exported) and restore it into a throwaway etcd, comparing key counts with the live cluster",
@@ -185,6 +189,7 @@ impl ActionKind {
         match self {
             Exec | HostSetup | ImageBuild | ClusterUp | ExportLogs | ClusterDown => &[],
             EtcdUp | KubeadmInit | NodeChecks | Cni | Smoke | Storage | Conformance => &[ClusterUp],
+            Soak => &[Cni],
             KubeadmJoin => &[KubeadmInit],
             ControlPlaneLoss => &[KubeadmJoin],
             EtcdMemberLoss => &[EtcdUp, KubeadmInit],

@@ -51,6 +51,94 @@ pub struct Scenario {
     /// The `storage` step's checks.
     #[serde(default, skip_serializing_if = "StorageSpec::is_default")]
     pub storage: StorageSpec,
+    /// The `soak` step: how long it churns, and what it may leave behind.
+    #[serde(default, skip_serializing_if = "SoakSpec::is_default")]
+    pub soak: SoakSpec,
+}
+
+/// The soak tier (`soak` steps): churn for `duration`, one cycle at most every
+/// `churn_every`, then compare the cluster with how it was before.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoakSpec {
+    #[serde(with = "humantime_serde", default = "default_soak_duration")]
+    pub duration: Duration,
+    #[serde(with = "humantime_serde", default = "default_churn_every")]
+    pub churn_every: Duration,
+    /// How many churn namespaces live at once (older ones are deleted).
+    #[serde(default = "default_soak_live")]
+    pub live_namespaces: u32,
+    #[serde(default)]
+    pub max_growth: SoakLimits,
+}
+
+/// What a soak may leave behind: counts as absolute growth, RSS and descriptors in percent.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoakLimits {
+    #[serde(default)]
+    pub iptables_rules: i64,
+    #[serde(default)]
+    pub mounts: i64,
+    #[serde(default)]
+    pub objects: i64,
+    /// By process (`kube-apiserver`, `kubelet`, `etcd`); one not named is only reported.
+    #[serde(default = "default_rss_percent")]
+    pub rss_percent: std::collections::BTreeMap<String, f64>,
+    #[serde(default = "default_fds_percent")]
+    pub fds_percent: f64,
+}
+
+fn default_soak_duration() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+fn default_churn_every() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_soak_live() -> u32 {
+    2
+}
+
+fn default_rss_percent() -> std::collections::BTreeMap<String, f64> {
+    ["kube-apiserver", "kubelet", "etcd"]
+        .iter()
+        .map(|p| (p.to_string(), 20.0))
+        .collect()
+}
+
+fn default_fds_percent() -> f64 {
+    50.0
+}
+
+impl Default for SoakLimits {
+    fn default() -> Self {
+        SoakLimits {
+            iptables_rules: 0,
+            mounts: 0,
+            objects: 0,
+            rss_percent: default_rss_percent(),
+            fds_percent: default_fds_percent(),
+        }
+    }
+}
+
+impl Default for SoakSpec {
+    fn default() -> Self {
+        SoakSpec {
+            duration: default_soak_duration(),
+            churn_every: default_churn_every(),
+            live_namespaces: default_soak_live(),
+            max_growth: SoakLimits::default(),
+        }
+    }
+}
+
+impl SoakSpec {
+    fn is_default(&self) -> bool {
+        *self == SoakSpec::default()
+    }
 }
 
 /// The storage tier (`storage` steps): how many pods share one Secret volume, and how long

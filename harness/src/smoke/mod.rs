@@ -576,28 +576,13 @@ impl Smoke {
     /// Pods cannot be created until the namespace's `default` ServiceAccount (and, before
     /// 1.24, its token) exists; the e2e framework waits for the same.
     async fn wait_for_service_account(&self) -> Result<(), String> {
-        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.namespace);
-        let token_secrets = self.token_secrets;
-        let usable = move |sa: Option<&ServiceAccount>| {
-            sa.is_some_and(|sa| {
-                !token_secrets || sa.secrets.as_ref().is_some_and(|s| !s.is_empty())
-            })
-        };
-        wait_for(
-            sas,
-            "default",
-            usable,
-            Duration::from_secs(60),
+        service_account_usable(
+            &self.client,
+            &self.namespace,
+            self.token_secrets,
             &self.cancel,
         )
         .await
-        .map(drop)
-        .map_err(|e| {
-            format!(
-                "ServiceAccount default in {} not usable: {e}",
-                self.namespace
-            )
-        })
     }
 
     fn failed(&self) -> Vec<String> {
@@ -615,6 +600,25 @@ impl Smoke {
             .delete(&self.namespace, &DeleteParams::background())
             .await;
     }
+}
+
+/// Waits (60 s at most) until namespace `ns`'s `default` ServiceAccount can run pods: it
+/// exists, and before 1.24 (`token_secrets`) its token secret does too. The e2e framework
+/// waits for the same.
+pub async fn service_account_usable(
+    client: &kube::Client,
+    ns: &str,
+    token_secrets: bool,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let usable = move |sa: Option<&ServiceAccount>| {
+        sa.is_some_and(|sa| !token_secrets || sa.secrets.as_ref().is_some_and(|s| !s.is_empty()))
+    };
+    wait_for(sas, "default", usable, Duration::from_secs(60), cancel)
+        .await
+        .map(drop)
+        .map_err(|e| format!("ServiceAccount default in {ns} not usable: {e}"))
 }
 
 #[cfg(test)]

@@ -15,9 +15,7 @@
 use crate::engine::event::{StepOutcome, SubTest};
 use crate::readiness::{pod_finished, wait_for};
 use crate::smoke::PodTemplate;
-use k8s_openapi::api::core::v1::{
-    Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -221,22 +219,13 @@ impl Storage<'_> {
         ns.create(&PostParams::default(), &n)
             .await
             .map_err(|e| format!("failed to create namespace {}: {e}", self.namespace))?;
-        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.namespace);
-        let token_secrets = self.token_secrets;
-        let usable = move |sa: Option<&ServiceAccount>| {
-            sa.is_some_and(|sa| {
-                !token_secrets || sa.secrets.as_ref().is_some_and(|s| !s.is_empty())
-            })
-        };
-        wait_for(
-            sas,
-            "default",
-            usable,
-            Duration::from_secs(60),
+        crate::smoke::service_account_usable(
+            &self.client,
+            &self.namespace,
+            self.token_secrets,
             &self.cancel,
         )
         .await
-        .map(drop)
     }
 
     fn pod(&self, name: &str, node: Option<&str>, script: &str, volume: serde_json::Value) -> Pod {
@@ -690,7 +679,7 @@ impl Storage<'_> {
             ));
         }
         Ok(format!(
-            "writer force-deleted mid-write with {at_kill} block(s) complete; all {n} verified by a new pod"
+            "writer force-deleted mid-write: {at_kill} block(s) complete when the API had dropped the pod, {n} by the time a new pod verified them all (the old container kept writing until kubelet stopped it)"
         ))
     }
 
