@@ -489,6 +489,28 @@ pub fn longest_outage_window(
 
 /// One probe: a new client (a new connection through the load balancer) reads the
 /// `default` namespace, which the API server reads from etcd.
+/// Probes the API every `every` until `done` or `cancel` fires: each probe's start and
+/// whether it was answered, for [`longest_outage_window`].
+pub(super) async fn probe_until(
+    cfg: &kube::Config,
+    every: Duration,
+    done: &tokio_util::sync::CancellationToken,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Vec<(Instant, bool)> {
+    let mut api = Vec::new();
+    while !done.is_cancelled() && !cancel.is_cancelled() {
+        let at = Instant::now();
+        let ok = probe(cfg).await;
+        api.push((at, ok));
+        tokio::select! {
+            _ = tokio::time::sleep(every.saturating_sub(at.elapsed())) => {}
+            _ = done.cancelled() => {}
+            _ = cancel.cancelled() => {}
+        }
+    }
+    api
+}
+
 pub(super) async fn probe(cfg: &kube::Config) -> bool {
     let Ok(client) = kube::Client::try_from(cfg.clone()) else {
         return false;

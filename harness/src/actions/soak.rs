@@ -381,18 +381,7 @@ impl Action for Soak {
         let started_ms = super::upgrade::now_ms();
         let started = Instant::now();
         let done = tokio_util::sync::CancellationToken::new();
-        let mut api = Vec::new();
-        let probing = async {
-            while !done.is_cancelled() && !cx.cancel.is_cancelled() {
-                let at = Instant::now();
-                let ok = super::ha::probe(&cfg).await;
-                api.push((at, ok));
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1).saturating_sub(at.elapsed())) => {}
-                    _ = done.cancelled() => {}
-                }
-            }
-        };
+        let probing = super::ha::probe_until(&cfg, Duration::from_secs(1), &done, &cx.cancel);
         let work = async {
             let r = churn(
                 &kube,
@@ -406,7 +395,7 @@ impl Action for Soak {
             done.cancel();
             r
         };
-        let ((cycles, churned), ()) = tokio::join!(work, probing);
+        let ((cycles, churned), api) = tokio::join!(work, probing);
         let end = Instant::now();
         let end_ms = super::upgrade::now_ms();
         cx.note(format!(

@@ -1252,25 +1252,13 @@ async fn run_hop(
     let started_ms = now_ms();
     let started = Instant::now();
     let done = tokio_util::sync::CancellationToken::new();
-    let mut api = Vec::new();
-    let probing = async {
-        while !done.is_cancelled() && !cx.cancel.is_cancelled() {
-            let at = Instant::now();
-            let ok = ha::probe(&cfg).await;
-            api.push((at, ok));
-            tokio::select! {
-                _ = tokio::time::sleep(API_PROBE_EVERY.saturating_sub(at.elapsed())) => {}
-                _ = done.cancelled() => {}
-                _ = cx.cancel.cancelled() => {}
-            }
-        }
-    };
+    let probing = ha::probe_until(&cfg, API_PROBE_EVERY, &done, &cx.cancel);
     let work = async {
         let r = walk(cx, c, &kube, h, &mut subs).await;
         done.cancel();
         r
     };
-    let (result, ()) = tokio::join!(work, probing);
+    let (result, api) = tokio::join!(work, probing);
     let end = Instant::now();
     let end_ms = now_ms();
 

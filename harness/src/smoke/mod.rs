@@ -553,24 +553,9 @@ impl Smoke {
     /// Creates a run-to-completion pod and waits for it; Ok when it succeeded, otherwise its
     /// phase and logs.
     async fn run_to_completion(&self, pods: &Api<Pod>, p: Pod) -> Result<(), String> {
-        let name = p.metadata.name.clone().unwrap_or_default();
-        pods.create(&PostParams::default(), &p)
+        run_to_completion(pods, p, POD_WAIT, &self.cancel)
             .await
-            .map_err(|e| format!("failed to create {name}: {e}"))?;
-        let got = wait_for(pods.clone(), &name, pod_finished, POD_WAIT, &self.cancel).await?;
-        let phase = got
-            .as_ref()
-            .and_then(|p| p.status.as_ref())
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_default();
-        if phase == "Succeeded" {
-            return Ok(());
-        }
-        let logs = pods
-            .logs(&name, &LogParams::default())
-            .await
-            .unwrap_or_default();
-        Err(format!("{name} {phase}: {}", logs.trim()))
+            .map(drop)
     }
 
     /// Pods cannot be created until the namespace's `default` ServiceAccount (and, before
@@ -599,6 +584,35 @@ impl Smoke {
         let _ = ns_api
             .delete(&self.namespace, &DeleteParams::background())
             .await;
+    }
+}
+
+/// Creates a run-to-completion pod and waits for it (at most `limit`): its logs when it
+/// succeeded, otherwise its phase and logs.
+pub async fn run_to_completion(
+    pods: &Api<Pod>,
+    p: Pod,
+    limit: Duration,
+    cancel: &CancellationToken,
+) -> Result<String, String> {
+    let name = p.metadata.name.clone().unwrap_or_default();
+    pods.create(&PostParams::default(), &p)
+        .await
+        .map_err(|e| format!("failed to create {name}: {e}"))?;
+    let got = wait_for(pods.clone(), &name, pod_finished, limit, cancel).await?;
+    let phase = got
+        .as_ref()
+        .and_then(|p| p.status.as_ref())
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default();
+    let logs = pods
+        .logs(&name, &LogParams::default())
+        .await
+        .unwrap_or_default();
+    if phase == "Succeeded" {
+        Ok(logs)
+    } else {
+        Err(format!("{name} {phase}: {}", logs.trim()))
     }
 }
 

@@ -13,7 +13,7 @@
 //! provider that runs commands on nodes.
 
 use crate::engine::event::{StepOutcome, SubTest};
-use crate::readiness::{pod_finished, wait_for};
+use crate::readiness::wait_for;
 use crate::smoke::PodTemplate;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
@@ -611,25 +611,7 @@ impl Storage<'_> {
     }
 
     async fn run_to_completion(&self, pods: &Api<Pod>, p: Pod) -> Result<String, String> {
-        let name = p.metadata.name.clone().unwrap_or_default();
-        pods.create(&PostParams::default(), &p)
-            .await
-            .map_err(|e| format!("failed to create {name}: {e}"))?;
-        let got = wait_for(pods.clone(), &name, pod_finished, OBJECT_WAIT, &self.cancel).await?;
-        let phase = got
-            .as_ref()
-            .and_then(|p| p.status.as_ref())
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_default();
-        let logs = pods
-            .logs(&name, &LogParams::default())
-            .await
-            .unwrap_or_default();
-        if phase == "Succeeded" {
-            Ok(logs)
-        } else {
-            Err(format!("{name} {phase}: {}", logs.trim()))
-        }
+        crate::smoke::run_to_completion(pods, p, OBJECT_WAIT, &self.cancel).await
     }
 
     async fn ungraceful_termination(
