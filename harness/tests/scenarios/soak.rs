@@ -33,6 +33,7 @@ pub fn short_soak() -> Result<(), Failed> {
     let suite = &common::read_junit(&junit)[0];
     for p in [
         "soak.cycles",
+        "soak.namespaces_gone_seconds",
         "soak.api.longest_seconds",
         "soak.service.longest_seconds",
         "soak.findings",
