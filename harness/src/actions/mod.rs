@@ -95,6 +95,26 @@ impl Steps for Actions {
     }
 }
 
+/// Ends a step made of checks: they become its testcases, and it fails naming each failed
+/// one (`2 smoke check(s) failed: a, b`).
+pub(crate) fn checks_done(
+    cx: &mut StepContext<'_>,
+    what: &str,
+    subs: Vec<crate::engine::event::SubTest>,
+) -> Result<(), StepError> {
+    let failed = crate::engine::event::failed_names(&subs);
+    cx.subtests = subs;
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(StepError::new(format!(
+            "{} {what} check(s) failed: {}",
+            failed.len(),
+            failed.join(", ")
+        )))
+    }
+}
+
 /// The typed job state inside a step's context.
 pub trait JobStateExt {
     fn job(&self) -> &JobState;

@@ -24,21 +24,7 @@ impl Action for Smoke {
 
     async fn run(&self, cx: &mut StepContext<'_>) -> Result<(), StepError> {
         let results = run_checks(cx, cluster(cx)?).await?;
-        let failed: Vec<String> = results
-            .iter()
-            .filter(|r| matches!(r.outcome, crate::engine::event::StepOutcome::Failed { .. }))
-            .map(|r| r.name.clone())
-            .collect();
-        cx.subtests = results;
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(StepError::new(format!(
-                "{} smoke check(s) failed: {}",
-                failed.len(),
-                failed.join(", ")
-            )))
-        }
+        super::checks_done(cx, "smoke", results)
     }
 }
 

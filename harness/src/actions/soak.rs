@@ -550,20 +550,6 @@ impl Action for Soak {
             Err(findings.join("; "))
         };
         subs.push(sub("leaks", t.elapsed(), leaks));
-        let failed: Vec<String> = subs
-            .iter()
-            .filter(|s| matches!(s.outcome, StepOutcome::Failed { .. }))
-            .map(|s| s.name.clone())
-            .collect();
-        cx.subtests = subs;
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(StepError::new(format!(
-                "{} soak check(s) failed: {}",
-                failed.len(),
-                failed.join(", ")
-            )))
-        }
+        super::checks_done(cx, "soak", subs)
     }
 }

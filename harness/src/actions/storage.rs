@@ -80,7 +80,7 @@ impl Action for Storage {
             figures: Vec::new(),
             say: &say,
         };
-        let failed = checks.run(&target).await;
+        checks.run(&target).await;
         checks.cleanup().await;
         let results = std::mem::take(&mut checks.results);
         let figures = std::mem::take(&mut checks.figures);
@@ -88,15 +88,6 @@ impl Action for Storage {
         for (name, f) in figures {
             cx.property(format!("storage.{name}"), f);
         }
-        cx.subtests = results;
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(StepError::new(format!(
-                "{} storage check(s) failed: {}",
-                failed.len(),
-                failed.join(", ")
-            )))
-        }
+        super::checks_done(cx, "storage", results)
     }
 }

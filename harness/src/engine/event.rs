@@ -44,6 +44,14 @@ pub enum FailureKind {
     Interrupted,
 }
 
+/// The names of the sub-tests that failed, in order.
+pub fn failed_names(subs: &[SubTest]) -> Vec<String> {
+    subs.iter()
+        .filter(|s| matches!(s.outcome, StepOutcome::Failed { .. }))
+        .map(|s| s.name.clone())
+        .collect()
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum StepOutcome {

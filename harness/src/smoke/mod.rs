@@ -571,11 +571,7 @@ impl Smoke {
     }
 
     fn failed(&self) -> Vec<String> {
-        self.results
-            .iter()
-            .filter(|r| matches!(r.outcome, StepOutcome::Failed { .. }))
-            .map(|r| r.name.clone())
-            .collect()
+        crate::engine::event::failed_names(&self.results)
     }
 
     /// Deletes the smoke namespace (and with it every object the checks created).

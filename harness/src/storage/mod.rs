@@ -203,11 +203,7 @@ impl Storage<'_> {
     }
 
     fn failed(&self) -> Vec<String> {
-        self.results
-            .iter()
-            .filter(|r| matches!(r.outcome, StepOutcome::Failed { .. }))
-            .map(|r| r.name.clone())
-            .collect()
+        crate::engine::event::failed_names(&self.results)
     }
 
     async fn prepare(&self) -> Result<(), String> {
