@@ -41,6 +41,7 @@ packages=(
   qemu-utils           # qemu-img: each VM node's copy-on-write overlay disk
   openssh-client       # ssh and ssh-keygen: how commands reach VM nodes
   chromium             # the report test renders report.html in a real browser, headless
+  postgresql           # the shared run-history backend, tested on 127.0.0.1
   rsync
   golang-github-modern-go-reflect2-dev  # replaces the vendored reflect2 that panics on Go >= 1.18
   golang-github-json-iterator-go-dev
@@ -107,4 +108,27 @@ if ! timeout 20 docker info >/dev/null 2>&1; then
   done
   timeout 10 docker info >/dev/null 2>&1 || die "failed to start dockerd at $target: see /var/log/shakedown-dockerd.log"
 fi
+# PostgreSQL on loopback: the shared run-history backend's tests record into it. Debian's own
+# cluster (created when there is none) listens on localhost only, as Debian configures it.
+# Started in a session of its own, like dockerd, so that it outlives this script.
+if ! pg_lsclusters -h 2>/dev/null | grep -q .; then
+  pgver=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+  log "pg_createcluster $pgver main"
+  pg_createcluster "$pgver" main >/dev/null
+fi
+read -r pgver pgname pgport pgstatus _ < <(pg_lsclusters -h | head -n 1)
+if [ "$pgstatus" != online ]; then
+  log "setsid -f pg_ctlcluster $pgver $pgname start"
+  setsid -f pg_ctlcluster "$pgver" "$pgname" start </dev/null >>/var/log/shakedown-postgresql.log 2>&1
+  for _ in $(seq 1 60); do
+    pg_isready -q -h 127.0.0.1 -p "$pgport" && break
+    sleep 0.5
+  done
+  pg_isready -q -h 127.0.0.1 -p "$pgport" || die "failed to start PostgreSQL $pgver/$pgname on 127.0.0.1:$pgport: see /var/log/shakedown-postgresql.log and /var/log/postgresql/"
+fi
+# The tests' role may create (and drop) a database per test; it owns nothing else.
+runuser -u postgres -- psql -p "$pgport" -v ON_ERROR_STOP=1 -qc "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'shakedown_test') THEN CREATE ROLE shakedown_test LOGIN CREATEDB PASSWORD 'shakedown_test'; END IF; END\$\$" >/dev/null \
+  || die "failed to create the PostgreSQL role shakedown_test on port $pgport"
+echo "postgres ready: postgres://shakedown_test@127.0.0.1:$pgport/postgres (the history backend's tests)"
+
 echo "host ready: $(docker version --format 'docker server {{.Server.Version}}'), $(go version)"

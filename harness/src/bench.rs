@@ -205,7 +205,7 @@ pub async fn conformance(
     root: &Path,
     scenario_name: &str,
     parallel: Option<crate::scenario::Parallel>,
-    history: &Path,
+    history: &crate::history::Location,
 ) -> Result<ExitKind, BenchError> {
     let (mut s, catalog) = crate::scenario::load_named(root, scenario_name)?;
     if let Some(p) = parallel {

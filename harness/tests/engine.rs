@@ -457,7 +457,7 @@ fn a_full_artifacts_disk_is_an_infrastructure_failure() {
     }
     assert!(tmp.is_empty(), "half-written files left: {tmp:?}");
     // The history (on another disk) records the run as it exited: not a pass.
-    let h = shakedown::history::History::open(&dir.path().join("history.sqlite")).unwrap();
+    let h = shakedown::history::History::open(dir.path().join("history.sqlite")).unwrap();
     let runs = h.job_runs("spew/docker/bridge").unwrap();
     assert_eq!(runs.len(), 1);
     assert!(

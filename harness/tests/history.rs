@@ -10,7 +10,7 @@ use shakedown::engine::{Coverage, JobSummary, RunSummary};
 use shakedown::exit::ExitKind;
 use shakedown::history::notify::{Kind, Notifier};
 use shakedown::history::signoff::{self, Options};
-use shakedown::history::{self, History, Trigger};
+use shakedown::history::{self, History, Location, Trigger};
 use shakedown::plan::Stage;
 use shakedown::reporter::history::HistoryRecorder;
 use shakedown::reporter::Reporter;
@@ -138,7 +138,7 @@ fn dry(mut r: RunSummary) -> RunSummary {
 #[test]
 fn streaks_count_periodic_and_manual_runs_only() {
     let dir = tempfile::tempdir().unwrap();
-    let mut h = History::open(&dir.path().join("h/history.sqlite")).unwrap();
+    let mut h = History::open(dir.path().join("h/history.sqlite")).unwrap();
     h.record(&pass("r1", T0), Trigger::Periodic).unwrap();
     h.record(&fail("r2", T0 + 10), Trigger::Periodic).unwrap();
     // A passing dry run executes nothing, and a presubmit tests a pull request: neither
@@ -186,7 +186,7 @@ fn streaks_count_periodic_and_manual_runs_only() {
 #[test]
 fn flaky_and_slow_steps_come_from_recorded_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let mut h = History::open(&dir.path().join("history.sqlite")).unwrap();
+    let mut h = History::open(dir.path().join("history.sqlite")).unwrap();
     // bridge: smoke fails then passes on v1.20.2 (a flake), twice.
     h.record(&fail("r1", T0), Trigger::Periodic).unwrap();
     h.record(&pass("r2", T0 + 10), Trigger::Periodic).unwrap();
@@ -339,14 +339,19 @@ fn hook() -> Hook {
     Hook { url, got }
 }
 
-fn recorder(db: &Path, dir: &Path, webhook: Option<String>, streak: usize) -> HistoryRecorder {
+fn recorder(
+    db: impl Into<Location>,
+    dir: &Path,
+    webhook: Option<String>,
+    streak: usize,
+) -> HistoryRecorder {
     let n = Notifier {
         failure_streak: streak,
         webhook,
         markdown_dir: dir.join("notifications"),
         run_url: None,
     };
-    HistoryRecorder::new(db.to_path_buf(), Trigger::Periodic).with_notifier(n, dir.to_path_buf())
+    HistoryRecorder::new(db, Trigger::Periodic).with_notifier(n, dir.to_path_buf())
 }
 
 fn finish(r: &mut HistoryRecorder, s: RunSummary) {
@@ -581,7 +586,7 @@ fn all_jobs(id: &str, at: i64, version: &str) -> RunSummary {
 #[test]
 fn signoff_is_go_for_a_healthy_recent_history() {
     let dir = tempfile::tempdir().unwrap();
-    let mut h = History::open(&dir.path().join("history.sqlite")).unwrap();
+    let mut h = History::open(dir.path().join("history.sqlite")).unwrap();
     h.record(
         &all_jobs("old-fail", now() - 5 * 3600, "v1.20.2"),
         Trigger::Periodic,
@@ -609,7 +614,7 @@ fn signoff_is_go_for_a_healthy_recent_history() {
 #[test]
 fn signoff_says_why_each_job_is_no_go() {
     let dir = tempfile::tempdir().unwrap();
-    let mut h = History::open(&dir.path().join("history.sqlite")).unwrap();
+    let mut h = History::open(dir.path().join("history.sqlite")).unwrap();
     // bridge: green, but 30 hours ago.
     h.record(
         &run(
@@ -699,7 +704,7 @@ fn signoff_says_why_each_job_is_no_go() {
     );
 }
 
-fn shakedown(args: &[&str], history: &Path) -> std::process::Output {
+fn shakedown(args: &[&str], history: impl AsRef<std::ffi::OsStr>) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_shakedown"))
         .arg("--root")
         .arg(common::root())
@@ -871,7 +876,7 @@ fn with_specs(id: &str, at: i64, specs: &[(&str, bool, u64)]) -> RunSummary {
 #[test]
 fn spec_durations_are_the_newest_passed_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let mut h = History::open(&dir.path().join("history.sqlite")).unwrap();
+    let mut h = History::open(dir.path().join("history.sqlite")).unwrap();
     assert!(h.spec_durations().unwrap().is_empty());
     h.record(
         &with_specs("r1", T0, &[("probe", true, 240), ("quick", true, 5)]),
@@ -904,7 +909,7 @@ fn spec_durations_are_the_newest_passed_ones() {
 #[test]
 fn flaky_specs_are_listed_from_retries_and_re_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let mut h = History::open(&dir.path().join("history.sqlite")).unwrap();
+    let mut h = History::open(dir.path().join("history.sqlite")).unwrap();
     // r1: "slow" failed. r2, its re-run: "slow" passed, flaky; "retry" passed on attempt 2.
     h.record(
         &with_specs("r1", T0, &[("slow", false, 60), ("steady", true, 5)]),
@@ -950,5 +955,281 @@ fn flaky_specs_are_listed_from_retries_and_re_runs() {
     assert!(
         table.contains(": retry: 0 failed run(s), 1 passed, flaky 1 time(s)"),
         "{table}"
+    );
+}
+
+// PostgreSQL: the shared backend, against a real server on 127.0.0.1 (Debian's postgresql,
+// which `shakedown host setup` starts, with the role these tests log in as). Each test gets
+// a database of its own, dropped at its end. No server is a failure, never a skip.
+
+/// The test server's URL (`$SHAKEDOWN_TEST_POSTGRES`, else the one host setup prepares).
+fn pg_server() -> String {
+    std::env::var("SHAKEDOWN_TEST_POSTGRES").unwrap_or_else(|_| {
+        "postgres://shakedown_test:shakedown_test@127.0.0.1:5432/postgres".into()
+    })
+}
+
+fn pg_admin(sql: &str) {
+    let server = pg_server();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "failed to reach the test PostgreSQL at {}: {e}; start it with \
+                     `cargo run -- host setup`, or point SHAKEDOWN_TEST_POSTGRES at another",
+                    history::store::redact(&server)
+                )
+            });
+        tokio::spawn(conn);
+        client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    });
+}
+
+/// A fresh database on the test server, dropped with its connections when this is dropped.
+struct PgDb {
+    name: String,
+    url: String,
+}
+
+impl PgDb {
+    fn new(what: &str) -> PgDb {
+        let name = format!(
+            "shakedown_test_{what}_{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
+        pg_admin(&format!("CREATE DATABASE {name}"));
+        let server = pg_server();
+        let (base, _) = server.rsplit_once('/').expect("a URL with a database");
+        PgDb {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        pg_admin(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
+    }
+}
+
+/// A history with every kind of run the answers depend on: streaks broken and not by dry,
+/// presubmit and interrupted runs, flaky steps and specs, notifications, three cells.
+fn record_the_story(at: Location, dir: &Path, now: i64) {
+    let t0 = now - 2 * 86400;
+    let mut r = recorder(at.clone(), dir, None, 2);
+    finish(&mut r, pass("r1", t0));
+    finish(&mut r, fail("r2", t0 + 10));
+    finish(&mut r, dry(pass("r3", t0 + 20)));
+    finish(&mut r, fail("r5", t0 + 40));
+    let mut interrupted = pass("r6", t0 + 50);
+    interrupted.exit = ExitKind::Interrupted;
+    finish(&mut r, interrupted);
+    finish(&mut r, fail("r7", t0 + 60));
+    finish(&mut r, pass("r8", t0 + 70));
+    finish(
+        &mut r,
+        with_specs("r9", t0 + 80, &[("probe", true, 240), ("quick", false, 5)]),
+    );
+    finish(
+        &mut r,
+        with_specs("r10", t0 + 90, &[("probe", false, 600), ("quick", true, 9)]),
+    );
+    let mut h = History::open(at).unwrap();
+    h.record(&pass("r4", t0 + 30), Trigger::Presubmit).unwrap();
+    h.record(
+        &all_jobs("recent", now - 3600, "v1.20.2"),
+        Trigger::Periodic,
+    )
+    .unwrap();
+    let mut weave_down = all_jobs("latest", now - 60, "v1.20.2");
+    weave_down.jobs[1] = job(WEAVE, Some("init"), [60, 0, 0]);
+    weave_down.exit = ExitKind::TestFailure;
+    h.record(&weave_down, Trigger::Periodic).unwrap();
+}
+
+/// Everything `history`, `signoff` and the notifications read, with what differs by
+/// backend left out: the location line, and when each notification was sent.
+fn answers(h: &History) -> Vec<String> {
+    let mut out = vec![format!("{:?}", h.job_names().unwrap())];
+    for j in h.job_names().unwrap() {
+        out.push(format!("{:?}", h.job_runs(&j).unwrap()));
+        out.push(format!("{:?}", history::streaks(&h.job_runs(&j).unwrap())));
+    }
+    out.push(format!("{:?}", h.step_runs().unwrap()));
+    out.push(format!("{:?}", h.spec_runs().unwrap()));
+    out.push(format!("{:?}", h.spec_durations().unwrap()));
+    let mut notes = h.notifications().unwrap();
+    for n in &mut notes {
+        n.sent_at = 0;
+        // Each store's Markdown went to its own folder.
+        n.channel = n
+            .channel
+            .replace("/sqlite/", "/")
+            .replace("/postgres/", "/");
+    }
+    out.push(format!("{notes:?}"));
+    let report = history::report(h, None).unwrap();
+    out.push(report.lines().skip(1).collect::<Vec<_>>().join("\n"));
+    out.push(
+        signoff::signoff(h, &release_1_20(), &opts())
+            .unwrap()
+            .render(),
+    );
+    out
+}
+
+#[test]
+fn postgres_history_answers_as_the_sqlite_file_does() {
+    let pg = PgDb::new("same");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("history.sqlite");
+    let t = now();
+    record_the_story(Location::File(file.clone()), &dir.path().join("sqlite"), t);
+    record_the_story(Location::parse(&pg.url), &dir.path().join("postgres"), t);
+    let from_file = answers(&History::open_existing(&file).unwrap());
+    let from_pg = answers(&History::open_existing(Location::parse(&pg.url)).unwrap());
+    assert_eq!(from_file.len(), from_pg.len());
+    for (f, p) in from_file.iter().zip(&from_pg) {
+        assert_eq!(f, p, "SQLite and PostgreSQL disagree");
+    }
+    // The story is not empty: streaks, a flaky spec, a notification and a no-go are in it.
+    let all = from_pg.join("\n");
+    assert!(all.contains("Failing"), "no notification in: {all}");
+    assert!(all.contains("flaky"), "no flaky spec in: {all}");
+    assert!(
+        all.contains("verdict: NO-GO"),
+        "no sign-off verdict in: {all}"
+    );
+
+    // Through the binary, with the URL as --history: the same report, and no password in
+    // anything it prints.
+    let out = shakedown(&["history"], &pg.url);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = "run history: postgres://shakedown_test@127.0.0.1:";
+    assert!(text.starts_with(shown), "{text}");
+    assert!(
+        !text.contains(":shakedown_test@"),
+        "the password was printed: {text}"
+    );
+    assert_eq!(
+        text.lines().skip(1).collect::<Vec<_>>().join("\n"),
+        from_file[from_file.len() - 2]
+    );
+    let out = shakedown(&["signoff", "release-1.20"], &pg.url);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "weave failed last: no-go, {text}"
+    );
+    assert!(text.contains("verdict: NO-GO"), "{text}");
+}
+
+#[test]
+fn concurrent_writers_share_one_postgres_history() {
+    let pg = PgDb::new("concurrent");
+    const WRITERS: usize = 6;
+    const RUNS: usize = 8;
+    let cells = [
+        BRIDGE,
+        WEAVE,
+        CALICO,
+        "release-1.20/podman/bridge",
+        "release-1.20/podman/weave",
+        "release-1.20/podman/calico",
+    ];
+    // Each writer is one Prow pod running one cell: runs 0-2 pass, 3-4 fail, 5-7 pass,
+    // and the last is recent. All open the history at the same moment, so they also race
+    // to create the schema.
+    let t = now();
+    let story = |w: usize| -> Vec<RunSummary> {
+        (0..RUNS)
+            .map(|k| {
+                let at = if k == RUNS - 1 {
+                    t - 60 - w as i64
+                } else {
+                    t - 86400 + (k * 100 + w) as i64
+                };
+                let fail = (3..5).contains(&k).then_some("smoke");
+                run(
+                    &format!("w{w}-r{k}"),
+                    at,
+                    "v1.20.2",
+                    vec![job(cells[w], fail, [60, 30, 600])],
+                )
+            })
+            .collect()
+    };
+    let start = Arc::new(std::sync::Barrier::new(WRITERS));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (url, start, runs) = (pg.url.clone(), start.clone(), story(w));
+            std::thread::spawn(move || {
+                start.wait();
+                let mut h = History::open(Location::parse(&url)).unwrap();
+                for r in &runs {
+                    h.record(r, Trigger::Periodic).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("a writer failed");
+    }
+    // The same runs, one after another, into a SQLite file: the reference answers.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("history.sqlite");
+    let mut reference = History::open(&file).unwrap();
+    for w in 0..WRITERS {
+        for r in story(w) {
+            reference.record(&r, Trigger::Periodic).unwrap();
+        }
+    }
+    let h = History::open_existing(Location::parse(&pg.url)).unwrap();
+    assert_eq!(h.job_names().unwrap().len(), WRITERS);
+    for cell in cells {
+        let runs = h.job_runs(cell).unwrap();
+        assert_eq!(runs.len(), RUNS, "{cell}: every run of its writer recorded");
+        let shape: Vec<(bool, usize)> = history::streaks(&runs)
+            .iter()
+            .map(|s| (s.passing, s.length))
+            .collect();
+        assert_eq!(shape, [(true, 3), (false, 2), (true, 3)], "{cell}");
+    }
+    // Sign-off sees every docker cell's last run, whichever writer recorded it.
+    let go = signoff::signoff(&h, &release_1_20(), &opts()).unwrap();
+    assert!(go.go(), "{}", go.render());
+    let writers_seen: std::collections::BTreeSet<String> = go
+        .lines
+        .iter()
+        .map(|l| l.run.as_ref().unwrap().run_id[..2].to_string())
+        .collect();
+    assert_eq!(writers_seen.len(), 3, "{}", go.render());
+    let mut a = answers(&h);
+    let mut b = answers(&reference);
+    // Step order within one start second may differ by which writer came first; both
+    // stores sort by start time, then run id, so nothing should.
+    a.retain(|l| !l.is_empty());
+    b.retain(|l| !l.is_empty());
+    assert_eq!(
+        a, b,
+        "concurrent PostgreSQL writers and one SQLite writer disagree"
     );
 }

@@ -203,10 +203,10 @@ pub enum BenchCommand {
         /// Specs at once: a number or `auto` (default: the scenario's).
         #[arg(long, value_parser = parse_parallel)]
         parallel: Option<crate::scenario::Parallel>,
-        /// Run history whose spec durations order the specs (default: history.sqlite
-        /// beside $ARTIFACTS, else artifacts/history.sqlite).
-        #[arg(long, env = "SHAKEDOWN_HISTORY")]
-        history: Option<PathBuf>,
+        /// Run history whose spec durations order the specs: a SQLite file or a postgres://
+        /// URL (default: history.sqlite beside $ARTIFACTS, else artifacts/history.sqlite).
+        #[arg(long, env = "SHAKEDOWN_HISTORY", value_parser = parse_history)]
+        history: Option<history::Location>,
     },
 }
 
@@ -284,10 +284,10 @@ pub struct HistoryArgs {
     /// A job (release-1.20/docker/bridge) or the start of one up to a `/` (release-1.20);
     /// default every job.
     pub job: Option<String>,
-    /// Run history file (default: history.sqlite beside $ARTIFACTS, else
-    /// artifacts/history.sqlite).
-    #[arg(long, env = "SHAKEDOWN_HISTORY")]
-    pub history: Option<PathBuf>,
+    /// Run history: a SQLite file or a postgres:// URL shared by many runners (default:
+    /// history.sqlite beside $ARTIFACTS, else artifacts/history.sqlite).
+    #[arg(long, env = "SHAKEDOWN_HISTORY", value_parser = parse_history)]
+    pub history: Option<history::Location>,
     /// Print each conformance spec's last passed duration as a table
     /// (`SECONDS<TAB>SPEC`, longest first) for a scenario's `conformance.durations`.
     #[arg(long)]
@@ -304,10 +304,10 @@ pub struct SignoffArgs {
     /// The version to sign off (default: the scenario's version or marker).
     #[arg(long)]
     pub version: Option<String>,
-    /// Run history file (default: history.sqlite beside $ARTIFACTS, else
-    /// artifacts/history.sqlite).
-    #[arg(long, env = "SHAKEDOWN_HISTORY")]
-    pub history: Option<PathBuf>,
+    /// Run history: a SQLite file or a postgres:// URL shared by many runners (default:
+    /// history.sqlite beside $ARTIFACTS, else artifacts/history.sqlite).
+    #[arg(long, env = "SHAKEDOWN_HISTORY", value_parser = parse_history)]
+    pub history: Option<history::Location>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -392,10 +392,10 @@ pub struct ScenarioArgs {
     /// (kubernetes-test-linux-amd64.tar.gz) instead of the cluster's own build.
     #[arg(long)]
     pub e2e_binaries: Option<PathBuf>,
-    /// Run history file to record the run in (default: history.sqlite beside the artifacts
-    /// folder).
-    #[arg(long, env = "SHAKEDOWN_HISTORY")]
-    pub history: Option<PathBuf>,
+    /// Run history to record the run in: a SQLite file or a postgres:// URL shared by many
+    /// runners (default: history.sqlite beside the artifacts folder).
+    #[arg(long, env = "SHAKEDOWN_HISTORY", value_parser = parse_history)]
+    pub history: Option<history::Location>,
     /// What started the run. Periodic and manual runs count for streaks, notifications and
     /// sign-off; presubmit runs are recorded but do not.
     #[arg(long, value_enum, default_value_t = Trigger::Manual)]
@@ -732,8 +732,13 @@ fn history_error(e: HistoryError) -> CliError {
     }
 }
 
-fn history_path(explicit: Option<PathBuf>) -> PathBuf {
+fn history_path(explicit: Option<history::Location>) -> history::Location {
     explicit.unwrap_or_else(|| {
-        history::default_path(std::env::var_os("ARTIFACTS").map(PathBuf::from).as_deref())
+        history::default_path(std::env::var_os("ARTIFACTS").map(PathBuf::from).as_deref()).into()
     })
+}
+
+/// `--history`: a `postgres://` URL or a file path.
+fn parse_history(s: &str) -> Result<history::Location, String> {
+    Ok(history::Location::parse(s))
 }

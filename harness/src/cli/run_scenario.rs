@@ -109,7 +109,7 @@ pub(super) async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKin
     let history_file = a
         .history
         .clone()
-        .unwrap_or_else(|| history::default_path(Some(&artifacts)));
+        .unwrap_or_else(|| history::default_path(Some(&artifacts)).into());
     let mut recorder = reporter::history::HistoryRecorder::new(history_file.clone(), a.trigger);
     if let Some(spec) = &s.scenario.ci.notify {
         let env = |k: &str| std::env::var(k).ok();

@@ -3,7 +3,7 @@
 use super::*;
 
 pub(super) fn show_history(a: HistoryArgs) -> Result<ExitKind, CliError> {
-    let h = History::open_existing(&history_path(a.history)).map_err(history_error)?;
+    let h = History::open_existing(history_path(a.history)).map_err(history_error)?;
     if a.spec_durations {
         let d = h.spec_durations().map_err(history_error)?;
         print!(
@@ -20,7 +20,7 @@ pub(super) fn show_history(a: HistoryArgs) -> Result<ExitKind, CliError> {
         if !known.iter().any(|j| history::selects(Some(job), j)) {
             return Err(CliError::Usage(format!(
                 "no recorded runs of {job:?} in {}; recorded jobs: {}",
-                h.path().display(),
+                h.location(),
                 if known.is_empty() {
                     "none".to_string()
                 } else {

@@ -4,7 +4,7 @@ use super::*;
 
 pub(super) fn signoff(root: &Path, a: SignoffArgs) -> Result<ExitKind, CliError> {
     let (s, _) = load_scenario(root, &a.branch)?;
-    let h = History::open_existing(&history_path(a.history)).map_err(history_error)?;
+    let h = History::open_existing(history_path(a.history)).map_err(history_error)?;
     let result = history::signoff::signoff(
         &h,
         &s,

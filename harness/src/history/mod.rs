@@ -1,4 +1,5 @@
-//! Run history in an embedded SQLite file: every run's jobs and steps with outcome,
+//! Run history, in an embedded SQLite file or a PostgreSQL database many runners share
+//! ([`store`]): every run's jobs and steps with outcome,
 //! duration, version, diagnosis, start time and whether conformance was enabled. From it:
 //! pass/fail streaks, the slowest steps, flaky steps ([`report`]), notifications
 //! ([`notify`]) and the release sign-off ([`signoff`]).
@@ -10,15 +11,18 @@
 
 pub mod notify;
 pub mod signoff;
+pub mod store;
+
+pub use store::Location;
 
 use crate::engine::event::StepOutcome;
 use crate::engine::{Coverage, RunSummary};
 use crate::exit::ExitKind;
 use crate::plan::Stage;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use store::{vals, Stmt, Store, Value};
 
 /// File name of the history next to the artifacts folders.
 pub const FILE_NAME: &str = "history.sqlite";
@@ -61,84 +65,25 @@ pub enum HistoryError {
     },
     #[error("no run history at {path}: run a scenario first, or pass --history")]
     Missing { path: PathBuf },
-    #[error("failed to open run history {path}")]
+    #[error("failed to open run history {location}")]
     Open {
-        path: PathBuf,
+        location: String,
         #[source]
-        source: rusqlite::Error,
+        source: store::DbError,
     },
-    #[error("failed to {what} in run history {path}")]
+    #[error("failed to {what} in run history {location}")]
     Query {
         what: &'static str,
-        path: PathBuf,
+        location: String,
         #[source]
-        source: rusqlite::Error,
+        source: store::DbError,
     },
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    scenario TEXT NOT NULL,
-    version TEXT NOT NULL,
-    trigger TEXT NOT NULL,
-    dry_run INTEGER NOT NULL,
-    started INTEGER NOT NULL,
-    duration_ms INTEGER NOT NULL,
-    exit TEXT NOT NULL,
-    exit_code INTEGER NOT NULL,
-    stopped TEXT,
-    conformance_enabled INTEGER NOT NULL,
-    conformance_note TEXT
-);
-CREATE TABLE IF NOT EXISTS job_runs (
-    run_id TEXT NOT NULL,
-    job TEXT NOT NULL,
-    passed INTEGER NOT NULL,
-    conformance TEXT NOT NULL,
-    conformance_detail TEXT NOT NULL,
-    PRIMARY KEY (run_id, job)
-);
-CREATE INDEX IF NOT EXISTS job_runs_by_job ON job_runs (job);
-CREATE TABLE IF NOT EXISTS step_runs (
-    run_id TEXT NOT NULL,
-    job TEXT NOT NULL,
-    step TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    outcome TEXT NOT NULL,
-    failure_kind TEXT,
-    duration_ms INTEGER NOT NULL,
-    message TEXT,
-    diagnosis TEXT,
-    PRIMARY KEY (run_id, job, step)
-);
-CREATE TABLE IF NOT EXISTS spec_runs (
-    run_id TEXT NOT NULL,
-    job TEXT NOT NULL,
-    spec TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    duration_ms INTEGER NOT NULL,
-    PRIMARY KEY (run_id, job, spec)
-);
-CREATE INDEX IF NOT EXISTS spec_runs_by_spec ON spec_runs (spec);
-CREATE TABLE IF NOT EXISTS notifications (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    job TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    streak_start TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    streak INTEGER NOT NULL,
-    sent_at INTEGER NOT NULL,
-    channel TEXT NOT NULL,
-    delivered INTEGER NOT NULL,
-    error TEXT
-);
-";
-
-/// An open history file.
+/// An open run history: a SQLite file or a PostgreSQL database ([`store`]).
 pub struct History {
-    conn: Connection,
-    path: PathBuf,
+    store: Store,
+    location: String,
 }
 
 /// One job of one recorded run.
@@ -222,12 +167,16 @@ pub fn default_path(artifacts: Option<&Path>) -> PathBuf {
 /// beside the figures: ordering is an optimisation, never a reason to stop a run.
 pub fn expected_spec_durations(
     s: &crate::scenario::LoadedScenario,
-    history: &Path,
+    history: &Location,
 ) -> (BTreeMap<String, Duration>, Option<String>) {
     let mut d = s.spec_durations.clone();
     let mut warning = None;
-    if history.is_file() {
-        match History::open_existing(history).and_then(|h| h.spec_durations()) {
+    let exists = match history {
+        Location::File(p) => p.is_file(),
+        Location::Postgres(_) => true,
+    };
+    if exists {
+        match History::open_existing(history.clone()).and_then(|h| h.spec_durations()) {
             Ok(recorded) => d.extend(recorded),
             Err(e) => {
                 warning = Some(format!(
@@ -241,73 +190,69 @@ pub fn expected_spec_durations(
 }
 
 impl History {
-    /// Opens the history, creating the file and its folder when needed.
-    pub fn open(path: &Path) -> Result<History, HistoryError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| HistoryError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+    /// Opens the history, creating it (and a file's folder) when needed.
+    pub fn open(at: impl Into<Location>) -> Result<History, HistoryError> {
+        let at = at.into();
+        if let Location::File(path) = &at {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|source| HistoryError::CreateDir {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            }
         }
-        let conn = Connection::open(path).map_err(|source| HistoryError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::init(conn, path)
+        Self::connect(&at, true)
     }
 
-    /// Opens an existing history for reading reports; never creates one.
-    pub fn open_existing(path: &Path) -> Result<History, HistoryError> {
-        if !path.is_file() {
-            return Err(HistoryError::Missing {
-                path: path.to_path_buf(),
-            });
+    /// Opens an existing history for reading reports; never creates a file.
+    pub fn open_existing(at: impl Into<Location>) -> Result<History, HistoryError> {
+        let at = at.into();
+        if let Location::File(path) = &at {
+            if !path.is_file() {
+                return Err(HistoryError::Missing { path: path.clone() });
+            }
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
+        Self::connect(&at, false)
+    }
+
+    fn connect(at: &Location, create: bool) -> Result<History, HistoryError> {
+        let location = at.display();
+        let store = match at {
+            Location::File(p) => Store::sqlite(p, create),
+            Location::Postgres(url) => Store::postgres(url),
+        }
         .map_err(|source| HistoryError::Open {
-            path: path.to_path_buf(),
+            location: location.clone(),
             source,
         })?;
-        Self::init(conn, path)
+        Ok(History { store, location })
     }
 
-    fn init(conn: Connection, path: &Path) -> Result<History, HistoryError> {
-        let h = History {
-            conn,
-            path: path.to_path_buf(),
-        };
-        // Jobs of several branches may finish at once and share one file.
-        h.conn
-            .busy_timeout(Duration::from_secs(10))
-            .and_then(|_| h.conn.execute_batch(SCHEMA))
-            .map_err(|e| h.err("create the tables", e))?;
-        Ok(h)
+    /// Where the history is, as messages show it (a URL without its password).
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn err(&self, what: &'static str, source: rusqlite::Error) -> HistoryError {
-        HistoryError::Query {
+    fn err(&self, what: &'static str) -> impl Fn(store::DbError) -> HistoryError + '_ {
+        move |source| HistoryError::Query {
             what,
-            path: self.path.clone(),
+            location: self.location.clone(),
             source,
         }
     }
 
-    /// Records a finished run: the run, each job, each step. Recording the same run id
-    /// again replaces it.
+    fn query(
+        &self,
+        what: &'static str,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> Result<Vec<store::Row>, HistoryError> {
+        self.store.query(sql, values).map_err(self.err(what))
+    }
+
+    /// Records a finished run: the run, each job, each step, in one transaction. Recording
+    /// the same run id again replaces it.
     pub fn record(&mut self, s: &RunSummary, trigger: Trigger) -> Result<(), HistoryError> {
-        let path = self.path.clone();
-        let wrap = |source| HistoryError::Query {
-            what: "record the run",
-            path: path.clone(),
-            source,
-        };
         let conformance = |j: &crate::engine::JobSummary| {
             j.coverage
                 .iter()
@@ -321,42 +266,39 @@ impl History {
             _ => None,
         });
         let note = s.conformance_disabled.clone().or(off);
-        let tx = self.conn.transaction().map_err(wrap)?;
+        let mut stmts = Vec::new();
         for table in ["runs", "job_runs", "step_runs", "spec_runs"] {
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE run_id = ?1"),
-                [&s.run_id],
-            )
-            .map_err(wrap)?;
+            stmts.push(Stmt::new(
+                format!("DELETE FROM {table} WHERE run_id = ?1"),
+                vals![&s.run_id],
+            ));
         }
-        tx.execute(
+        stmts.push(Stmt::new(
             "INSERT INTO runs (run_id, scenario, version, trigger, dry_run, started, duration_ms, \
              exit, exit_code, stopped, conformance_enabled, conformance_note) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
-                s.run_id,
-                s.scenario,
-                s.version,
+            vals![
+                &s.run_id,
+                &s.scenario,
+                &s.version,
                 trigger.as_str(),
                 s.dry_run,
                 epoch(s.started),
                 s.duration.as_millis() as i64,
                 exit_label(s.exit),
-                s.exit_code,
-                s.stopped,
+                i64::from(s.exit_code),
+                s.stopped.clone(),
                 note.is_none(),
                 note,
             ],
-        )
-        .map_err(wrap)?;
+        ));
         for j in &s.jobs {
             let c = conformance(j);
-            tx.execute(
+            stmts.push(Stmt::new(
                 "INSERT INTO job_runs (run_id, job, passed, conformance, conformance_detail) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![s.run_id, j.name, j.passed, &c.label(), c.to_string()],
-            )
-            .map_err(wrap)?;
+                vals![&s.run_id, &j.name, j.passed, c.label(), c.to_string()],
+            ));
             for st in &j.steps {
                 let (kind, message, diagnosis) = match &st.outcome {
                     StepOutcome::Failed {
@@ -374,14 +316,14 @@ impl History {
                     StepOutcome::Skipped { reason } => (None, Some(reason.clone()), None),
                     _ => (None, None, None),
                 };
-                tx.execute(
+                stmts.push(Stmt::new(
                     "INSERT INTO step_runs (run_id, job, step, idx, outcome, failure_kind, \
                      duration_ms, message, diagnosis) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![
-                        s.run_id,
-                        j.name,
-                        st.step,
+                    vals![
+                        &s.run_id,
+                        &j.name,
+                        &st.step,
                         st.index as i64,
                         st.outcome.label(),
                         kind,
@@ -389,8 +331,7 @@ impl History {
                         message,
                         diagnosis,
                     ],
-                )
-                .map_err(wrap)?;
+                ));
                 // Each conformance spec that ran, with how long it took: what orders the
                 // next run's specs longest first.
                 if st.stage == Some(Stage::Conformance) {
@@ -401,121 +342,104 @@ impl History {
                             StepOutcome::Failed { .. } => "failed",
                             _ => continue,
                         };
-                        tx.execute(
-                            "INSERT OR REPLACE INTO spec_runs (run_id, job, spec, outcome, \
-                             duration_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                            params![
-                                s.run_id,
-                                j.name,
-                                t.name,
+                        stmts.push(Stmt::new(
+                            "INSERT INTO spec_runs (run_id, job, spec, outcome, duration_ms) \
+                             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (run_id, job, spec) \
+                             DO UPDATE SET outcome = excluded.outcome, \
+                             duration_ms = excluded.duration_ms",
+                            vals![
+                                &s.run_id,
+                                &j.name,
+                                &t.name,
                                 outcome,
                                 t.duration.as_millis() as i64,
                             ],
-                        )
-                        .map_err(wrap)?;
+                        ));
                     }
                 }
             }
         }
-        tx.commit().map_err(wrap)
+        self.store
+            .transaction(stmts)
+            .map_err(self.err("record the run"))
     }
 
     /// How long each conformance spec took when it last passed, over every recorded run:
     /// the durations that order a run's specs longest first.
     pub fn spec_durations(&self) -> Result<BTreeMap<String, Duration>, HistoryError> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT s.spec, s.duration_ms FROM spec_runs s JOIN runs r ON r.run_id = s.run_id \
-                 WHERE s.outcome IN ('passed', 'flaky') ORDER BY r.started, s.run_id",
-            )
-            .map_err(|e| self.err("read spec durations", e))?;
-        let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.err("read spec durations", e))?;
+        let rows = self.query(
+            "read spec durations",
+            "SELECT s.spec, s.duration_ms FROM spec_runs s JOIN runs r ON r.run_id = s.run_id \
+             WHERE s.outcome IN ('passed', 'flaky') ORDER BY r.started, s.run_id",
+            vec![],
+        )?;
         // The newest run's figure wins: the cluster and the release change over time.
         Ok(rows
             .into_iter()
-            .map(|(spec, ms)| (spec, Duration::from_millis(ms.max(0) as u64)))
+            .map(|r| (r.text(0), Duration::from_millis(r.int(1).max(0) as u64)))
             .collect())
     }
 
     /// Every recorded job name, sorted.
     pub fn job_names(&self) -> Result<Vec<String>, HistoryError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT DISTINCT job FROM job_runs ORDER BY job")
-            .map_err(|e| self.err("list jobs", e))?;
-        let rows = st
-            .query_map([], |r| r.get(0))
-            .and_then(|rows| rows.collect::<Result<Vec<String>, _>>())
-            .map_err(|e| self.err("list jobs", e));
-        rows
+        let rows = self.query(
+            "list jobs",
+            "SELECT DISTINCT job FROM job_runs ORDER BY job",
+            vec![],
+        )?;
+        Ok(rows.iter().map(|r| r.text(0)).collect())
     }
 
     /// Every recorded run of a job, oldest first.
     pub fn job_runs(&self, job: &str) -> Result<Vec<JobRun>, HistoryError> {
-        let what = "read the runs of a job";
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT r.run_id, r.scenario, j.job, r.version, r.trigger, r.dry_run, r.started, \
-                 r.exit, j.passed, r.conformance_enabled, r.conformance_note, j.conformance, \
-                 j.conformance_detail, \
-                 (SELECT s.step || char(31) || COALESCE(s.diagnosis, s.message, '') FROM step_runs s \
-                  WHERE s.run_id = j.run_id AND s.job = j.job AND s.outcome = 'failed' \
-                  ORDER BY s.idx LIMIT 1) \
-                 FROM job_runs j JOIN runs r ON r.run_id = j.run_id \
-                 WHERE j.job = ?1 ORDER BY r.started, r.run_id",
-            )
-            .map_err(|e| self.err(what, e))?;
-        let rows = st
-            .query_map([job], |r| {
-                let failed: Option<String> = r.get(13)?;
-                Ok(JobRun {
-                    run_id: r.get(0)?,
-                    scenario: r.get(1)?,
-                    job: r.get(2)?,
-                    version: r.get(3)?,
-                    trigger: Trigger::parse(&r.get::<_, String>(4)?),
-                    dry_run: r.get(5)?,
-                    started: r.get(6)?,
-                    exit: r.get(7)?,
-                    passed: r.get(8)?,
-                    conformance_enabled: r.get(9)?,
-                    conformance_note: r.get(10)?,
-                    conformance: r.get(11)?,
-                    conformance_detail: r.get(12)?,
-                    failed_step: failed.map(|f| match f.split_once('\u{1f}') {
-                        Some((a, b)) => (a.to_string(), b.to_string()),
-                        None => (f, String::new()),
-                    }),
-                })
+        let rows = self.query(
+            "read the runs of a job",
+            "SELECT r.run_id, r.scenario, j.job, r.version, r.trigger, r.dry_run, r.started, \
+             r.exit, j.passed, r.conformance_enabled, r.conformance_note, j.conformance, \
+             j.conformance_detail, \
+             (SELECT s.step || '\u{1f}' || COALESCE(s.diagnosis, s.message, '') FROM step_runs s \
+              WHERE s.run_id = j.run_id AND s.job = j.job AND s.outcome = 'failed' \
+              ORDER BY s.idx LIMIT 1) \
+             FROM job_runs j JOIN runs r ON r.run_id = j.run_id \
+             WHERE j.job = ?1 ORDER BY r.started, r.run_id",
+            vals![job],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| JobRun {
+                run_id: r.text(0),
+                scenario: r.text(1),
+                job: r.text(2),
+                version: r.text(3),
+                trigger: Trigger::parse(&r.text(4)),
+                dry_run: r.bool(5),
+                started: r.int(6),
+                exit: r.text(7),
+                passed: r.bool(8),
+                conformance_enabled: r.bool(9),
+                conformance_note: r.opt_text(10),
+                conformance: r.text(11),
+                conformance_detail: r.text(12),
+                failed_step: r.opt_text(13).map(|f| match f.split_once('\u{1f}') {
+                    Some((a, b)) => (a.to_string(), b.to_string()),
+                    None => (f, String::new()),
+                }),
             })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.err(what, e));
-        rows
+            .collect())
     }
 
     /// Steps of counting runs that executed (passed or failed), oldest first.
     pub fn step_runs(&self) -> Result<Vec<StepRun>, HistoryError> {
-        let what = "read step results";
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT s.run_id, s.job, s.step, r.version, r.started, s.outcome, s.duration_ms, \
-                 s.diagnosis FROM step_runs s JOIN runs r ON r.run_id = s.run_id \
-                 WHERE r.dry_run = 0 AND r.trigger != 'presubmit' AND r.exit != 'interrupted' \
-                 AND s.outcome IN ('passed', 'failed') \
-                 ORDER BY r.started, r.run_id, s.job, s.idx",
-            )
-            .map_err(|e| self.err(what, e))?;
-        let rows = st
-            .query_map([], step_run_row)
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.err(what, e));
-        rows
+        let rows = self.query(
+            "read step results",
+            "SELECT s.run_id, s.job, s.step, r.version, r.started, s.outcome, s.duration_ms, \
+             s.diagnosis FROM step_runs s JOIN runs r ON r.run_id = s.run_id \
+             WHERE NOT r.dry_run AND r.trigger != 'presubmit' AND r.exit != 'interrupted' \
+             AND s.outcome IN ('passed', 'failed') \
+             ORDER BY r.started, r.run_id, s.job, s.idx",
+            vec![],
+        )?;
+        Ok(rows.iter().map(step_run_row).collect())
     }
 
     /// Conformance spec results as [`StepRun`]s (`step` is the spec), oldest first, from
@@ -523,21 +447,15 @@ impl History {
     /// `passed`, `failed` or `flaky` (passed after failing, in the same run or the one it
     /// re-ran).
     pub fn spec_runs(&self) -> Result<Vec<StepRun>, HistoryError> {
-        let what = "read spec results";
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT s.run_id, s.job, s.spec, r.version, r.started, s.outcome, s.duration_ms, \
-                 NULL FROM spec_runs s JOIN runs r ON r.run_id = s.run_id \
-                 WHERE r.dry_run = 0 AND r.trigger != 'presubmit' AND r.exit != 'interrupted' \
-                 ORDER BY r.started, r.run_id, s.job, s.spec",
-            )
-            .map_err(|e| self.err(what, e))?;
-        let rows = st
-            .query_map([], step_run_row)
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.err(what, e));
-        rows
+        let rows = self.query(
+            "read spec results",
+            "SELECT s.run_id, s.job, s.spec, r.version, r.started, s.outcome, s.duration_ms, \
+             NULL FROM spec_runs s JOIN runs r ON r.run_id = s.run_id \
+             WHERE NOT r.dry_run AND r.trigger != 'presubmit' AND r.exit != 'interrupted' \
+             ORDER BY r.started, r.run_id, s.job, s.spec",
+            vec![],
+        )?;
+        Ok(rows.iter().map(step_run_row).collect())
     }
 
     /// Whether a notification of `kind` for the streak that began at `streak_start` was
@@ -548,67 +466,58 @@ impl History {
         kind: notify::Kind,
         streak_start: &str,
     ) -> Result<bool, HistoryError> {
-        self.conn
-            .query_row(
-                "SELECT 1 FROM notifications WHERE job = ?1 AND kind = ?2 AND streak_start = ?3 \
-                 AND delivered = 1 LIMIT 1",
-                params![job, kind.as_str(), streak_start],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|r| r.is_some())
-            .map_err(|e| self.err("read notifications", e))
+        let rows = self.query(
+            "read notifications",
+            "SELECT job FROM notifications WHERE job = ?1 AND kind = ?2 AND streak_start = ?3 \
+             AND delivered LIMIT 1",
+            vals![job, kind.as_str(), streak_start],
+        )?;
+        Ok(!rows.is_empty())
     }
 
     /// Records one notification attempt.
     pub fn record_notification(&self, n: &notify::Attempt) -> Result<(), HistoryError> {
-        self.conn
-            .execute(
+        self.store
+            .transaction(vec![Stmt::new(
                 "INSERT INTO notifications (job, kind, streak_start, run_id, streak, sent_at, \
                  channel, delivered, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    n.job,
+                vals![
+                    &n.job,
                     n.kind.as_str(),
-                    n.streak_start,
-                    n.run_id,
+                    &n.streak_start,
+                    &n.run_id,
                     n.streak as i64,
                     n.sent_at,
-                    n.channel,
+                    &n.channel,
                     n.delivered,
-                    n.error,
+                    n.error.clone(),
                 ],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err("record a notification", e))
+            )])
+            .map_err(self.err("record a notification"))
     }
 
     /// Every notification attempt, oldest first.
     pub fn notifications(&self) -> Result<Vec<notify::Attempt>, HistoryError> {
-        let what = "read notifications";
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT job, kind, streak_start, run_id, streak, sent_at, channel, delivered, error \
-                 FROM notifications ORDER BY id",
-            )
-            .map_err(|e| self.err(what, e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(notify::Attempt {
-                    job: r.get(0)?,
-                    kind: notify::Kind::parse(&r.get::<_, String>(1)?),
-                    streak_start: r.get(2)?,
-                    run_id: r.get(3)?,
-                    streak: r.get::<_, i64>(4)?.max(0) as usize,
-                    sent_at: r.get(5)?,
-                    channel: r.get(6)?,
-                    delivered: r.get(7)?,
-                    error: r.get(8)?,
-                })
+        let rows = self.query(
+            "read notifications",
+            "SELECT job, kind, streak_start, run_id, streak, sent_at, channel, delivered, error \
+             FROM notifications ORDER BY id",
+            vec![],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| notify::Attempt {
+                job: r.text(0),
+                kind: notify::Kind::parse(&r.text(1)),
+                streak_start: r.text(2),
+                run_id: r.text(3),
+                streak: r.int(4).max(0) as usize,
+                sent_at: r.int(5),
+                channel: r.text(6),
+                delivered: r.bool(7),
+                error: r.opt_text(8),
             })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.err(what, e));
-        rows
+            .collect())
     }
 }
 
@@ -766,7 +675,7 @@ pub fn report(h: &History, filter: Option<&str>) -> Result<String, HistoryError>
         .filter(|j| selects(filter, j))
         .collect();
     let mut out = String::new();
-    let _ = writeln!(out, "run history: {}", h.path().display());
+    let _ = writeln!(out, "run history: {}", h.location());
     let _ = writeln!(
         out,
         "\nstreaks (periodic and manual runs; dry runs, presubmits and interrupted runs do not count)"
@@ -883,15 +792,15 @@ pub fn report(h: &History, filter: Option<&str>) -> Result<String, HistoryError>
 }
 
 /// A row of (run_id, job, step, version, started, outcome, duration_ms, diagnosis).
-fn step_run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StepRun> {
-    Ok(StepRun {
-        run_id: r.get(0)?,
-        job: r.get(1)?,
-        step: r.get(2)?,
-        version: r.get(3)?,
-        started: r.get(4)?,
-        outcome: r.get(5)?,
-        duration: Duration::from_millis(r.get::<_, i64>(6)?.max(0) as u64),
-        diagnosis: r.get(7)?,
-    })
+fn step_run_row(r: &store::Row) -> StepRun {
+    StepRun {
+        run_id: r.text(0),
+        job: r.text(1),
+        step: r.text(2),
+        version: r.text(3),
+        started: r.int(4),
+        outcome: r.text(5),
+        duration: Duration::from_millis(r.int(6).max(0) as u64),
+        diagnosis: r.opt_text(7),
+    }
 }

@@ -1,23 +1,24 @@
-//! Records every finished run in the run history (SQLite), then sends the notifications
+//! Records every finished run in the run history (SQLite or PostgreSQL), then sends the notifications
 //! that are due. Neither a down webhook nor a failed notification fails the run.
 
 use super::{ReportError, Reporter};
 use crate::engine::event::Event;
 use crate::history::notify::{self, Notifier};
+use crate::history::Location;
 use crate::history::{History, Trigger};
 use std::path::PathBuf;
 
 pub struct HistoryRecorder {
-    path: PathBuf,
+    at: Location,
     trigger: Trigger,
     notifier: Option<Notifier>,
     artifacts: Option<PathBuf>,
 }
 
 impl HistoryRecorder {
-    pub fn new(path: PathBuf, trigger: Trigger) -> HistoryRecorder {
+    pub fn new(at: impl Into<Location>, trigger: Trigger) -> HistoryRecorder {
         HistoryRecorder {
-            path,
+            at: at.into(),
             trigger,
             notifier: None,
             artifacts: None,
@@ -41,7 +42,7 @@ impl Reporter for HistoryRecorder {
         let Event::RunFinished(s) = ev else {
             return Ok(());
         };
-        let mut h = History::open(&self.path)?;
+        let mut h = History::open(self.at.clone())?;
         h.record(s, self.trigger)?;
         if let Some(n) = &self.notifier {
             let due = notify::due(
