@@ -14,16 +14,18 @@ pub enum Stage {
     Cni,
     Smoke,
     Storage,
+    Soak,
     Conformance,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Init,
         Stage::Join,
         Stage::Cni,
         Stage::Smoke,
         Stage::Storage,
+        Stage::Soak,
         Stage::Conformance,
     ];
 
@@ -34,6 +36,7 @@ impl Stage {
             Stage::Cni => "cni",
             Stage::Smoke => "smoke",
             Stage::Storage => "storage",
+            Stage::Soak => "soak",
             Stage::Conformance => "conformance",
         }
     }
@@ -147,7 +150,8 @@ impl ActionKind {
             NodeChecks | Smoke | ControlPlaneLoss | EtcdMemberLoss | NodeReboot => {
                 Some(Stage::Smoke)
             }
-            Storage | Soak => Some(Stage::Storage),
+            Storage => Some(Stage::Storage),
+            Soak => Some(Stage::Soak),
             Conformance => Some(Stage::Conformance),
             Exec | HostSetup | ImageBuild | ClusterUp | EtcdUp | ExportLogs | ClusterDown
             | EtcdBackup | Upgrade => None,
