@@ -104,10 +104,22 @@ pub fn expand(s: &LoadedScenario) -> Vec<Job> {
     jobs
 }
 
-/// Keeps the jobs matching the optional provider and CNI filters.
-pub fn filter(jobs: Vec<Job>, provider: Option<&str>, cni: Option<&str>) -> Vec<Job> {
+/// What `--topology` calls a scenario's unnamed topology.
+pub const DEFAULT_TOPOLOGY: &str = "default";
+
+/// Keeps the jobs matching the optional provider, CNI and topology filters (a topology by
+/// its name, or [`DEFAULT_TOPOLOGY`] for the unnamed one).
+pub fn filter(
+    jobs: Vec<Job>,
+    provider: Option<&str>,
+    cni: Option<&str>,
+    topology: Option<&str>,
+) -> Vec<Job> {
     jobs.into_iter()
         .filter(|j| provider.is_none_or(|p| j.provider.as_str() == p))
         .filter(|j| cni.is_none_or(|c| j.cni == c))
+        .filter(|j| {
+            topology.is_none_or(|t| j.topology.name.as_deref().unwrap_or(DEFAULT_TOPOLOGY) == t)
+        })
         .collect()
 }

@@ -1,6 +1,10 @@
 //! The GitHub Actions alternative: one workflow per scenario, with a scheduled job that
 //! checks out the branch (the postsubmit) and a pull-request job that never blocks
-//! (`continue-on-error: true`). Both upload their artifacts, JUnit included.
+//! (`continue-on-error: true`), each a matrix strategy over the cells (and conformance
+//! shards) that Prow gets one job each for. Every cell uploads its artifacts, JUnit
+//! included. The postsubmit records into the PostgreSQL history that the
+//! `SHAKEDOWN_HISTORY` secret names, or, without the secret, into a cached SQLite file per
+//! cell.
 
 use super::{Jobs, Settings};
 pub use crate::scenario::schedule::cron;
@@ -39,10 +43,26 @@ pub struct Job {
     pub runs_on: String,
     pub container: Container,
     pub timeout_minutes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub continue_on_error: bool,
     pub env: BTreeMap<String, String>,
     pub steps: Vec<Step>,
+}
+
+/// One job per matrix entry; a failing cell never cancels the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Strategy {
+    pub fail_fast: bool,
+    pub matrix: Matrix,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Matrix {
+    /// Each entry: `name` (the job's), `cell` (for cache keys) and `args` (shell words).
+    pub include: Vec<BTreeMap<String, String>>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -92,11 +112,6 @@ fn with(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Quotes a string for a POSIX shell.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 fn job(settings: &Settings, jobs: &Jobs, name: &str, condition: &str, steps: Vec<Step>) -> Job {
     let env = BTreeMap::from([(
         "ARTIFACTS".to_string(),
@@ -114,6 +129,7 @@ fn job(settings: &Settings, jobs: &Jobs, name: &str, condition: &str, steps: Vec
             volumes: vec!["/tmp/shakedown-docker:/var/lib/docker".into()],
         },
         timeout_minutes: jobs.timeout.as_secs().div_ceil(60),
+        strategy: None,
         continue_on_error: false,
         env,
         steps,
@@ -133,6 +149,28 @@ fn upload(name: &str, condition: &str) -> Step {
     }
 }
 
+/// The matrix over `defs`: one entry per cell, the job's name, a cache key part and the
+/// `cargo run --` arguments as shell words.
+fn matrix(defs: &[super::JobDef]) -> Strategy {
+    Strategy {
+        fail_fast: false,
+        matrix: Matrix {
+            include: defs
+                .iter()
+                .map(|d| {
+                    with(&[
+                        ("name", &d.name),
+                        ("cell", &d.cell.suffix()),
+                        ("args", &shell_words::join(&d.args)),
+                    ])
+                })
+                .collect(),
+        },
+    }
+}
+
+const RUN: &str = "cargo run --locked -- ${{ matrix.args }}";
+
 /// The workflow for one scenario's jobs.
 pub fn workflow(jobs: &Jobs, settings: &Settings) -> Workflow {
     let mut out = Workflow {
@@ -147,21 +185,17 @@ pub fn workflow(jobs: &Jobs, settings: &Settings) -> Workflow {
             .collect::<BTreeMap<_, _>>(),
         jobs: BTreeMap::new(),
     };
-    let run = |args: &[String]| {
-        let mut cmd = "cargo run --locked --".to_string();
-        for a in args {
-            cmd.push(' ');
-            cmd.push_str(a);
-        }
-        cmd
-    };
-    if let Some(p) = &jobs.periodic {
+    if let Some(p) = jobs.periodics.first() {
         // Validation guarantees the interval converts.
         if let Some(c) = p.interval.and_then(|i| cron(i, &jobs.branch).ok()) {
             out.on.schedule.push(Schedule { cron: c });
         }
         out.on.workflow_dispatch = Some(BTreeMap::new());
-        let key = format!("{}-history-{}", settings.repo_name(), jobs.branch);
+        let key = format!(
+            "{}-history-{}-${{{{ matrix.cell }}}}",
+            settings.repo_name(),
+            jobs.branch
+        );
         let history = format!("{HISTORY_DIR}/history.sqlite");
         let steps = vec![
             Step {
@@ -176,11 +210,15 @@ pub fn workflow(jobs: &Jobs, settings: &Settings) -> Workflow {
                     ("key", &format!("{key}-${{{{ github.run_id }}}}")),
                     ("restore-keys", &format!("{key}-")),
                 ]),
-                ..step("restore run history")
+                ..step(
+                    "restore this cell's run history (used without the SHAKEDOWN_HISTORY secret)",
+                )
             },
             Step {
-                run: Some(format!("{} --history {history}", run(&p.args))),
-                ..step(&format!("run scenario {}", jobs.branch))
+                run: Some(format!(
+                    "{RUN} --history \"${{SHAKEDOWN_HISTORY:-{history}}}\""
+                )),
+                ..step("run the scenario's cell")
             },
             Step {
                 condition: Some("always()".into()),
@@ -189,25 +227,31 @@ pub fn workflow(jobs: &Jobs, settings: &Settings) -> Workflow {
                     ("path", HISTORY_DIR),
                     ("key", &format!("{key}-${{{{ github.run_id }}}}")),
                 ]),
-                ..step("save run history")
+                ..step("save this cell's run history")
             },
-            upload(&p.name, "always()"),
+            upload("${{ matrix.name }}", "always()"),
         ];
         let mut j = job(
             settings,
             jobs,
-            &p.name,
+            "${{ matrix.name }}",
             "github.event_name != 'pull_request'",
             steps,
         );
-        // Only the postsubmit notifies; pull requests never see the webhook secret.
+        j.strategy = Some(matrix(&jobs.periodics));
+        // Only the postsubmit records into the shared history and notifies; pull requests
+        // never see those secrets.
+        j.env.insert(
+            "SHAKEDOWN_HISTORY".into(),
+            "${{ secrets.SHAKEDOWN_HISTORY }}".into(),
+        );
         if let Some(var) = &jobs.webhook_env {
             j.env
                 .insert(var.clone(), format!("${{{{ secrets.{var} }}}}"));
         }
         out.jobs.insert("periodic".into(), j);
     }
-    if let Some(p) = &jobs.presubmit {
+    if let Some(p) = jobs.presubmits.first() {
         out.on.pull_request = Some(BTreeMap::new());
         let mut steps = vec![Step {
             uses: Some(CHECKOUT.into()),
@@ -215,8 +259,8 @@ pub fn workflow(jobs: &Jobs, settings: &Settings) -> Workflow {
             ..step("check out the pull request")
         }];
         let mut when = "always()".to_string();
-        let mut run_step = step(&format!("run scenario {}", jobs.branch));
-        run_step.run = Some(run(&p.args));
+        let mut run_step = step("run the scenario's cell");
+        run_step.run = Some(RUN.into());
         if let Some(re) = &p.run_if_changed {
             steps.push(Step {
                 id: Some("changed".into()),
@@ -225,7 +269,7 @@ pub fn workflow(jobs: &Jobs, settings: &Settings) -> Workflow {
                      echo run=true >> \"$GITHUB_OUTPUT\"\nelse\n  \
                      echo 'no change matches run_if_changed: not run'\n  \
                      echo run=false >> \"$GITHUB_OUTPUT\"\nfi\n",
-                    sh_quote(re)
+                    shell_words::quote(re)
                 )),
                 ..step("decide from changed files (run_if_changed)")
             });
@@ -233,14 +277,15 @@ pub fn workflow(jobs: &Jobs, settings: &Settings) -> Workflow {
             when = "always() && steps.changed.outputs.run == 'true'".into();
         }
         steps.push(run_step);
-        steps.push(upload(&p.name, &when));
+        steps.push(upload("${{ matrix.name }}", &when));
         let mut j = job(
             settings,
             jobs,
-            &p.name,
+            "${{ matrix.name }}",
             "github.event_name == 'pull_request'",
             steps,
         );
+        j.strategy = Some(matrix(&jobs.presubmits));
         j.continue_on_error = true;
         out.jobs.insert("presubmit".into(), j);
     }
@@ -277,10 +322,5 @@ mod tests {
             let e = cron(bad, "master").unwrap_err();
             assert!(e.contains("divide"), "{e}");
         }
-    }
-
-    #[test]
-    fn shell_quoting_survives_single_quotes() {
-        assert_eq!(sh_quote("^a'b"), r"'^a'\''b'");
     }
 }

@@ -92,10 +92,55 @@ pub fn parse_repo(s: &str) -> Result<String, String> {
     }
 }
 
-/// One CI job derived from a scenario.
+/// One matrix cell, and one conformance shard of it when the scenario asks for shards:
+/// what one CI job runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cell {
+    /// The matrix job, e.g. `release-1.20/docker/bridge`.
+    pub job: String,
+    pub provider: String,
+    pub cni: String,
+    /// The topology's name; `None` for a scenario's single unnamed topology.
+    pub topology: Option<String>,
+    /// `(k, n)`: conformance shard k of n.
+    pub shard: Option<(u32, u32)>,
+}
+
+impl Cell {
+    /// `docker-bridge`, `docker-bridge-ha`, `docker-bridge-shard-1-of-2`: what job names and
+    /// tabs add to the branch.
+    pub fn suffix(&self) -> String {
+        let mut parts = vec![self.provider.clone(), self.cni.clone()];
+        parts.extend(self.topology.clone());
+        if let Some((k, n)) = self.shard {
+            parts.push(format!("shard-{k}-of-{n}"));
+        }
+        parts.join("-")
+    }
+
+    /// The `scenario` arguments that select this cell and no other.
+    pub fn args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--provider".to_string(),
+            self.provider.clone(),
+            "--cni".into(),
+            self.cni.clone(),
+        ];
+        if let Some(t) = &self.topology {
+            a.extend(["--topology".to_string(), t.clone()]);
+        }
+        if let Some((k, n)) = self.shard {
+            a.extend(["--conformance-shard".to_string(), format!("{k}/{n}")]);
+        }
+        a
+    }
+}
+
+/// One CI job derived from a scenario: one cell's periodic or presubmit.
 #[derive(Debug, Clone)]
 pub struct JobDef {
     pub name: String,
+    pub cell: Cell,
     /// Periodic only: how often it runs.
     pub interval: Option<Duration>,
     /// Presubmit only: run only when files matching this change.
@@ -105,7 +150,8 @@ pub struct JobDef {
     pub args: Vec<String>,
 }
 
-/// A scenario's CI jobs, independent of the CI system.
+/// A scenario's CI jobs, independent of the CI system: a periodic and a presubmit per
+/// cell, in matrix order.
 #[derive(Debug, Clone)]
 pub struct Jobs {
     pub branch: String,
@@ -117,8 +163,25 @@ pub struct Jobs {
     pub grace: Duration,
     /// Environment variable the webhook URL comes from, when the scenario notifies.
     pub webhook_env: Option<String>,
-    pub periodic: Option<JobDef>,
-    pub presubmit: Option<JobDef>,
+    pub periodics: Vec<JobDef>,
+    pub presubmits: Vec<JobDef>,
+}
+
+/// The longest job name: Prow copies it into a label (`prow.k8s.io/job`), and label
+/// values stop at 63 characters.
+pub const MAX_JOB_NAME: usize = 63;
+
+/// A job name within [`MAX_JOB_NAME`]: too long a name keeps its start and ends in a
+/// digest of the whole, so it stays stable and distinct.
+fn fit_name(name: String) -> String {
+    if name.len() <= MAX_JOB_NAME {
+        return name;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let tag: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let keep = name[..MAX_JOB_NAME - tag.len() - 1].trim_end_matches('-');
+    format!("{keep}-{tag}")
 }
 
 /// `release-1.20` → `release-1-20`: job names are used as label values and pod names.
@@ -161,13 +224,16 @@ pub fn jobs(s: &LoadedScenario, root: &Path, settings: &Settings) -> Option<Jobs
     }
     let branch = sc.branch.clone();
     let repo = settings.repo_name();
-    let what = |kind: &str| {
+    let what = |kind: &str, cell: &Cell| {
         let mut d = ci
             .testgrid
             .as_ref()
             .map(|t| format!("OWNER: {}; ", t.owner))
             .unwrap_or_default();
-        d.push_str(&format!("{kind} of {branch}"));
+        d.push_str(&format!("{kind} of {}", cell.job));
+        if let Some((k, n)) = cell.shard {
+            d.push_str(&format!(", conformance shard {k} of {n}"));
+        }
         if let Some(p) = &ci.periodic {
             if kind.starts_with("periodic") {
                 d.push_str(&format!(" every {}", p.interval));
@@ -206,47 +272,79 @@ pub fn jobs(s: &LoadedScenario, root: &Path, settings: &Settings) -> Option<Jobs
         a.insert("description".into(), description);
         a
     };
-    let args = |trigger: &str| {
-        let mut a = vec![
-            "scenario".to_string(),
-            branch.clone(),
-            "--trigger".into(),
-            trigger.into(),
-        ];
-        for j in settings
-            .leave_out
-            .iter()
-            .filter(|j| j.split('/').next() == Some(branch.as_str()))
-        {
-            a.push("--skip-job".into());
-            a.push(j.clone());
-        }
+    let cells: Vec<Cell> = crate::matrix::expand(s)
+        .into_iter()
+        .filter(|j| !settings.leave_out.contains(&j.name))
+        .flat_map(|j| {
+            let shards = ci.shards.filter(|n| *n > 1);
+            let cell = Cell {
+                job: j.name.clone(),
+                provider: j.provider.as_str().to_string(),
+                cni: j.cni.clone(),
+                topology: j.topology.name.clone(),
+                shard: None,
+            };
+            match shards {
+                None => vec![cell],
+                Some(n) => (1..=n)
+                    .map(|k| Cell {
+                        shard: Some((k, n)),
+                        ..cell.clone()
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let args = |cell: &Cell, trigger: &str| {
+        let mut a = vec!["scenario".to_string(), branch.clone()];
+        a.extend(cell.args());
+        a.extend(["--trigger".to_string(), trigger.into()]);
         a
     };
-    let periodic = ci.periodic.as_ref().map(|p| {
+    let periodics = ci.periodic.as_ref().map_or_else(Vec::new, |p| {
         let interval = humantime::parse_duration(&p.interval).unwrap_or_default();
-        JobDef {
-            name: format!("ci-{}-{}", dns(repo), dns(&branch)),
-            interval: Some(interval),
-            run_if_changed: None,
-            annotations: annotations(
-                format!("{repo}-{branch}"),
-                false,
-                what("periodic postsubmit"),
-            ),
-            args: args("periodic"),
-        }
+        cells
+            .iter()
+            .map(|c| JobDef {
+                name: fit_name(format!(
+                    "ci-{}-{}-{}",
+                    dns(repo),
+                    dns(&branch),
+                    dns(&c.suffix())
+                )),
+                cell: c.clone(),
+                interval: Some(interval),
+                run_if_changed: None,
+                annotations: annotations(
+                    format!("{repo}-{branch}-{}", c.suffix()),
+                    false,
+                    what("periodic postsubmit", c),
+                ),
+                args: args(c, "periodic"),
+            })
+            .collect()
     });
-    let presubmit = ci.presubmit.as_ref().map(|p| JobDef {
-        name: format!("pull-{}-{}", dns(repo), dns(&branch)),
-        interval: None,
-        run_if_changed: p.run_if_changed.clone(),
-        annotations: annotations(
-            format!("pull-{repo}-{branch}"),
-            true,
-            what("non-blocking presubmit"),
-        ),
-        args: args("presubmit"),
+    let presubmits = ci.presubmit.as_ref().map_or_else(Vec::new, |p| {
+        cells
+            .iter()
+            .map(|c| JobDef {
+                name: fit_name(format!(
+                    "pull-{}-{}-{}",
+                    dns(repo),
+                    dns(&branch),
+                    dns(&c.suffix())
+                )),
+                cell: c.clone(),
+                interval: None,
+                run_if_changed: p.run_if_changed.clone(),
+                annotations: annotations(
+                    format!("pull-{repo}-{branch}-{}", c.suffix()),
+                    true,
+                    what("non-blocking presubmit", c),
+                ),
+                args: args(c, "presubmit"),
+            })
+            .collect()
     });
     let (timeout, grace) = budget(s);
     let source = s
@@ -266,8 +364,8 @@ pub fn jobs(s: &LoadedScenario, root: &Path, settings: &Settings) -> Option<Jobs
                 .clone()
                 .unwrap_or_else(|| crate::history::notify::DEFAULT_WEBHOOK_ENV.to_string())
         }),
-        periodic,
-        presubmit,
+        periodics,
+        presubmits,
     })
 }
 
@@ -496,6 +594,22 @@ mod tests {
         for bad in ["shakedown", "a/", "/b", "a/b/c", "a b/c"] {
             assert!(parse_repo(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn long_job_names_keep_their_start_and_end_in_a_stable_digest() {
+        let short = "ci-shakedown-release-1-20-docker-bridge".to_string();
+        assert_eq!(fit_name(short.clone()), short);
+        let long = format!("{short}-a-very-long-topology-name-shard-12-of-16");
+        let a = fit_name(long.clone());
+        assert_eq!(a.len(), MAX_JOB_NAME, "{a}");
+        assert!(a.starts_with("ci-shakedown-release-1-20-docker-bridge-a-very-long"));
+        assert_eq!(a, fit_name(long.clone()), "stable");
+        assert_ne!(
+            a,
+            fit_name(long.replace("12-of-16", "13-of-16")),
+            "distinct"
+        );
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! Prow job configuration (see shared/FORMATS.md): one file per scenario holding its periodic
-//! postsubmit and its presubmit, with the TestGrid annotations that put both on a dashboard
-//! and alert its owners.
+//! Prow job configuration (see shared/FORMATS.md): one file per scenario holding a periodic
+//! postsubmit and a presubmit for each matrix cell (and conformance shard), each with the
+//! TestGrid annotations that give it a tab on the branch's dashboard and alert its owners.
+//! The periodics record into the shared run history whose URL the [`HISTORY_SECRET`]
+//! secret holds, so streaks, notifications and sign-off see every cell's runs; presubmits
+//! run unmerged code and never see it.
 
 use super::{Jobs, Settings};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, PodSpec, ResourceRequirements, SecurityContext, Volume,
-    VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSpec, ResourceRequirements,
+    SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::{Deserialize, Serialize};
@@ -66,6 +69,11 @@ pub struct Ref {
     pub workdir: bool,
 }
 
+/// The Kubernetes secret (in the namespace Prow runs test pods in) whose [`HISTORY_KEY`]
+/// holds the PostgreSQL URL of the shared run history.
+pub const HISTORY_SECRET: &str = "shakedown-history";
+pub const HISTORY_KEY: &str = "url";
+
 /// The Prow config for one scenario's jobs.
 pub fn config(jobs: &Jobs, settings: &Settings) -> ProwConfig {
     let mut out = ProwConfig::default();
@@ -73,7 +81,20 @@ pub fn config(jobs: &Jobs, settings: &Settings) -> ProwConfig {
         timeout: go_duration(jobs.timeout),
         grace_period: go_duration(jobs.grace),
     };
-    if let Some(p) = &jobs.periodic {
+    for p in &jobs.periodics {
+        let mut spec = pod_spec(settings, &p.args);
+        spec.containers[0].env = Some(vec![EnvVar {
+            name: "SHAKEDOWN_HISTORY".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: HISTORY_SECRET.into(),
+                    key: HISTORY_KEY.into(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
         out.periodics.push(Periodic {
             name: p.name.clone(),
             interval: go_duration(p.interval.unwrap_or_default()),
@@ -86,24 +107,24 @@ pub fn config(jobs: &Jobs, settings: &Settings) -> ProwConfig {
                 workdir: true,
             }],
             annotations: p.annotations.clone(),
-            spec: pod_spec(settings, &p.args),
+            spec,
         });
     }
-    if let Some(p) = &jobs.presubmit {
-        out.presubmits.insert(
-            settings.repo.clone(),
-            vec![Presubmit {
+    for p in &jobs.presubmits {
+        out.presubmits
+            .entry(settings.repo.clone())
+            .or_default()
+            .push(Presubmit {
                 name: p.name.clone(),
                 always_run: p.run_if_changed.is_none(),
                 run_if_changed: p.run_if_changed.clone(),
                 optional: true,
                 skip_report: false,
                 decorate: true,
-                decoration_config,
+                decoration_config: decoration_config.clone(),
                 annotations: p.annotations.clone(),
                 spec: pod_spec(settings, &p.args),
-            }],
-        );
+            });
     }
     out
 }

@@ -337,6 +337,10 @@ pub struct ScenarioArgs {
     /// Only run jobs with this CNI variant.
     #[arg(long)]
     pub cni: Option<String>,
+    /// Only run jobs of this topology: its `name`, or `default` for the unnamed one (what
+    /// a generated per-cell CI job passes).
+    #[arg(long)]
+    pub topology: Option<String>,
     /// Leave this job out (repeatable), e.g. release-1.20/docker/weave: a cell this
     /// machine cannot run (see README).
     #[arg(long = "skip-job", value_name = "JOB")]
@@ -681,7 +685,7 @@ fn shown(root: &Path, p: &Path) -> String {
     p.strip_prefix(root).unwrap_or(p).display().to_string()
 }
 
-/// The plan of the scenario's jobs that match `--provider` and `--cni`. When a job has VM
+/// The plan of the scenario's jobs that match `--provider`, `--cni` and `--topology`. When a job has VM
 /// nodes, the VM kernel is built (cached) and a probe boot decides between KVM and TCG, so
 /// the plan's deadlines are the ones the run keeps.
 fn plan_jobs(
@@ -689,6 +693,7 @@ fn plan_jobs(
     s: &LoadedScenario,
     provider: Option<&str>,
     cni: Option<&str>,
+    topology: Option<&str>,
     skip: &[String],
 ) -> Result<plan::Plan, CliError> {
     let all = matrix::expand(s);
@@ -702,14 +707,15 @@ fn plan_jobs(
                 .join(", ")
         )));
     }
-    let mut jobs = matrix::filter(all, provider, cni);
+    let mut jobs = matrix::filter(all, provider, cni, topology);
     jobs.retain(|j| !skip.contains(&j.name));
     if jobs.is_empty() {
         return Err(CliError::Usage(format!(
-            "no job of scenario {} matches --provider {} --cni {}",
+            "no job of scenario {} matches --provider {} --cni {} --topology {}",
             s.name(),
             provider.unwrap_or("*"),
-            cni.unwrap_or("*")
+            cni.unwrap_or("*"),
+            topology.unwrap_or("*")
         )));
     }
     let accel =

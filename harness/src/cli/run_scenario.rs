@@ -78,6 +78,7 @@ pub(super) async fn run_scenario(root: &Path, a: ScenarioArgs) -> Result<ExitKin
         &s,
         a.provider.as_deref(),
         a.cni.as_deref(),
+        a.topology.as_deref(),
         &skip_jobs,
     )?;
     if let Some(r) = rerun.as_ref().filter(|r| r.version != p.version) {

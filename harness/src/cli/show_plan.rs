@@ -9,7 +9,7 @@ pub(super) fn planned(
     cni: Option<&str>,
 ) -> Result<(LoadedScenario, Catalog, plan::Plan), CliError> {
     let (s, catalog) = load_scenario(root, name)?;
-    let p = plan_jobs(root, &s, provider, cni, &[])?;
+    let p = plan_jobs(root, &s, provider, cni, None, &[])?;
     Ok((s, catalog, p))
 }
 

@@ -16,6 +16,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use time::Date;
 
+/// The most conformance shards `ci.shards` may ask for: each is a job per cell.
+pub const MAX_CI_SHARDS: u32 = 16;
+
 /// A scenario that parsed and validated, with facts derived from it.
 #[derive(Debug, Clone)]
 pub struct LoadedScenario {
@@ -819,6 +822,24 @@ fn validate_ci(s: &Scenario, err: &mut impl FnMut(&str, String)) {
             err(
                 "ci.presubmit.run_if_changed",
                 format!("{re:?} is not a regular expression: {e}"),
+            );
+        }
+    }
+    if let Some(n) = ci.shards {
+        if !(1..=MAX_CI_SHARDS).contains(&n) {
+            err(
+                "ci.shards",
+                format!("must be between 1 and {MAX_CI_SHARDS} (each shard is a job per cell)"),
+            );
+        } else if n > 1
+            && !s
+                .steps
+                .iter()
+                .any(|st| st.action == crate::scenario::ActionKind::Conformance)
+        {
+            err(
+                "ci.shards",
+                "shards split the conformance step, and this scenario has none".into(),
             );
         }
     }

@@ -780,6 +780,10 @@ pub struct CiSpec {
     /// Who hears about a red postsubmit, and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifySpec>,
+    /// Run conformance as this many shards, each a job of its own per cell
+    /// (`--conformance-shard K/N`), so that Prow spreads them over pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u32>,
 }
 
 impl CiSpec {
@@ -788,6 +792,7 @@ impl CiSpec {
             && self.presubmit.is_none()
             && self.testgrid.is_none()
             && self.notify.is_none()
+            && self.shards.is_none()
     }
 }
 
