@@ -95,14 +95,22 @@ pub fn redact(url: &str) -> String {
 /// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("failed in SQLite")]
+    #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
-    #[error("failed in PostgreSQL")]
+    #[error(transparent)]
     Postgres(#[from] tokio_postgres::Error),
     #[error("failed to migrate the history's schema")]
     Migrate(#[from] refinery::Error),
+    #[error("failed to lock {path} while migrating the history's schema")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to start a runtime for the PostgreSQL client")]
     Runtime(#[source] std::io::Error),
+    #[error("failed to start the PostgreSQL client's thread")]
+    Thread(#[source] std::io::Error),
     #[error("failed to reach the PostgreSQL client's thread: it has stopped")]
     Gone,
 }
@@ -217,7 +225,25 @@ impl Store {
         let mut conn = rusqlite::Connection::open_with_flags(path, flags)?;
         // Jobs of several branches may finish at once and share one file.
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        sqlite_migrations::migrations::runner().run(&mut conn)?;
+        // refinery reads which migrations ran, then applies the rest: two runs opening a new
+        // file at once would both apply the first. A lock beside the file orders them.
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .and_then(|f| {
+                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+                    .map_err(|(_, e)| std::io::Error::from(e))
+            })
+            .map_err(|source| DbError::Lock {
+                path: lock_path,
+                source,
+            })?;
+        let migrated = sqlite_migrations::migrations::runner().run(&mut conn);
+        drop(lock);
+        migrated?;
         Ok(Store::Sqlite(conn))
     }
 
@@ -308,6 +334,9 @@ impl tokio_postgres::types::ToSql for Value {
         use tokio_postgres::types::{IsNull, Type};
         match self {
             Value::Null => Ok(IsNull::Yes),
+            // PostgreSQL's text cannot hold NUL, which SQLite stores; a diagnosis quoting
+            // a binary log must not lose the whole run.
+            Value::Text(s) if s.contains('\0') => s.replace('\0', "\u{fffd}").to_sql(ty, out),
             Value::Text(s) => s.to_sql(ty, out),
             Value::Bool(b) if *ty == Type::BOOL => b.to_sql(ty, out),
             Value::Bool(b) => Value::Int(*b as i64).to_sql(ty, out),
@@ -366,7 +395,7 @@ impl Postgres {
         std::thread::Builder::new()
             .name("history-postgres".into())
             .spawn(move || serve(&url, incoming, ready))
-            .map_err(DbError::Runtime)?;
+            .map_err(DbError::Thread)?;
         started.recv().map_err(|_| DbError::Gone)??;
         Ok(Postgres { requests })
     }
@@ -419,10 +448,11 @@ fn serve(url: &str, incoming: mpsc::Receiver<Request>, ready: Reply<()>) {
         let migrated = postgres_migrations::migrations::runner()
             .run_async(&mut client)
             .await;
-        client
+        let unlocked = client
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-            .await?;
+            .await;
         migrated?;
+        unlocked?;
         Ok::<_, DbError>(client)
     });
     let mut client = match client {
