@@ -769,3 +769,34 @@ fn shards_become_jobs_of_their_own_and_their_arguments_run() {
         "one cell only: {text}"
     );
 }
+
+/// Two cells whose names differ only in what a job name cannot hold would share one job
+/// name: generation refuses, naming it, instead of writing a config Prow would reject.
+#[test]
+fn cells_that_would_share_a_job_name_are_refused() {
+    let root = common::root();
+    let mut all = scenarios(&root);
+    let s = all.iter_mut().find(|s| s.name() == "release-1.20").unwrap();
+    let t = s.scenario.topologies[0].clone();
+    s.scenario.topologies = vec![
+        scenario::TopologySpec {
+            name: Some("HA".into()),
+            ..t.clone()
+        },
+        scenario::TopologySpec {
+            name: Some("ha".into()),
+            ..t
+        },
+    ];
+    match ci::generate(&all, &root, &Settings::default()) {
+        Err(e @ ci::CiError::DuplicateName { .. }) => {
+            let m = e.to_string();
+            assert!(
+                m.contains("ci-shakedown-release-1-20-docker-bridge-ha"),
+                "{m}"
+            );
+            assert!(m.contains("scenarios/release-1.20.yaml"), "{m}");
+        }
+        other => panic!("want a duplicate name, got {other:?}"),
+    }
+}

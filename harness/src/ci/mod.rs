@@ -39,7 +39,7 @@ pub struct Settings {
     pub repo: String,
     /// Container image the jobs run in.
     pub image: String,
-    /// Matrix cells left out of the jobs (`--skip-job` on the run).
+    /// Matrix cells that get no jobs (`--leave-out`).
     pub leave_out: Vec<String>,
 }
 
@@ -301,17 +301,20 @@ pub fn jobs(s: &LoadedScenario, root: &Path, settings: &Settings) -> Option<Jobs
         a.extend(["--trigger".to_string(), trigger.into()]);
         a
     };
+    let name = |prefix: &str, c: &Cell| {
+        fit_name(format!(
+            "{prefix}-{}-{}-{}",
+            dns(repo),
+            dns(&branch),
+            dns(&c.suffix())
+        ))
+    };
     let periodics = ci.periodic.as_ref().map_or_else(Vec::new, |p| {
         let interval = humantime::parse_duration(&p.interval).unwrap_or_default();
         cells
             .iter()
             .map(|c| JobDef {
-                name: fit_name(format!(
-                    "ci-{}-{}-{}",
-                    dns(repo),
-                    dns(&branch),
-                    dns(&c.suffix())
-                )),
+                name: name("ci", c),
                 cell: c.clone(),
                 interval: Some(interval),
                 run_if_changed: None,
@@ -328,12 +331,7 @@ pub fn jobs(s: &LoadedScenario, root: &Path, settings: &Settings) -> Option<Jobs
         cells
             .iter()
             .map(|c| JobDef {
-                name: fit_name(format!(
-                    "pull-{}-{}-{}",
-                    dns(repo),
-                    dns(&branch),
-                    dns(&c.suffix())
-                )),
+                name: name("pull", c),
                 cell: c.clone(),
                 interval: None,
                 run_if_changed: p.run_if_changed.clone(),
@@ -371,6 +369,8 @@ pub fn jobs(s: &LoadedScenario, root: &Path, settings: &Settings) -> Option<Jobs
 
 #[derive(Debug, thiserror::Error)]
 pub enum CiError {
+    #[error("failed to name the jobs of {source_file}: two cells both become job {name} (topology names that differ only in case or punctuation?)")]
+    DuplicateName { name: String, source_file: String },
     #[error("failed to encode {path} as YAML")]
     Encode {
         path: PathBuf,
@@ -420,6 +420,15 @@ pub fn generate(
         let Some(jobs) = jobs(s, root, settings) else {
             continue;
         };
+        let mut seen = BTreeSet::new();
+        for j in jobs.periodics.iter().chain(&jobs.presubmits) {
+            if !seen.insert(j.name.as_str()) {
+                return Err(CiError::DuplicateName {
+                    name: j.name.clone(),
+                    source_file: jobs.source.clone(),
+                });
+            }
+        }
         let h = header(settings, &jobs.source);
         let p = PathBuf::from("prow").join(format!("{}.yaml", jobs.branch));
         files.insert(p.clone(), yaml(&p, &h, &prow::config(&jobs, settings))?);

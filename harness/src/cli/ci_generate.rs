@@ -46,8 +46,11 @@ pub(super) fn ci_generate(root: &Path, a: CiGenerateArgs) -> Result<ExitKind, Cl
         what: what.to_string(),
         source: Box::new(e),
     };
-    let files =
-        ci::generate(&scenarios, root, &settings).map_err(|e| infra("generate the CI jobs", e))?;
+    let files = ci::generate(&scenarios, root, &settings).map_err(|e| match e {
+        // Two cells named alike is the scenario's to fix: a configuration error.
+        ci::CiError::DuplicateName { .. } => CliError::Usage(e.to_string()),
+        e => infra("generate the CI jobs", e),
+    })?;
     if a.check {
         let findings = ci::check(&out, &files).map_err(|e| infra("check the CI jobs", e))?;
         if findings.is_empty() {

@@ -205,7 +205,7 @@ pub enum BenchCommand {
         parallel: Option<crate::scenario::Parallel>,
         /// Run history whose spec durations order the specs: a SQLite file or a postgres://
         /// URL (default: history.sqlite beside $ARTIFACTS, else artifacts/history.sqlite).
-        #[arg(long, env = "SHAKEDOWN_HISTORY", value_parser = parse_history)]
+        #[arg(long, env = "SHAKEDOWN_HISTORY", hide_env_values = true, value_parser = parse_history)]
         history: Option<history::Location>,
     },
 }
@@ -286,7 +286,7 @@ pub struct HistoryArgs {
     pub job: Option<String>,
     /// Run history: a SQLite file or a postgres:// URL shared by many runners (default:
     /// history.sqlite beside $ARTIFACTS, else artifacts/history.sqlite).
-    #[arg(long, env = "SHAKEDOWN_HISTORY", value_parser = parse_history)]
+    #[arg(long, env = "SHAKEDOWN_HISTORY", hide_env_values = true, value_parser = parse_history)]
     pub history: Option<history::Location>,
     /// Print each conformance spec's last passed duration as a table
     /// (`SECONDS<TAB>SPEC`, longest first) for a scenario's `conformance.durations`.
@@ -306,7 +306,7 @@ pub struct SignoffArgs {
     pub version: Option<String>,
     /// Run history: a SQLite file or a postgres:// URL shared by many runners (default:
     /// history.sqlite beside $ARTIFACTS, else artifacts/history.sqlite).
-    #[arg(long, env = "SHAKEDOWN_HISTORY", value_parser = parse_history)]
+    #[arg(long, env = "SHAKEDOWN_HISTORY", hide_env_values = true, value_parser = parse_history)]
     pub history: Option<history::Location>,
 }
 
@@ -337,8 +337,8 @@ pub struct ScenarioArgs {
     /// Only run jobs with this CNI variant.
     #[arg(long)]
     pub cni: Option<String>,
-    /// Only run jobs of this topology: its `name`, or `default` for the unnamed one (what
-    /// a generated per-cell CI job passes).
+    /// Only run jobs of this topology: its `name`, or `default` for a scenario's unnamed
+    /// one (generated per-cell CI jobs pass it for named topologies).
     #[arg(long)]
     pub topology: Option<String>,
     /// Leave this job out (repeatable), e.g. release-1.20/docker/weave: a cell this
@@ -398,7 +398,7 @@ pub struct ScenarioArgs {
     pub e2e_binaries: Option<PathBuf>,
     /// Run history to record the run in: a SQLite file or a postgres:// URL shared by many
     /// runners (default: history.sqlite beside the artifacts folder).
-    #[arg(long, env = "SHAKEDOWN_HISTORY", value_parser = parse_history)]
+    #[arg(long, env = "SHAKEDOWN_HISTORY", hide_env_values = true, value_parser = parse_history)]
     pub history: Option<history::Location>,
     /// What started the run. Periodic and manual runs count for streaks, notifications and
     /// sign-off; presubmit runs are recorded but do not.
