@@ -44,6 +44,7 @@ pub fn lookup(kind: ActionKind) -> Box<dyn Action> {
         ActionKind::NodeChecks => Box::new(nodechecks::NodeChecks),
         ActionKind::Smoke => Box::new(smoke::Smoke),
         ActionKind::Storage => Box::new(storage::Storage),
+        ActionKind::NodeLoss => Box::new(storage::NodeLoss),
         ActionKind::Soak => Box::new(soak::Soak),
         ActionKind::ControlPlaneLoss => Box::new(ha::ControlPlaneLoss),
         ActionKind::EtcdMemberLoss => Box::new(ha::EtcdMemberLoss),

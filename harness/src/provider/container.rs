@@ -101,6 +101,10 @@ impl ContainerProvider {
         }
         // A named volume, created with the run's labels before the node (see `create`).
         let var = format!("--volume={}:/var", var_volume(name));
+        a.push(format!(
+            "--volume={}:{SHARED_IN_NODE}",
+            shared_volume(&spec.name)
+        ));
         match self.engine {
             Engine::Docker => a.push(var),
             Engine::Podman => {
@@ -222,6 +226,16 @@ fn forward_comment(cluster: &str) -> String {
 pub fn var_volume(node: &str) -> String {
     format!("{node}-var")
 }
+
+/// The volume every node of a cluster mounts at [`SHARED_IN_NODE`]: one folder on this
+/// machine that all nodes see, the node-loss check's stand-in for network storage. Named
+/// and labelled like the `/var` volumes.
+pub fn shared_volume(cluster: &str) -> String {
+    format!("{cluster}-shared")
+}
+
+/// Where a node sees [`shared_volume`].
+pub const SHARED_IN_NODE: &str = "/srv/shakedown-shared";
 
 /// Container names: [a-zA-Z0-9][a-zA-Z0-9_.-]*; hostnames at most 63 characters.
 pub fn cluster_name(run_id: &str, context: &str) -> String {
@@ -417,6 +431,7 @@ impl Provider for ContainerProvider {
             r.run(Cmd::new("iptables").args(forward_rule("-I", &bridge, &spec.name)))
                 .await?;
         }
+        let mut first = true;
         for (name, role) in node_names(spec) {
             // Registered before it starts, so a failure below still removes it.
             let info = NodeInfo {
@@ -434,6 +449,13 @@ impl Provider for ContainerProvider {
             vol.extend(labels(spec));
             vol.push(var_volume(&name));
             r.run(self.cmd().args(vol)).await?;
+            if first {
+                let mut vol = vec!["volume".to_string(), "create".into()];
+                vol.extend(labels(spec));
+                vol.push(shared_volume(&spec.name));
+                r.run(self.cmd().args(vol)).await?;
+                first = false;
+            }
             r.run(self.cmd().args(self.run_args(spec, &network, &name, role)))
                 .await?;
         }
@@ -639,7 +661,8 @@ impl Provider for ContainerProvider {
                 r.run(
                     self.cmd()
                         .args(["volume", "rm", "-f"])
-                        .args(cluster.container_nodes().map(|n| var_volume(&n.name))),
+                        .args(cluster.container_nodes().map(|n| var_volume(&n.name)))
+                        .arg(shared_volume(&cluster.name)),
                 )
                 .await
                 .map(drop),
@@ -710,6 +733,7 @@ impl Provider for ContainerProvider {
             run_bounded(self.program(), &args, log, limit);
             let mut args = vec!["volume".to_string(), "rm".into(), "-f".into()];
             args.extend(cluster.container_nodes().map(|n| var_volume(&n.name)));
+            args.push(shared_volume(&cluster.name));
             run_bounded(self.program(), &args, log, limit);
         }
         // Late arrivals of a `run` stopped halfway, by the cluster's label (see `remove`).
@@ -843,6 +867,14 @@ impl Provider for ContainerProvider {
         Some(self.cmd().args(["restart", "--time", "30", node]))
     }
 
+    fn start_node(&self, node: &str) -> Option<Cmd> {
+        Some(self.cmd().args(["start", node]))
+    }
+
+    fn shared_folder(&self) -> Option<&'static str> {
+        Some(SHARED_IN_NODE)
+    }
+
     fn boot_id(&self, node: &str) -> Option<Cmd> {
         Some(
             self.cmd()
@@ -911,6 +943,7 @@ mod tests {
                 "--volume=/cache/images.tar:/shakedown/images.tar:ro",
                 "--add-host=shakedown.local:127.0.0.1",
                 "--volume=n1-var:/var",
+                "--volume=sd-20261121-103500-ab12-docker-bridge-shared:/srv/shakedown-shared",
             ] {
                 assert!(a.contains(want), "{}: missing {want} in {a}", p.program());
             }

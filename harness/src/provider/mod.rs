@@ -220,6 +220,17 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Starts a node `stop_node` stopped (None: this provider cannot).
+    fn start_node(&self, _node: &str) -> Option<Cmd> {
+        None
+    }
+
+    /// A folder every node of a cluster sees with the same contents, as network storage
+    /// would be (None: this provider has none).
+    fn shared_folder(&self) -> Option<&'static str> {
+        None
+    }
+
     /// The node's serial console, as this machine keeps it (a VM's), for log export.
     fn console_log(&self, _node: &str) -> Option<PathBuf> {
         None

@@ -69,6 +69,7 @@ pub enum ActionKind {
     NodeChecks,
     Smoke,
     Storage,
+    NodeLoss,
     Soak,
     Conformance,
     ControlPlaneLoss,
@@ -81,7 +82,7 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 20] = [
+    pub const ALL: [ActionKind; 21] = [
         ActionKind::Exec,
         ActionKind::HostSetup,
         ActionKind::ImageBuild,
@@ -93,6 +94,7 @@ impl ActionKind {
         ActionKind::NodeChecks,
         ActionKind::Smoke,
         ActionKind::Storage,
+        ActionKind::NodeLoss,
         ActionKind::Soak,
         ActionKind::Conformance,
         ActionKind::ControlPlaneLoss,
@@ -118,6 +120,7 @@ impl ActionKind {
             ActionKind::NodeChecks => "node-checks",
             ActionKind::Smoke => "smoke",
             ActionKind::Storage => "storage",
+            ActionKind::NodeLoss => "node-loss",
             ActionKind::Soak => "soak",
             ActionKind::Conformance => "conformance",
             ActionKind::ControlPlaneLoss => "control-plane-loss",
@@ -135,8 +138,8 @@ impl ActionKind {
         match self {
             HostSetup | ImageBuild | ClusterUp => StepKind::Setup,
             Exec | EtcdUp | KubeadmInit | KubeadmJoin | Cni | NodeChecks | Smoke | Storage
-            | Soak | Conformance | ControlPlaneLoss | EtcdMemberLoss | EtcdBackup | Upgrade
-            | NodeReboot => StepKind::Test,
+            | NodeLoss | Soak | Conformance | ControlPlaneLoss | EtcdMemberLoss | EtcdBackup
+            | Upgrade | NodeReboot => StepKind::Test,
             ExportLogs | ClusterDown => StepKind::Teardown,
         }
     }
@@ -150,7 +153,7 @@ impl ActionKind {
             NodeChecks | Smoke | ControlPlaneLoss | EtcdMemberLoss | NodeReboot => {
                 Some(Stage::Smoke)
             }
-            Storage => Some(Stage::Storage),
+            Storage | NodeLoss => Some(Stage::Storage),
             Soak => Some(Stage::Soak),
             Conformance => Some(Stage::Conformance),
             Exec | HostSetup | ImageBuild | ClusterUp | EtcdUp | ExportLogs | ClusterDown
@@ -172,6 +175,7 @@ impl ActionKind {
             Cni => "apply the CNI variant, then wait in order for: nodes registered, CNI applied, nodes and kube-system pods Ready",
             NodeChecks => "tier 1: kernel features, cgroups, container runtime and swap on every node",
             Storage => "the storage tier: pods sharing one Secret volume at scale, clean teardown, a claim deleted before its pod, data kept through a force-delete mid-write",
+            NodeLoss => "the storage tier's node loss: a Deployment's pod on the last worker uses a volume every node can reach; the worker stops and its Node is deleted; the pod must run again on the first control plane and find the volume's data (the worker is started again afterwards; place it after the steps that need every node)",
             Soak => "the soak tier: churn namespaces, Deployments, Services, ConfigMaps and Secret volumes for soak.duration with the API and a Service probed, then diff the cluster's state against before (objects, namespaces, endpoints, iptables rules, mounts, RSS and fds) and fail on leaks beyond soak.max_growth",
             Smoke => "short cluster validation through the API: nodes, scheduling, pod and Service traffic, namespaces",
             Conformance => "run e2e.test conformance with the scenario's mode, focus and skip",
@@ -198,7 +202,7 @@ impl ActionKind {
             ControlPlaneLoss => &[KubeadmJoin],
             EtcdMemberLoss => &[EtcdUp, KubeadmInit],
             Upgrade => &[KubeadmJoin, Cni],
-            NodeReboot => &[KubeadmJoin, Cni],
+            NodeReboot | NodeLoss => &[KubeadmJoin, Cni],
             EtcdBackup => &[KubeadmInit],
         }
     }

@@ -40,6 +40,23 @@ pub trait Nodes: Send + Sync {
     fn names(&self) -> Vec<String>;
     /// The node's output of `args`.
     async fn output(&self, node: &str, args: &[&str]) -> Result<String, String>;
+    /// A folder every node sees with the same contents: the node-loss check's stand-in
+    /// for network storage (None: the provider has none, and that check is skipped).
+    fn shared_folder(&self) -> Option<String> {
+        None
+    }
+    /// Stops a node as a lost machine stops: its kubelet posts no more status.
+    async fn stop(&self, node: &str) -> Result<(), String> {
+        Err(format!(
+            "failed to stop {node}: the provider cannot stop nodes"
+        ))
+    }
+    /// Starts a node `stop` stopped.
+    async fn start(&self, node: &str) -> Result<(), String> {
+        Err(format!(
+            "failed to start {node}: the provider cannot start nodes"
+        ))
+    }
 }
 
 pub struct Storage<'a> {
@@ -675,6 +692,218 @@ impl Storage<'_> {
     }
 }
 
+/// The node-loss check's testcase, under its step (`node-loss/volume-follows-pod`).
+pub const NODE_LOSS: &str = "volume-follows-pod";
+
+/// How long a Deployment's pod may take to run again elsewhere once its node is deleted:
+/// the pod garbage collector waits about 40 s before it removes a deleted node's pods.
+const RESCHEDULE_WAIT: Duration = Duration::from_secs(240);
+
+/// The node-loss pod: the first to run writes the run's stamp; every pod appends its node
+/// to a visit list, and says both, so its log proves what it found on the volume.
+pub const NODE_LOSS_SCRIPT: &str = "[ -f /data/stamp ] || echo \"$STAMP\" > /data/stamp; \
+echo \"$NODE_NAME\" >> /data/visits && sync && echo \"stamp $(cat /data/stamp)\" && \
+echo \"visits $(tr '\\n' ' ' < /data/visits)\" && exec sleep 3600";
+
+/// Whether a node-loss pod's log shows the stamp written before the loss and the visit
+/// list of both nodes, in order (it read and wrote the volume on the new node).
+pub fn node_loss_log_ok(log: &str, stamp: &str, lost: &str, survivor: &str) -> bool {
+    let has = |want: &str| log.lines().any(|l| l.trim() == want);
+    has(&format!("stamp {stamp}")) && has(&format!("visits {lost} {survivor}"))
+}
+
+impl Storage<'_> {
+    /// The node-loss check as its own step: a Deployment's pod uses a volume in the shared
+    /// folder on `lost`; `lost` stops and its Node is deleted; the pod must run again on
+    /// `survivor` and find the volume's data. `lost` is started again afterwards (its
+    /// kubelet registers anew), so its logs can be exported.
+    pub async fn run_node_loss(&mut self, lost: &str, survivor: &str) -> Vec<String> {
+        let t = Instant::now();
+        let Some(nodes) = self.nodes else {
+            self.skip(NODE_LOSS, "the provider runs no commands on nodes");
+            return self.failed();
+        };
+        let Some(shared) = nodes.shared_folder() else {
+            self.skip(
+                NODE_LOSS,
+                "the provider has no folder all nodes share (no volume here survives a node)",
+            );
+            return self.failed();
+        };
+        let r = match self.prepare().await {
+            Ok(()) => self.node_loss(nodes, &shared, lost, survivor).await,
+            Err(e) => Err(format!("not run: {e}")),
+        };
+        self.record(NODE_LOSS, t, r);
+        self.failed()
+    }
+
+    async fn node_loss(
+        &self,
+        nodes: &dyn Nodes,
+        shared: &str,
+        lost: &str,
+        survivor: &str,
+    ) -> Result<String, String> {
+        let pv = self.pv_name("pv-node-loss");
+        let path = format!("{shared}/{}/{pv}", self.namespace);
+        nodes.output(survivor, &["mkdir", "-p", &path]).await?;
+        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+        let v: PersistentVolume = json(serde_json::json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": { "name": pv, "labels": self.labels() },
+            "spec": {
+                "capacity": { "storage": "64Mi" },
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": self.namespace,
+                "local": { "path": path },
+                "nodeAffinity": { "required": { "nodeSelectorTerms": [{ "matchExpressions": [
+                    { "key": "kubernetes.io/hostname", "operator": "In", "values": [lost, survivor] }
+                ]}]}},
+            },
+        }));
+        pvs.create(&PostParams::default(), &v)
+            .await
+            .map_err(|e| format!("failed to create persistent volume {pv}: {e}"))?;
+        self.bound_claim("claim-node-loss", &pv).await?;
+        // A Deployment, so something makes the pod again; it tolerates every taint, so only
+        // the Node's deletion (not a NotReady eviction) moves it, and it prefers `lost`.
+        let mut p = self.pod(
+            "node-loss",
+            None,
+            NODE_LOSS_SCRIPT,
+            serde_json::json!({ "persistentVolumeClaim": { "claimName": "claim-node-loss" } }),
+        );
+        let spec = p.spec.as_mut().expect("storage pods have a spec");
+        spec.restart_policy = Some("Always".into());
+        spec.containers[0].env = Some(vec![
+            json(serde_json::json!({ "name": "STAMP", "value": self.run_id })),
+            json(serde_json::json!({ "name": "NODE_NAME",
+                "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } } })),
+        ]);
+        spec.tolerations = Some(vec![json(serde_json::json!({ "operator": "Exists" }))]);
+        spec.affinity = Some(json(serde_json::json!({ "nodeAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{ "weight": 100, "preference": {
+                "matchExpressions": [{ "key": "kubernetes.io/hostname", "operator": "In", "values": [lost] }]
+            }}],
+        }})));
+        let mut labels = self.labels();
+        labels["app"] = "node-loss".into();
+        let d: k8s_openapi::api::apps::v1::Deployment = json(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": { "name": "node-loss", "labels": labels },
+            "spec": {
+                "replicas": 1,
+                "strategy": { "type": "Recreate" },
+                "selector": { "matchLabels": { "app": "node-loss" } },
+                "template": { "metadata": { "labels": labels }, "spec": spec },
+            },
+        }));
+        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        deployments
+            .create(&PostParams::default(), &d)
+            .await
+            .map_err(|e| format!("failed to create deployment node-loss: {e}"))?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let first = self.running_on(&pods, None, OBJECT_WAIT).await?;
+        let on = first.spec.as_ref().and_then(|s| s.node_name.clone());
+        if on.as_deref() != Some(lost) {
+            return Err(format!(
+                "the first pod ran on {on:?}, not on {lost} which it prefers; the loss would prove nothing"
+            ));
+        }
+        let first_name = first.metadata.name.clone().unwrap_or_default();
+        let log = self.log_with(&pods, &first_name, "visits ").await?;
+        if !log
+            .lines()
+            .any(|l| l.trim() == format!("stamp {}", self.run_id))
+        {
+            return Err(format!("pod {first_name} wrote no stamp: {}", log.trim()));
+        }
+        nodes.stop(lost).await?;
+        let t = Instant::now();
+        let node_api: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        node_api
+            .delete(lost, &DeleteParams::default())
+            .await
+            .map_err(|e| format!("failed to delete node {lost}: {e}"))?;
+        let moved = self
+            .running_on(&pods, Some(survivor), RESCHEDULE_WAIT)
+            .await
+            .map_err(|e| format!("no pod ran again after node {lost} was deleted: {e}"));
+        let took = t.elapsed().as_secs_f64();
+        // Back up whatever happened, so the node's logs can be exported.
+        let started = nodes.start(lost).await;
+        let moved = moved?;
+        let name = moved.metadata.name.clone().unwrap_or_default();
+        let log = self.log_with(&pods, &name, "visits ").await?;
+        if !node_loss_log_ok(&log, &self.run_id, lost, survivor) {
+            return Err(format!(
+                "pod {name} on {survivor} did not find the volume as {first_name} left it on {lost}: {}",
+                log.trim()
+            ));
+        }
+        started?;
+        Ok(format!(
+            "{lost} stopped and its Node deleted: the Deployment's pod ran again on {survivor} after {took:.1}s, read the stamp written on {lost} and wrote to the volume (a folder every node shares, standing in for network storage); {lost} started again"
+        ))
+    }
+
+    /// The node-loss Deployment's pod, once one is Running (on `node`, when given).
+    async fn running_on(
+        &self,
+        pods: &Api<Pod>,
+        node: Option<&str>,
+        within: Duration,
+    ) -> Result<Pod, String> {
+        let lp = ListParams::default().labels("app=node-loss");
+        let t = Instant::now();
+        loop {
+            let list = pods
+                .list(&lp)
+                .await
+                .map_err(|e| format!("failed to list the node-loss pods: {e}"))?;
+            let found = list.items.into_iter().find(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                let at = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
+                phase == Some("Running")
+                    && p.metadata.deletion_timestamp.is_none()
+                    && node.is_none_or(|n| at == Some(n))
+            });
+            if let Some(p) = found {
+                return Ok(p);
+            }
+            if t.elapsed() > within {
+                return Err(format!(
+                    "no node-loss pod Running{} within {within:?}",
+                    node.map(|n| format!(" on {n}")).unwrap_or_default()
+                ));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = self.cancel.cancelled() => return Err("stopped".into()),
+            }
+        }
+    }
+
+    /// A pod's log once it holds a line starting with `want` (bounded).
+    async fn log_with(&self, pods: &Api<Pod>, name: &str, want: &str) -> Result<String, String> {
+        let t = Instant::now();
+        loop {
+            let log = pods
+                .logs(name, &LogParams::default())
+                .await
+                .unwrap_or_default();
+            if log.lines().any(|l| l.starts_with(want)) || t.elapsed() > Duration::from_secs(30) {
+                return Ok(log);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
 /// The checks, in the order they run: each a testcase `storage/<name>`.
 pub const CHECKS: [&str; 4] = [
     "shared-secret-at-scale",
@@ -730,6 +959,22 @@ I1203 orphaned pod \"y\" found, removing pod cgroups\n";
         assert_eq!(scheduled_to_running(&p), Some(2.0));
         let pending: Pod = serde_yaml::from_str("status: {phase: Pending}").unwrap();
         assert_eq!(scheduled_to_running(&pending), None);
+    }
+
+    #[test]
+    fn a_node_loss_log_must_show_the_old_stamp_and_both_visits_in_order() {
+        let good = "stamp 20261204-1\nvisits w1 cp1 \n";
+        assert!(node_loss_log_ok(good, "20261204-1", "w1", "cp1"));
+        // A fresh volume on the new node: it wrote its own stamp and saw one visit.
+        assert!(!node_loss_log_ok(
+            "stamp 20261204-1\nvisits cp1 \n",
+            "20261204-1",
+            "w1",
+            "cp1"
+        ));
+        assert!(!node_loss_log_ok(good, "other-run", "w1", "cp1"));
+        assert!(!node_loss_log_ok(good, "20261204-1", "cp1", "w1"));
+        assert!(NODE_LOSS_SCRIPT.contains("[ -f /data/stamp ] ||"));
     }
 
     #[test]
