@@ -283,7 +283,7 @@ fn any_branch_runs_against_an_existing_cluster() {
         .map(|c| c.name.rsplit(' ').next().unwrap_or_default().to_string())
         .collect();
     assert_eq!(suites[0].name, "release-1.20/existing/bridge");
-    for gone in ["init", "join", "cni"] {
+    for gone in ["init", "join", "cni", "node-loss"] {
         assert!(!steps.contains(&gone.to_string()), "{gone} in {steps:?}");
     }
     for kept in ["up", "smoke", "conformance", "down"] {

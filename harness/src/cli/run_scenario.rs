@@ -225,9 +225,9 @@ pub(super) fn new_scenario(root: &Path, branch: &str, from: &str) -> Result<Exit
 }
 
 /// Any branch's scenario, run against a cluster someone else made, as hydrophone and
-/// sonobuoy run: one job on the `existing` provider (the CNI the cluster already runs), and
-/// no step that makes a cluster (init, join, cni); `cluster-up` attaches, `cluster-down`
-/// detaches.
+/// sonobuoy run: one job on the `existing` provider (the CNI the cluster already runs), no
+/// step that makes a cluster (init, join, cni) and none that breaks one on purpose (node
+/// loss, reboots, upgrades): it is not ours. `cluster-up` attaches, `cluster-down` detaches.
 fn as_existing(s: &mut crate::scenario::Scenario, cni: Option<&str>) {
     use crate::scenario::{ActionKind, ProviderKind};
     s.providers = vec![ProviderKind::Existing];
@@ -240,7 +240,14 @@ fn as_existing(s: &mut crate::scenario::Scenario, cni: Option<&str>) {
     s.steps.retain(|st| {
         !matches!(
             st.action,
-            ActionKind::KubeadmInit | ActionKind::KubeadmJoin | ActionKind::Cni
+            ActionKind::KubeadmInit
+                | ActionKind::KubeadmJoin
+                | ActionKind::Cni
+                | ActionKind::NodeLoss
+                | ActionKind::NodeReboot
+                | ActionKind::ControlPlaneLoss
+                | ActionKind::EtcdMemberLoss
+                | ActionKind::Upgrade
         )
     });
 }
