@@ -254,6 +254,10 @@ impl Storage<'_> {
         if node.is_none() {
             spec.node_selector = None;
         }
+        // `sleep` as the container's first process ignores SIGTERM, so each graceful
+        // deletion would wait out the default 30 s before the kill; the checks are about
+        // what teardown leaves, not how long a pod may linger.
+        spec.termination_grace_period_seconds = Some(2);
         spec.containers[0].command = Some(vec!["sh".into(), "-c".into(), script.into()]);
         spec.containers[0].volume_mounts = Some(vec![json(
             serde_json::json!({ "name": "data", "mountPath": "/data" }),
