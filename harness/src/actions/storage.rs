@@ -5,7 +5,7 @@
 use super::cluster::{client, cluster};
 use super::{Action, StepContext, StepError};
 use crate::actions::JobStateExt;
-use crate::process::Runner;
+use crate::process::{Cmd, Runner};
 use crate::provider::Cluster;
 
 pub struct Storage;
@@ -34,23 +34,22 @@ impl crate::storage::Nodes for ProviderNodes<'_> {
     }
 
     async fn stop(&self, node: &str) -> Result<(), String> {
-        let cmd = self.cluster.provider.stop_node(node).ok_or_else(|| {
-            format!(
-                "failed to stop {node}: provider {} cannot stop nodes",
-                self.cluster.provider.name()
-            )
-        })?;
-        self.runner
-            .run(cmd)
+        self.power(self.cluster.provider.stop_node(node), "stop", node)
             .await
-            .map(drop)
-            .map_err(|e| crate::error::chain(&e))
     }
 
     async fn start(&self, node: &str) -> Result<(), String> {
-        let cmd = self.cluster.provider.start_node(node).ok_or_else(|| {
+        self.power(self.cluster.provider.start_node(node), "start", node)
+            .await
+    }
+}
+
+impl ProviderNodes<'_> {
+    /// Runs the provider's command that stops or starts `node` (None: it has none).
+    async fn power(&self, cmd: Option<Cmd>, verb: &str, node: &str) -> Result<(), String> {
+        let cmd = cmd.ok_or_else(|| {
             format!(
-                "failed to start {node}: provider {} cannot start nodes",
+                "failed to {verb} {node}: provider {} cannot {verb} nodes",
                 self.cluster.provider.name()
             )
         })?;

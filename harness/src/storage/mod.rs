@@ -491,6 +491,11 @@ impl Storage<'_> {
     async fn local_pv(&self, nodes: &dyn Nodes, node: &str, name: &str) -> Result<(), String> {
         let path = format!("{LOCAL_ROOT}/{}/{name}", self.namespace);
         nodes.output(node, &["mkdir", "-p", &path]).await?;
+        self.create_pv(name, &path, &[node]).await
+    }
+
+    /// A `local` PersistentVolume (Retain) at `path`, usable on each of `on`.
+    async fn create_pv(&self, name: &str, path: &str, on: &[&str]) -> Result<(), String> {
         let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
         let pv: PersistentVolume = json(serde_json::json!({
             "apiVersion": "v1", "kind": "PersistentVolume",
@@ -502,7 +507,7 @@ impl Storage<'_> {
                 "storageClassName": self.namespace,
                 "local": { "path": path },
                 "nodeAffinity": { "required": { "nodeSelectorTerms": [{ "matchExpressions": [
-                    { "key": "kubernetes.io/hostname", "operator": "In", "values": [node] }
+                    { "key": "kubernetes.io/hostname", "operator": "In", "values": on }
                 ]}]}},
             },
         }));
@@ -752,24 +757,7 @@ impl Storage<'_> {
         let pv = self.pv_name("pv-node-loss");
         let path = format!("{shared}/{}/{pv}", self.namespace);
         nodes.output(survivor, &["mkdir", "-p", &path]).await?;
-        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
-        let v: PersistentVolume = json(serde_json::json!({
-            "apiVersion": "v1", "kind": "PersistentVolume",
-            "metadata": { "name": pv, "labels": self.labels() },
-            "spec": {
-                "capacity": { "storage": "64Mi" },
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": self.namespace,
-                "local": { "path": path },
-                "nodeAffinity": { "required": { "nodeSelectorTerms": [{ "matchExpressions": [
-                    { "key": "kubernetes.io/hostname", "operator": "In", "values": [lost, survivor] }
-                ]}]}},
-            },
-        }));
-        pvs.create(&PostParams::default(), &v)
-            .await
-            .map_err(|e| format!("failed to create persistent volume {pv}: {e}"))?;
+        self.create_pv(&pv, &path, &[lost, survivor]).await?;
         self.bound_claim("claim-node-loss", &pv).await?;
         // A Deployment, so something makes the pod again; it tolerates every taint, so only
         // the Node's deletion (not a NotReady eviction) moves it, and it prefers `lost`.
