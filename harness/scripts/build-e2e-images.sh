@@ -12,6 +12,16 @@
 #   nonroot                  busybox as user 1234 (upstream: debian-base, USER 1234)
 #   nonewprivs               the tree's nnp.go built static, setuid root (set by RUN, as
 #                            upstream does: the legacy builder's COPY drops the bit), on busybox
+#   sample-apiserver         the tree's staging k8s.io/sample-apiserver built static, on
+#                            busybox, ENTRYPOINT /sample-apiserver as upstream's Dockerfile.
+#                            The manifest's tag (1.17 on v1.20) names upstream's build of an
+#                            older tree; this one is the cluster's own tree, labelled so.
+#   etcd:$ETCD_E2E_TAG       the aggregator spec's etcd sidecar (it runs /usr/local/bin/etcd):
+#                            the etcd component image of this machine (Debian's etcd-server),
+#                            under the manifest's tag, labelled with the real version
+#   jessie-dnsutils          Debian's dnsutils (dig, nslookup) on a Debian rootfs; upstream's
+#                            is Debian jessie's. Only DNS specs use it, and they also need
+#                            cluster DNS, which no image here provides.
 # Each list of tags (the "new" tag the rolling-update specs switch to) is one image
 # config per tag over one shared layer: the tags are different images (their IDs
 # differ) that nodes store once.
@@ -19,7 +29,10 @@
 # Inputs (environment): WORK (scratch, required), OUT_DIR (required), TREE (the source
 # tree, required), IMAGE_REPO, AGNHOST_IMAGE and BUSYBOX_IMAGE (built by
 # build-images.sh, required), HTTPD_TAGS, NGINX_TAGS, KITTEN_TAG, NAUTILUS_TAG,
-# NONROOT_TAG, NONEWPRIVS_TAG (an empty one is not built), DEBIAN_SUITE, DEBIAN_MIRROR.
+# NONROOT_TAG, NONEWPRIVS_TAG, SAMPLE_APISERVER_TAG, ETCD_E2E_TAG (then ETCD_IMAGE, the
+# component image, is required), JESSIE_DNSUTILS_TAG (an empty one is not built),
+# DEBIAN_SUITE, DEBIAN_MIRROR, GOPATH and GOCACHE (the Kubernetes build's, to reuse its
+# compiled packages).
 # Outputs: $OUT_DIR/e2e-images.txt (every tag) and $OUT_DIR/e2e-images.tar.
 # Idempotent: an image whose inputs did not change is not imported again, and the tar is
 # not rewritten when no image changed.
@@ -36,6 +49,9 @@ KITTEN_TAG=${KITTEN_TAG:-}
 NAUTILUS_TAG=${NAUTILUS_TAG:-}
 NONROOT_TAG=${NONROOT_TAG:-}
 NONEWPRIVS_TAG=${NONEWPRIVS_TAG:-}
+SAMPLE_APISERVER_TAG=${SAMPLE_APISERVER_TAG:-}
+ETCD_E2E_TAG=${ETCD_E2E_TAG:-}
+JESSIE_DNSUTILS_TAG=${JESSIE_DNSUTILS_TAG:-}
 DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
@@ -169,6 +185,65 @@ CMD ["nnp"]'
   out=$(docker run --rm --network none --user 1000 --label io.shakedown.managed=true \
     "$IMAGE_REPO/nonewprivs:$NONEWPRIVS_TAG" nnp) || die "failed to run nnp"
   [ "$out" = "Effective uid: 0" ] || die "failed to keep nnp setuid root: it printed '$out' as user 1000"
+fi
+
+# --- sample-apiserver: the tree's staging sample, static, on busybox ---------------------
+if [ -n "$SAMPLE_APISERVER_TAG" ]; then
+  src="$TREE/staging/src/k8s.io/sample-apiserver"
+  [ -f "$src/main.go" ] || die "failed to find $src/main.go"
+  command -v go >/dev/null || die "failed to find go to build $src (apt-get install golang-go)"
+  ctx=$(new_tree ctx-sample-apiserver)
+  # The tree's version file and the sample's sources decide the binary; its dependencies
+  # are vendored in the same tree.
+  k=$( (printf 'sample-apiserver %s %s\n' "$busybox_id" "$(go version)"
+    cat "$0"
+    find "$src" -name '*.go' -not -name '*_test.go' | LC_ALL=C sort | xargs cat
+    cat "$TREE/vendor/modules.txt" 2>/dev/null || true) | sha256sum | cut -c1-16)
+  if stale "$IMAGE_REPO/sample-apiserver:$SAMPLE_APISERVER_TAG" "$k"; then
+    # GOPATH mode inside the tree, as the Kubernetes build is, so vendor/ resolves
+    # k8s.io/sample-apiserver (a symlink into staging) and its dependencies.
+    gopath=${GOPATH:-$WORK/gopath}
+    mkdir -p "$gopath/src/k8s.io"
+    [ -e "$gopath/src/k8s.io/kubernetes" ] || ln -sfn "$TREE" "$gopath/src/k8s.io/kubernetes"
+    log "go build k8s.io/sample-apiserver (in $gopath/src/k8s.io/kubernetes)"
+    ( cd "$gopath/src/k8s.io/kubernetes" \
+      && env GOPATH="$gopath" GO111MODULE=off GOFLAGS= CGO_ENABLED=0 \
+        GOCACHE="${GOCACHE:-$WORK/go-cache}" go build -o "$ctx/sample-apiserver" ./vendor/k8s.io/sample-apiserver ) \
+      || die "failed to build $src"
+  fi
+  build_on "$BUSYBOX_IMAGE" "$IMAGE_REPO/sample-apiserver:$SAMPLE_APISERVER_TAG" "$k" "$ctx" \
+    "COPY sample-apiserver /sample-apiserver
+LABEL io.shakedown.e2e-tag=sample-apiserver:$SAMPLE_APISERVER_TAG io.shakedown.built-from=the-cluster-tree
+ENTRYPOINT [\"/sample-apiserver\"]"
+  docker run --rm --network none --label io.shakedown.managed=true \
+    "$IMAGE_REPO/sample-apiserver:$SAMPLE_APISERVER_TAG" --help >/dev/null 2>&1 \
+    || die "failed to run $IMAGE_REPO/sample-apiserver:$SAMPLE_APISERVER_TAG --help"
+fi
+
+# --- etcd: the component image under the manifest's tag -------------------------------
+if [ -n "$ETCD_E2E_TAG" ]; then
+  : "${ETCD_IMAGE:?ETCD_IMAGE must be set to build etcd:$ETCD_E2E_TAG}"
+  etcd_id=$(docker image inspect --format '{{.Id}}' "$ETCD_IMAGE") \
+    || die "failed to find $ETCD_IMAGE (run the image-build step first)"
+  real=$(docker run --rm --network none --label io.shakedown.managed=true --entrypoint /usr/local/bin/etcd \
+    "$ETCD_IMAGE" --version | sed -n 's/^etcd Version: //p') || die "failed to run $ETCD_IMAGE --version"
+  ctx=$(new_tree ctx-etcd)
+  k=$(printf 'etcd %s\n' "$etcd_id" | cat - "$0" | sha256sum | cut -c1-16)
+  build_on "$ETCD_IMAGE" "$IMAGE_REPO/etcd:$ETCD_E2E_TAG" "$k" "$ctx" \
+    "LABEL io.shakedown.e2e-tag=etcd:$ETCD_E2E_TAG io.shakedown.etcd-version=$real"
+fi
+
+# --- jessie-dnsutils: Debian's dnsutils -------------------------------------------------
+if [ -n "$JESSIE_DNSUTILS_TAG" ]; then
+  dns_rootfs=$(debian_rootfs e2e-dnsutils dnsutils)
+  k=$(key "$dns_rootfs/.shakedown-complete")
+  import_tree "$dns_rootfs" "$IMAGE_REPO/jessie-dnsutils:$JESSIE_DNSUTILS_TAG" "$k" \
+    --change "LABEL io.shakedown.e2e-tag=jessie-dnsutils:$JESSIE_DNSUTILS_TAG" \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'CMD ["/bin/sh"]'
+  docker run --rm --network none --label io.shakedown.managed=true \
+    "$IMAGE_REPO/jessie-dnsutils:$JESSIE_DNSUTILS_TAG" dig -v >/dev/null 2>&1 \
+    || die "failed to run dig in $IMAGE_REPO/jessie-dnsutils:$JESSIE_DNSUTILS_TAG"
 fi
 
 # --- outputs --------------------------------------------------------------------------

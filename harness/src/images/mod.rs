@@ -697,6 +697,10 @@ pub struct E2eTags {
     pub nautilus: Option<String>,
     pub nonroot: Option<String>,
     pub nonewprivs: Option<String>,
+    /// The aggregator spec's sample API server and its etcd sidecar.
+    pub sample_apiserver: Option<String>,
+    pub etcd: Option<String>,
+    pub jessie_dnsutils: Option<String>,
 }
 
 impl E2eTags {
@@ -720,6 +724,9 @@ impl E2eTags {
             nautilus: tag("Nautilus", "nautilus"),
             nonroot: tag("NonRoot", "nonroot"),
             nonewprivs: tag("Nonewprivs", "nonewprivs"),
+            sample_apiserver: tag("APIServer", "sample-apiserver"),
+            etcd: tag("Etcd", "etcd"),
+            jessie_dnsutils: tag("JessieDnsutils", "jessie-dnsutils"),
         }
     }
 
@@ -738,6 +745,9 @@ impl E2eTags {
             each("nautilus", &one(&self.nautilus)),
             each("nonroot", &one(&self.nonroot)),
             each("nonewprivs", &one(&self.nonewprivs)),
+            each("sample-apiserver", &one(&self.sample_apiserver)),
+            each("etcd", &one(&self.etcd)),
+            each("jessie-dnsutils", &one(&self.jessie_dnsutils)),
         ]
         .into_iter()
         .flatten()
@@ -790,7 +800,15 @@ pub async fn e2e_images(
             .env("KITTEN_TAG", opt(&tags.kitten))
             .env("NAUTILUS_TAG", opt(&tags.nautilus))
             .env("NONROOT_TAG", opt(&tags.nonroot))
-            .env("NONEWPRIVS_TAG", opt(&tags.nonewprivs)),
+            .env("NONEWPRIVS_TAG", opt(&tags.nonewprivs))
+            .env("SAMPLE_APISERVER_TAG", opt(&tags.sample_apiserver))
+            .env("ETCD_E2E_TAG", opt(&tags.etcd))
+            .env("ETCD_IMAGE", format!("{IMAGE_REPO}/etcd:{ETCD_TAG}"))
+            .env("JESSIE_DNSUTILS_TAG", opt(&tags.jessie_dnsutils))
+            // The Kubernetes build's GOPATH and compiled packages: sample-apiserver shares
+            // most of kube-apiserver's.
+            .env("GOPATH", cache.join("src/gopath").display().to_string())
+            .env("GOCACHE", cache.join("src/gocache").display().to_string()),
     )
     .await
     .map_err(|source| BuildError::Stage {
@@ -847,6 +865,8 @@ mod tests {
             ("NginxNew", "nginx:1.15-alpine"),
             ("Kitten", "kitten:1.0"),
             ("NonRoot", "nonroot:1.0"),
+            ("APIServer", "sample-apiserver:1.17"),
+            ("Etcd", "etcd:3.4.13-0"),
             ("Agnhost", "agnhost:2.21"),
         ]
         .into_iter()
@@ -860,15 +880,20 @@ mod tests {
         // Not in this manifest: not built.
         assert_eq!(t.nautilus, None);
         assert_eq!(t.nonewprivs, None);
+        assert_eq!(t.sample_apiserver.as_deref(), Some("1.17"));
+        assert_eq!(t.etcd.as_deref(), Some("3.4.13-0"));
+        assert_eq!(t.jessie_dnsutils, None);
         assert_eq!(
             t.names().into_iter().collect::<Vec<_>>(),
             [
+                "etcd:3.4.13-0",
                 "httpd:2.4.38-alpine",
                 "httpd:2.4.39-alpine",
                 "kitten:1.0",
                 "nginx:1.14-alpine",
                 "nginx:1.15-alpine",
-                "nonroot:1.0"
+                "nonroot:1.0",
+                "sample-apiserver:1.17"
             ]
         );
         assert!(E2eTags::from_manifest(&Default::default()).is_empty());

@@ -31,7 +31,7 @@ pub struct Conformance;
 const DEFAULT_SPEC_DEADLINE: Duration = Duration::from_secs(600);
 
 /// The e2e images the specs use that no registry here has (httpd, nginx, kitten,
-/// nautilus, nonroot, nonewprivs): built from Debian packages and the cluster's source
+/// nautilus, nonroot, nonewprivs, sample-apiserver, etcd, jessie-dnsutils): built from Debian packages and the cluster's source
 /// tree, for clusters made from this machine's own images, and only when a runnable spec
 /// needs one.
 pub(super) struct E2ePlan {
