@@ -65,6 +65,7 @@ pub(super) fn base_params(cx: &StepContext<'_>, c: &Cluster) -> Result<ClusterPa
         token: String::new(),
         certificate_key: None,
         external_etcd: kubeadm::etcd::endpoints(&members),
+        discovery: s.scenario.cluster.discovery,
     })
 }
 
@@ -283,6 +284,45 @@ fn report_bootstrap(
 /// One node's join: its name, its config (None: flags only), `kubeadm join`'s arguments.
 type JoinPlan = (String, Option<String>, Vec<String>);
 
+/// `file-with-token` discovery: the cluster's CA, read from the first control plane, and a
+/// kubeconfig naming it and the API server, written into each joining node (and into the
+/// job's artifacts: neither holds a secret).
+async fn write_discovery_files(
+    cx: &StepContext<'_>,
+    c: &Cluster,
+    p: &ClusterParams,
+    nodes: impl Iterator<Item = &str>,
+) -> Result<(), StepError> {
+    let r = cx.runner();
+    let cp = c.first_control_plane().name.clone();
+    let ca = match r
+        .run(c.exec(&cp, &["cat", "/etc/kubernetes/pki/ca.crt"]))
+        .await
+    {
+        Ok(out) => out.stdout,
+        Err(e) => return Err(diagnosed(cx, c, e).await),
+    };
+    if !ca.contains("BEGIN CERTIFICATE") {
+        return Err(StepError::new(format!(
+            "failed to read the cluster's CA from {cp}: /etc/kubernetes/pki/ca.crt holds no certificate"
+        )));
+    }
+    let conf = kubeadm::discovery_kubeconfig(p);
+    write_redacted(&cx.job_dir().join("kubeadm-discovery.conf"), &conf)?;
+    for n in nodes {
+        for (path, text) in [
+            (kubeadm::DISCOVERY_CA_IN_NODE, ca.as_str()),
+            (kubeadm::DISCOVERY_FILE_IN_NODE, conf.as_str()),
+        ] {
+            if let Err(e) = r.run(c.write_file(n, path, text)).await {
+                return Err(diagnosed(cx, c, e).await);
+            }
+        }
+    }
+    cx.note("discovery: file-with-token (a kubeconfig with the cluster's CA; the token only bootstraps the kubelet)");
+    Ok(())
+}
+
 async fn join_one(
     r: &crate::process::Runner,
     c: &Cluster,
@@ -361,6 +401,9 @@ impl Action for KubeadmJoin {
             plans.push((n.name.clone(), config, args));
         }
         let r = cx.runner();
+        if !p.discovery.is_token() {
+            write_discovery_files(cx, c, &p, plans.iter().map(|pl| pl.0.as_str())).await?;
+        }
         // Control planes one at a time: each adds an etcd member, and etcd takes one
         // member change at a time. Workers then join together.
         let (cp_plans, worker_plans) = plans.split_at(others.len());

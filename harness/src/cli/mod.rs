@@ -184,7 +184,7 @@ pub enum ReleaseCommand {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Time a 1 control plane + 1 worker bring-up (nodes, init, join, CNI until every node
-    /// and kube-system pod is Ready) with cached images; target 90 s.
+    /// and kube-system pod is Ready) with cached images; target 45 s, compared with 65 s by hand.
     BringUp {
         #[arg(long, default_value = "release-1.20")]
         scenario: String,

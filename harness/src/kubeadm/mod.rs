@@ -37,6 +37,8 @@ pub struct ClusterParams {
     /// planes). Its CA and the API server's client certificate are at [`etcd::CA_CERT`],
     /// [`etcd::CLIENT_CERT`] and [`etcd::CLIENT_KEY`] on the first control plane.
     pub external_etcd: Vec<String>,
+    /// How joining nodes find the cluster.
+    pub discovery: crate::scenario::Discovery,
 }
 
 /// A node being initialised or joined.
@@ -55,6 +57,8 @@ pub enum RenderError {
     NoCertificateKey(String),
     #[error("failed to render an HA config: kubeadm {version} with {api} cannot upload certificates for other control planes (needs kubeadm.k8s.io/v1beta2, kubeadm 1.15 or later)")]
     NoCertificateUpload { version: KubeVersion, api: String },
+    #[error("failed to render file-with-token discovery: {0} has no `discovery.file` (kubeadm.k8s.io/v1beta1 or later)")]
+    NoDiscoveryFile(String),
     #[error("kubeadm {version} does not accept config API {api}; it accepts {accepted}")]
     Unsupported {
         version: KubeVersion,
@@ -313,11 +317,25 @@ pub fn join_config(p: &ClusterParams, node: &NodeParams) -> Result<Option<String
     }
     let mut out = String::new();
     let _ = writeln!(out, "apiVersion: {}\nkind: JoinConfiguration", p.api);
-    let _ = writeln!(
-        out,
-        "discovery:\n  bootstrapToken:\n    apiServerEndpoint: \"{}\"\n    token: \"{}\"\n    unsafeSkipCAVerification: true",
-        p.control_plane_endpoint, p.token
-    );
+    match p.discovery {
+        crate::scenario::Discovery::Token => {
+            let _ = writeln!(
+                out,
+                "discovery:\n  bootstrapToken:\n    apiServerEndpoint: \"{}\"\n    token: \"{}\"\n    unsafeSkipCAVerification: true",
+                p.control_plane_endpoint, p.token
+            );
+        }
+        crate::scenario::Discovery::FileWithToken => {
+            if !p.api.starts_with("kubeadm.k8s.io/v1beta") {
+                return Err(RenderError::NoDiscoveryFile(p.api.clone()));
+            }
+            let _ = writeln!(
+                out,
+                "discovery:\n  file:\n    kubeConfigPath: {DISCOVERY_FILE_IN_NODE}\n  tlsBootstrapToken: \"{}\"",
+                p.token
+            );
+        }
+    }
     node_registration(&mut out, p, node);
     if node.control_plane {
         let key = p
@@ -386,6 +404,31 @@ pub fn new_certificate_key() -> std::io::Result<String> {
 }
 
 /// Where the kubelet drop-in lives in a node (the one the node image ships is replaced).
+/// Where `file-with-token` discovery's kubeconfig goes in a joining node, and the
+/// cluster's CA certificate it names (kubeadm embeds the file's content).
+pub const DISCOVERY_FILE_IN_NODE: &str = "/etc/shakedown/discovery.conf";
+pub const DISCOVERY_CA_IN_NODE: &str = "/etc/shakedown/discovery-ca.crt";
+
+/// The kubeconfig of `file-with-token` discovery: the API server and the cluster's CA
+/// (at [`DISCOVERY_CA_IN_NODE`]), no credentials.
+pub fn discovery_kubeconfig(p: &ClusterParams) -> String {
+    let doc = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{
+            "name": "discovery",
+            "cluster": {
+                "server": format!("https://{}", p.control_plane_endpoint),
+                "certificate-authority": DISCOVERY_CA_IN_NODE,
+            },
+        }],
+        "contexts": [{"name": "discovery", "context": {"cluster": "discovery", "user": ""}}],
+        "current-context": "discovery",
+        "users": [],
+    });
+    serde_yaml::to_string(&doc).expect("a JSON value serialises as YAML")
+}
+
 pub const KUBELET_DROPIN: &str = "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf";
 
 /// The cluster DNS address kubeadm picks: the tenth address of the service subnet.
@@ -452,6 +495,7 @@ pub(crate) mod tests {
             token: "abcdef.0123456789abcdef".into(),
             certificate_key: None,
             external_etcd: Vec::new(),
+            discovery: Default::default(),
         }
     }
 
@@ -569,6 +613,43 @@ pub(crate) mod tests {
         assert_eq!(
             join_args(&p, Some("/j.yaml")),
             ["join", "--config", "/j.yaml", "--skip-phases=preflight"]
+        );
+    }
+
+    #[test]
+    fn file_discovery_names_the_ca_and_the_server_and_carries_no_credentials() {
+        let mut p = params("v1.20.2", "kubeadm.k8s.io/v1beta2");
+        p.discovery = crate::scenario::Discovery::FileWithToken;
+        let w = NodeParams {
+            name: "w1".into(),
+            ip: "172.18.0.3".into(),
+            control_plane: false,
+        };
+        let d = docs(&join_config(&p, &w).unwrap().unwrap());
+        assert_eq!(
+            d[0]["discovery"]["file"]["kubeConfigPath"],
+            DISCOVERY_FILE_IN_NODE
+        );
+        assert_eq!(
+            d[0]["discovery"]["tlsBootstrapToken"],
+            "abcdef.0123456789abcdef"
+        );
+        assert!(d[0]["discovery"].get("bootstrapToken").is_none());
+        let k = docs(&discovery_kubeconfig(&p));
+        let cluster = &k[0]["clusters"][0]["cluster"];
+        assert_eq!(cluster["server"], "https://172.18.0.2:6443");
+        assert_eq!(cluster["certificate-authority"], DISCOVERY_CA_IN_NODE);
+        assert_eq!(k[0]["current-context"], "discovery");
+        assert!(k[0]["users"].as_sequence().unwrap().is_empty());
+        assert!(!discovery_kubeconfig(&p).contains("abcdef"));
+        // Before v1beta1 the join configuration has no `discovery.file`.
+        let mut p = params("v1.12.10", "kubeadm.k8s.io/v1alpha3");
+        p.discovery = crate::scenario::Discovery::FileWithToken;
+        assert_eq!(
+            join_config(&p, &w),
+            Err(RenderError::NoDiscoveryFile(
+                "kubeadm.k8s.io/v1alpha3".into()
+            ))
         );
     }
 

@@ -579,9 +579,29 @@ fn validate(
     }
 
     validate_etcd(s, version, &mut err);
+    validate_discovery(s, version, &mut err);
     validate_versions(s, &mut err);
     validate_ci(s, &mut err);
     (version, errs)
+}
+
+/// `cluster.discovery: file-with-token` needs `discovery.file` in the join configuration,
+/// which kubeadm has from 1.13 (`kubeadm.k8s.io/v1beta1`).
+fn validate_discovery(
+    s: &Scenario,
+    version: Option<KubeVersion>,
+    err: &mut impl FnMut(&str, String),
+) {
+    if s.cluster.discovery.is_token() {
+        return;
+    }
+    let line = version.or_else(|| s.kubernetes.marker.as_deref().and_then(marker_minor));
+    if let Some(v) = line.filter(|v| v.minor < 13) {
+        err(
+            "cluster.discovery",
+            format!("file-with-token discovery is `discovery.file` in kubeadm's JoinConfiguration, which kubeadm {v} lacks (1.13 or later)"),
+        );
+    }
 }
 
 /// `cluster.etcd: external` and the `etcd-up` step go together, before `kubeadm-init`, on

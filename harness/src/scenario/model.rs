@@ -492,6 +492,31 @@ pub struct ClusterSpec {
     /// `external`: a 3-member etcd with TLS on nodes of its own, made by an `etcd-up` step.
     #[serde(default, skip_serializing_if = "EtcdMode::is_stacked")]
     pub etcd: EtcdMode,
+    /// How `kubeadm join` finds the cluster, named as kinder's `--discovery-mode`:
+    /// `token` (the default) or `file-with-token` (1.13 or later).
+    #[serde(default, skip_serializing_if = "Discovery::is_token")]
+    pub discovery: Discovery,
+}
+
+/// How a joining node finds and trusts the cluster (`cluster.discovery`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Discovery {
+    /// `discovery.bootstrapToken`: kubeadm reads the `cluster-info` ConfigMap until the
+    /// controller manager's bootstrap signer has signed it for the token, the path most
+    /// users take.
+    #[default]
+    Token,
+    /// `discovery.file` with `tlsBootstrapToken`: a kubeconfig naming the API server and
+    /// the cluster's CA (no credentials), the token only for the kubelet's TLS bootstrap.
+    /// The node does not wait for the bootstrap signer.
+    FileWithToken,
+}
+
+impl Discovery {
+    pub fn is_token(&self) -> bool {
+        *self == Discovery::Token
+    }
 }
 
 /// Where etcd runs (`cluster.etcd`).
@@ -557,6 +582,7 @@ impl Default for ClusterSpec {
             registry_mirrors: Vec::new(),
             stale_watch_remedy: None,
             etcd: EtcdMode::Stacked,
+            discovery: Discovery::Token,
         }
     }
 }
