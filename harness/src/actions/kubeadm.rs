@@ -296,10 +296,10 @@ async fn write_discovery_files(
     let r = cx.runner();
     let cp = c.first_control_plane().name.clone();
     let ca = match r
-        .run(c.exec(&cp, &["cat", "/etc/kubernetes/pki/ca.crt"]))
+        .output(c.exec(&cp, &["cat", "/etc/kubernetes/pki/ca.crt"]))
         .await
     {
-        Ok(out) => out.stdout,
+        Ok(pem) => format!("{pem}\n"),
         Err(e) => return Err(diagnosed(cx, c, e).await),
     };
     if !ca.contains("BEGIN CERTIFICATE") {

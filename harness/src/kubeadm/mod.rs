@@ -410,20 +410,22 @@ pub const DISCOVERY_FILE_IN_NODE: &str = "/etc/shakedown/discovery.conf";
 pub const DISCOVERY_CA_IN_NODE: &str = "/etc/shakedown/discovery-ca.crt";
 
 /// The kubeconfig of `file-with-token` discovery: the API server and the cluster's CA
-/// (at [`DISCOVERY_CA_IN_NODE`]), no credentials.
+/// (at [`DISCOVERY_CA_IN_NODE`]), no credentials. Shaped as kubeadm's own `cluster-info`
+/// kubeconfig: one unnamed cluster and no context, which is what kubeadm's discovery takes
+/// without a user (a context naming no user fails its validation).
 pub fn discovery_kubeconfig(p: &ClusterParams) -> String {
     let doc = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{
-            "name": "discovery",
+            "name": "",
             "cluster": {
                 "server": format!("https://{}", p.control_plane_endpoint),
                 "certificate-authority": DISCOVERY_CA_IN_NODE,
             },
         }],
-        "contexts": [{"name": "discovery", "context": {"cluster": "discovery", "user": ""}}],
-        "current-context": "discovery",
+        "contexts": [],
+        "current-context": "",
         "users": [],
     });
     serde_yaml::to_string(&doc).expect("a JSON value serialises as YAML")
@@ -639,7 +641,9 @@ pub(crate) mod tests {
         let cluster = &k[0]["clusters"][0]["cluster"];
         assert_eq!(cluster["server"], "https://172.18.0.2:6443");
         assert_eq!(cluster["certificate-authority"], DISCOVERY_CA_IN_NODE);
-        assert_eq!(k[0]["current-context"], "discovery");
+        assert_eq!(k[0]["clusters"][0]["name"], "");
+        assert_eq!(k[0]["current-context"], "");
+        assert!(k[0]["contexts"].as_sequence().unwrap().is_empty());
         assert!(k[0]["users"].as_sequence().unwrap().is_empty());
         assert!(!discovery_kubeconfig(&p).contains("abcdef"));
         // Before v1beta1 the join configuration has no `discovery.file`.

@@ -163,9 +163,20 @@ pub(super) fn image_store(runtime: Runtime) -> &'static str {
 /// disk holding one) into the store `runtime` uses.
 pub(super) fn import_images(runtime: Runtime, path: &str) -> Vec<String> {
     match runtime {
-        Runtime::Containerd => ["ctr", "-n", "k8s.io", "images", "import", path]
-            .map(String::from)
-            .to_vec(),
+        // Content only: containerd unpacks an image into a snapshot when the first
+        // container of it is created, as after a pull. A node unpacks what it runs
+        // (a worker: pause and kube-proxy) instead of every image at bring-up.
+        Runtime::Containerd => [
+            "ctr",
+            "-n",
+            "k8s.io",
+            "images",
+            "import",
+            "--no-unpack",
+            path,
+        ]
+        .map(String::from)
+        .to_vec(),
         // dockershim: kubelet asks dockerd, which keeps its own store; it starts after
         // systemd reports running, so wait for its socket first.
         Runtime::Docker => vec![
@@ -183,7 +194,15 @@ pub(super) fn import_images(runtime: Runtime, path: &str) -> Vec<String> {
 /// store `runtime` uses.
 pub(super) fn import_stdin(runtime: Runtime) -> Vec<&'static str> {
     match runtime {
-        Runtime::Containerd => vec!["ctr", "-n", "k8s.io", "images", "import", "-"],
+        Runtime::Containerd => vec![
+            "ctr",
+            "-n",
+            "k8s.io",
+            "images",
+            "import",
+            "--no-unpack",
+            "-",
+        ],
         Runtime::Docker => vec!["docker", "load", "-q"],
     }
 }
@@ -990,7 +1009,7 @@ mod tests {
         let c = p.load_image("n1", Path::new("/tmp/a b.tar"), Runtime::Containerd);
         assert!(
             c.to_string()
-                .contains("podman exec -i n1 ctr -n k8s.io images import -"),
+                .contains("podman exec -i n1 ctr -n k8s.io images import --no-unpack -"),
             "{c}"
         );
         assert!(c.to_string().contains("'/tmp/a b.tar'"), "{c}");
