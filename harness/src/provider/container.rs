@@ -159,24 +159,21 @@ pub(super) fn image_store(runtime: Runtime) -> &'static str {
     }
 }
 
+/// containerd's import of a `docker save` tarball (the file name follows). Content only:
+/// containerd unpacks an image into a snapshot when the first container of it is created,
+/// as after a pull, so a node unpacks what it runs (a worker: pause and kube-proxy)
+/// instead of every image at bring-up.
+const CTR_IMPORT: [&str; 6] = ["ctr", "-n", "k8s.io", "images", "import", "--no-unpack"];
+
 /// The command, run on a node, that loads the `docker save` tarball at `path` (a file or a
 /// disk holding one) into the store `runtime` uses.
 pub(super) fn import_images(runtime: Runtime, path: &str) -> Vec<String> {
     match runtime {
-        // Content only: containerd unpacks an image into a snapshot when the first
-        // container of it is created, as after a pull. A node unpacks what it runs
-        // (a worker: pause and kube-proxy) instead of every image at bring-up.
-        Runtime::Containerd => [
-            "ctr",
-            "-n",
-            "k8s.io",
-            "images",
-            "import",
-            "--no-unpack",
-            path,
-        ]
-        .map(String::from)
-        .to_vec(),
+        Runtime::Containerd => CTR_IMPORT
+            .iter()
+            .chain([&path])
+            .map(|a| a.to_string())
+            .collect(),
         // dockershim: kubelet asks dockerd, which keeps its own store; it starts after
         // systemd reports running, so wait for its socket first.
         Runtime::Docker => vec![
@@ -194,15 +191,7 @@ pub(super) fn import_images(runtime: Runtime, path: &str) -> Vec<String> {
 /// store `runtime` uses.
 pub(super) fn import_stdin(runtime: Runtime) -> Vec<&'static str> {
     match runtime {
-        Runtime::Containerd => vec![
-            "ctr",
-            "-n",
-            "k8s.io",
-            "images",
-            "import",
-            "--no-unpack",
-            "-",
-        ],
+        Runtime::Containerd => CTR_IMPORT.iter().copied().chain(["-"]).collect(),
         Runtime::Docker => vec!["docker", "load", "-q"],
     }
 }

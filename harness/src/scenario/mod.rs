@@ -585,6 +585,14 @@ fn validate(
     (version, errs)
 }
 
+/// The scenario's release line (its version, else its marker's) when it is older than
+/// 1.13: kubeadm's phases and its v1beta1 configuration came with 1.13.
+fn before_1_13(s: &Scenario, version: Option<KubeVersion>) -> Option<KubeVersion> {
+    version
+        .or_else(|| s.kubernetes.marker.as_deref().and_then(marker_minor))
+        .filter(|v| v.minor < 13)
+}
+
 /// `cluster.discovery: file-with-token` needs `discovery.file` in the join configuration,
 /// which kubeadm has from 1.13 (`kubeadm.k8s.io/v1beta1`).
 fn validate_discovery(
@@ -595,8 +603,7 @@ fn validate_discovery(
     if s.cluster.discovery.is_token() {
         return;
     }
-    let line = version.or_else(|| s.kubernetes.marker.as_deref().and_then(marker_minor));
-    if let Some(v) = line.filter(|v| v.minor < 13) {
+    if let Some(v) = before_1_13(s, version) {
         err(
             "cluster.discovery",
             format!("file-with-token discovery is `discovery.file` in kubeadm's JoinConfiguration, which kubeadm {v} lacks (1.13 or later)"),
@@ -654,8 +661,7 @@ fn validate_etcd(s: &Scenario, version: Option<KubeVersion>, err: &mut impl FnMu
         }
         return;
     }
-    let line = version.or_else(|| s.kubernetes.marker.as_deref().and_then(marker_minor));
-    if let Some(v) = line.filter(|v| v.minor < 13) {
+    if let Some(v) = before_1_13(s, version) {
         err(
             "cluster.etcd",
             format!("an external etcd is made with `kubeadm init phase certs etcd-*` and `init phase etcd local`, which kubeadm {v} lacks (1.13 or later)"),
