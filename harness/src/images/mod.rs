@@ -700,6 +700,7 @@ pub struct E2eTags {
     /// The aggregator spec's sample API server and its etcd sidecar.
     pub sample_apiserver: Option<String>,
     pub etcd: Option<String>,
+    /// dig and nslookup for the DNS specs.
     pub jessie_dnsutils: Option<String>,
 }
 
