@@ -173,7 +173,9 @@ if [ -n "$NONEWPRIVS_TAG" ]; then
   command -v go >/dev/null || die "failed to find go to build $src (apt-get install golang-go)"
   ctx=$(new_tree ctx-nonewprivs)
   k=$(printf 'nonewprivs %s\n' "$busybox_id" | cat - "$src" "$0" | sha256sum | cut -c1-16)
+  fresh=0
   if stale "$IMAGE_REPO/nonewprivs:$NONEWPRIVS_TAG" "$k"; then
+    fresh=1
     run env CGO_ENABLED=0 GO111MODULE=off GOCACHE="$WORK/go-cache" go build -o "$ctx/nnp" "$src" \
       || die "failed to build $src"
   fi
@@ -181,10 +183,13 @@ if [ -n "$NONEWPRIVS_TAG" ]; then
     'COPY nnp /usr/local/bin/nnp
 RUN chmod 4755 /usr/local/bin/nnp
 CMD ["nnp"]'
-  # The specs read the effective uid a non-root user gets through the setuid bit.
-  out=$(docker run --rm --network none --user 1000 --label io.shakedown.managed=true \
-    "$IMAGE_REPO/nonewprivs:$NONEWPRIVS_TAG" nnp) || die "failed to run nnp"
-  [ "$out" = "Effective uid: 0" ] || die "failed to keep nnp setuid root: it printed '$out' as user 1000"
+  # The specs read the effective uid a non-root user gets through the setuid bit; an
+  # image already checked is not run again.
+  if [ "$fresh" = 1 ]; then
+    out=$(docker run --rm --network none --user 1000 --label io.shakedown.managed=true \
+      "$IMAGE_REPO/nonewprivs:$NONEWPRIVS_TAG" nnp) || die "failed to run nnp"
+    [ "$out" = "Effective uid: 0" ] || die "failed to keep nnp setuid root: it printed '$out' as user 1000"
+  fi
 fi
 
 # --- sample-apiserver: the tree's staging sample, static, on busybox ---------------------
@@ -193,18 +198,22 @@ if [ -n "$SAMPLE_APISERVER_TAG" ]; then
   [ -f "$src/main.go" ] || die "failed to find $src/main.go"
   command -v go >/dev/null || die "failed to find go to build $src (apt-get install golang-go)"
   ctx=$(new_tree ctx-sample-apiserver)
-  # The tree's version file and the sample's sources decide the binary; its dependencies
-  # are vendored in the same tree.
+  # The sample's sources, the tree's list of vendored modules, Go's version and this
+  # script decide the binary.
   k=$( (printf 'sample-apiserver %s %s\n' "$busybox_id" "$(go version)"
     cat "$0"
     find "$src" -name '*.go' -not -name '*_test.go' | LC_ALL=C sort | xargs cat
     cat "$TREE/vendor/modules.txt" 2>/dev/null || true) | sha256sum | cut -c1-16)
+  fresh=0
   if stale "$IMAGE_REPO/sample-apiserver:$SAMPLE_APISERVER_TAG" "$k"; then
+    fresh=1
     # GOPATH mode inside the tree, as the Kubernetes build is, so vendor/ resolves
-    # k8s.io/sample-apiserver (a symlink into staging) and its dependencies.
+    # k8s.io/sample-apiserver (a symlink into staging) and its dependencies. The link is
+    # pointed at this tree each time, as build-kubernetes.sh does (both hold the cache
+    # lock): it may name another version's tree.
     gopath=${GOPATH:-$WORK/gopath}
     mkdir -p "$gopath/src/k8s.io"
-    [ -e "$gopath/src/k8s.io/kubernetes" ] || ln -sfn "$TREE" "$gopath/src/k8s.io/kubernetes"
+    ln -sfn "$TREE" "$gopath/src/k8s.io/kubernetes"
     log "go build k8s.io/sample-apiserver (in $gopath/src/k8s.io/kubernetes)"
     ( cd "$gopath/src/k8s.io/kubernetes" \
       && env GOPATH="$gopath" GO111MODULE=off GOFLAGS= CGO_ENABLED=0 \
@@ -215,9 +224,12 @@ if [ -n "$SAMPLE_APISERVER_TAG" ]; then
     "COPY sample-apiserver /sample-apiserver
 LABEL io.shakedown.e2e-tag=sample-apiserver:$SAMPLE_APISERVER_TAG io.shakedown.built-from=the-cluster-tree
 ENTRYPOINT [\"/sample-apiserver\"]"
-  docker run --rm --network none --label io.shakedown.managed=true \
-    "$IMAGE_REPO/sample-apiserver:$SAMPLE_APISERVER_TAG" --help >/dev/null 2>&1 \
-    || die "failed to run $IMAGE_REPO/sample-apiserver:$SAMPLE_APISERVER_TAG --help"
+  # A new build must start; an image already checked is not run again.
+  if [ "$fresh" = 1 ]; then
+    docker run --rm --network none --label io.shakedown.managed=true \
+      "$IMAGE_REPO/sample-apiserver:$SAMPLE_APISERVER_TAG" --help >/dev/null 2>&1 \
+      || die "failed to run $IMAGE_REPO/sample-apiserver:$SAMPLE_APISERVER_TAG --help"
+  fi
 fi
 
 # --- etcd: the component image under the manifest's tag -------------------------------
@@ -225,10 +237,14 @@ if [ -n "$ETCD_E2E_TAG" ]; then
   : "${ETCD_IMAGE:?ETCD_IMAGE must be set to build etcd:$ETCD_E2E_TAG}"
   etcd_id=$(docker image inspect --format '{{.Id}}' "$ETCD_IMAGE") \
     || die "failed to find $ETCD_IMAGE (run the image-build step first)"
-  real=$(docker run --rm --network none --label io.shakedown.managed=true --entrypoint /usr/local/bin/etcd \
-    "$ETCD_IMAGE" --version | sed -n 's/^etcd Version: //p') || die "failed to run $ETCD_IMAGE --version"
   ctx=$(new_tree ctx-etcd)
   k=$(printf 'etcd %s\n' "$etcd_id" | cat - "$0" | sha256sum | cut -c1-16)
+  # The real version goes into the label, so it is read only when the image is made.
+  real=unread
+  if stale "$IMAGE_REPO/etcd:$ETCD_E2E_TAG" "$k"; then
+    real=$(docker run --rm --network none --label io.shakedown.managed=true --entrypoint /usr/local/bin/etcd \
+      "$ETCD_IMAGE" --version | sed -n 's/^etcd Version: //p') || die "failed to run $ETCD_IMAGE --version"
+  fi
   build_on "$ETCD_IMAGE" "$IMAGE_REPO/etcd:$ETCD_E2E_TAG" "$k" "$ctx" \
     "LABEL io.shakedown.e2e-tag=etcd:$ETCD_E2E_TAG io.shakedown.etcd-version=$real"
 fi
@@ -237,13 +253,17 @@ fi
 if [ -n "$JESSIE_DNSUTILS_TAG" ]; then
   dns_rootfs=$(debian_rootfs e2e-dnsutils dnsutils)
   k=$(key "$dns_rootfs/.shakedown-complete")
+  fresh=0
+  stale "$IMAGE_REPO/jessie-dnsutils:$JESSIE_DNSUTILS_TAG" "$k" && fresh=1
   import_tree "$dns_rootfs" "$IMAGE_REPO/jessie-dnsutils:$JESSIE_DNSUTILS_TAG" "$k" \
     --change "LABEL io.shakedown.e2e-tag=jessie-dnsutils:$JESSIE_DNSUTILS_TAG" \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'CMD ["/bin/sh"]'
-  docker run --rm --network none --label io.shakedown.managed=true \
-    "$IMAGE_REPO/jessie-dnsutils:$JESSIE_DNSUTILS_TAG" dig -v >/dev/null 2>&1 \
-    || die "failed to run dig in $IMAGE_REPO/jessie-dnsutils:$JESSIE_DNSUTILS_TAG"
+  if [ "$fresh" = 1 ]; then
+    docker run --rm --network none --label io.shakedown.managed=true \
+      "$IMAGE_REPO/jessie-dnsutils:$JESSIE_DNSUTILS_TAG" dig -v >/dev/null 2>&1 \
+      || die "failed to run dig in $IMAGE_REPO/jessie-dnsutils:$JESSIE_DNSUTILS_TAG"
+  fi
 fi
 
 # --- outputs --------------------------------------------------------------------------
